@@ -1,0 +1,1 @@
+"""Command-line entry points: ``qmail-remote`` and ``qremote``."""

@@ -1,0 +1,98 @@
+"""``qmail-remote host sender recip [recip ...]``: the drop-in client.
+
+qmail-rspawn turns a non-zero exit into a permanent bounce and reads stderr as part of
+the report, so this entry point writes only reports, to fd 1, and always exits 0. Any
+failure inside becomes a ``Z`` report: qmail-send retries, nothing is lost.
+Heavy modules are imported only after the arguments are known to be usable.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+USAGE = b"DI (qmail-remote) was invoked improperly. (#5.3.5)\n\0"
+
+
+def _write_all(data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(1, view)
+        except InterruptedError:
+            continue
+        except OSError:
+            return
+        view = view[n:]
+
+
+def _silence_stderr() -> None:
+    """Stray interpreter warnings must not land inside a report on qmail's pipe."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, 2)
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _read_message() -> bytes | None:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(0, 1 << 20)
+        except InterruptedError:
+            continue
+        except OSError:
+            return None
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def run(argv: list[bytes], home: str) -> bytes:
+    """The whole program as a function: arguments in, report bytes out."""
+    if len(argv) < 4:
+        return USAGE
+    from qremote import report
+
+    try:
+        os.chdir(home)
+    except OSError:
+        return report.CHDIR + b"\0"
+    message = _read_message()
+    if message is None:
+        return report.READ_ERROR + b"\0"
+    import asyncio
+
+    from qremote.control import ControlError
+    from qremote.delivery import deliver, load_settings
+
+    try:
+        settings = load_settings(home)
+    except ControlError as e:
+        return report.control_error(str(e)) + b"\0"
+    host = argv[1].decode("utf-8", "surrogateescape")
+    outcome = asyncio.run(deliver(settings, host, argv[2], list(argv[3:]), message))
+    return outcome.wire()
+
+
+def main(home: str | None = None) -> None:
+    _silence_stderr()
+    try:
+        argv = [os.fsencode(a) for a in sys.argv]
+        qmail_home = os.environ.get("QMAILHOME") or home or "/var/qmail"
+        out = run(argv, qmail_home)
+    except BaseException as e:  # noqa: BLE001 - every failure must become a Z report
+        try:
+            from qremote.report import internal_error
+
+            out = internal_error(f"{e.__class__.__name__}: {e}") + b"\0"
+        except BaseException:  # noqa: BLE001
+            out = b"ZInternal error in qmail-remote. (#4.3.0)\n\0"
+    _write_all(out)
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

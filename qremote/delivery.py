@@ -1,0 +1,215 @@
+"""The delivery core: one async function from (host, sender, recipients, message) to reports.
+
+It is the pipeline of DESIGN.md section 3: check the message, resolve the route, then for
+each address in order skip it if tcpto says so, connect, and hold the SMTP conversation.
+It keeps no global state, so a daemon can run many of these at once.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+
+from qremote import report
+from qremote.control import ControlDir, ControlError
+from qremote.routing import resolve, routes
+from qremote.routing.ipme import local_addresses
+from qremote.routing.mx import Target, usable
+from qremote.smtp.body import encode_body, has_partial_final_line, is_eight_bit
+from qremote.smtp.conversation import Conversation, Envelope, Finished, NextHost
+from qremote.smtp.session import (
+    ConnectFailed,
+    Dropped,
+    Session,
+    TlsFailed,
+    TlsSetup,
+    connect,
+    dropped_report,
+)
+from qremote.tcpto.store import TcptoFiles
+from qremote.tls import contexts
+from qremote.tls.policy import Mode, Policy, decide
+
+
+@dataclass
+class Settings:
+    """Everything a delivery reads from control files, loaded once."""
+
+    home: str
+    control: ControlDir
+    helo: str
+    routes: dict[str, str]
+    timeout_connect: int
+    timeout_remote: int
+    local: set[str] = field(default_factory=set)
+
+
+def load_settings(home: str) -> Settings:
+    """Read the control files qmail-remote needs; ControlError names the one at fault."""
+    control = ControlDir(os.path.join(home, "control"))
+    helo = control.line("helohost")
+    if helo is None:
+        helo = control.line("me")
+    if helo is None:
+        raise ControlError("control/me and control/helohost are both missing")
+    if not helo:
+        raise ControlError("control/helohost (or control/me) is empty")
+    return Settings(
+        home=home,
+        control=control,
+        helo=helo,
+        routes=control.mapping("smtproutes"),
+        timeout_connect=control.integer("timeoutconnect", 60),
+        timeout_remote=control.integer("timeoutremote", 1200),
+        local=local_addresses(control),
+    )
+
+
+@dataclass
+class Outcome:
+    """The reports of one delivery, each without its terminating NUL."""
+
+    recipients: list[bytes]
+    message: bytes
+
+    def wire(self) -> bytes:
+        """What qmail-remote writes: every report followed by a NUL."""
+        return b"".join(r + b"\0" for r in [*self.recipients, self.message])
+
+
+def _final(text: bytes) -> Outcome:
+    return Outcome([], text)
+
+
+def _with_notes(text: bytes, notes: list[str]) -> bytes:
+    """Extra lines for the qmail-send log (TLS, fallbacks) after the server's text."""
+    if not notes:
+        return text
+    if text and not text.endswith(b"\n"):
+        text += b"\n"
+    return text + "".join(n + "\n" for n in notes).encode()
+
+
+async def _targets(settings: Settings, resolver, host: str) -> tuple[list[Target], int, bool]:
+    route = routes.route_for(host, settings.routes)
+    if route is not None:
+        return await resolve.relay_targets(resolver, route.relay), route.port, True
+    return await resolve.mx_targets(resolver, host, random.Random()), routes.DEFAULT_PORT, False
+
+
+async def deliver(
+    settings: Settings,
+    host: str,
+    sender: bytes,
+    recipients: list[bytes],
+    message: bytes,
+    resolver=None,
+    tcpto: TcptoFiles | None = None,
+) -> Outcome:
+    """Deliver one message to one destination host; never raises for remote trouble."""
+    if has_partial_final_line(message):
+        return _final(report.PARTIAL_LINE)
+    if resolver is None:
+        resolver = resolve.make_resolver(settings.control)
+    if tcpto is None:
+        tcpto = TcptoFiles(settings.home)
+    try:
+        targets, port, routed = await _targets(settings, resolver, host)
+    except routes.RouteError as e:
+        return _final(report.control_error(str(e)))
+    except resolve.DnsHard as e:
+        return _final(report.perm_dns(str(e).encode()))
+    except resolve.DnsSoft:
+        return _final(report.TEMP_DNS)
+    except resolve.NullMx:
+        return _final(report.null_mx(host.encode()))
+    if not targets:
+        return _final(report.NOMX)
+    chosen = usable(targets, settings.local, routed)
+    if chosen is None:
+        return _final(report.AMBIGUOUS_MX)
+
+    body = encode_body(message)
+    envelope = Envelope(
+        helo=settings.helo,
+        sender=sender,
+        recipients=recipients,
+        size=len(body),
+        eight_bit=is_eight_bit(message),
+    )
+    refusals: list[NextHost] = []
+    for target in chosen:
+        if tcpto.skip(target.ip):
+            continue
+        result = await _try_host(settings, target, port, envelope, body, tcpto)
+        if isinstance(result, Outcome):
+            return result
+        if result is not None:
+            refusals.append(result)
+    if not refusals:
+        return _final(report.NOCONN)
+    last = refusals[-1].report
+    if len(refusals) == len(chosen) and all(r.permanent for r in refusals):
+        return _final(last)
+    return _final(b"Z" + last[1:])
+
+
+async def _try_host(
+    settings: Settings,
+    target: Target,
+    port: int,
+    envelope: Envelope,
+    body: bytes,
+    tcpto: TcptoFiles,
+) -> Outcome | NextHost | None:
+    """One address: an Outcome ends the delivery; NextHost or None moves on."""
+    policy = decide(settings.control.path, target.name)
+    notes: list[str] = []
+    tls: TlsSetup | None = None
+    if policy.mode is not Mode.PLAIN:
+        try:
+            ctx = contexts.context_for(settings.control.path, policy)
+        except ControlError as e:
+            if policy.mode is Mode.REQUIRED:
+                return _final(report.control_error(str(e)))
+            notes.append(f"TLS not tried: {e}")
+            policy = Policy(Mode.PLAIN)
+        else:
+            tls = TlsSetup(ctx, target.name, policy.mode is Mode.REQUIRED)
+    while True:
+        try:
+            reader, writer = await connect(target.ip, port, settings.timeout_connect)
+        except ConnectFailed as e:
+            tcpto.record(target.ip, e.timed_out)
+            return None
+        tcpto.record(target.ip, False)
+        conv = Conversation(
+            partner=target.ip,
+            envelope=envelope,
+            want_tls=tls is not None,
+            require_tls=tls is not None and tls.required,
+        )
+        session = Session(reader, writer, conv, body, settings.timeout_remote, tls)
+        try:
+            result = await session.run()
+        except Dropped:
+            return _final(_with_notes(dropped_report(conv), notes))
+        except TlsFailed as e:
+            if tls is not None and not tls.required:
+                notes.append(f"TLS to {target.ip} failed ({e}); retried without TLS")
+                tls = None
+                continue
+            return _final(
+                f"ZConnected to {target.ip} but TLS failed: {e}. (#4.7.0)\n".encode()
+            )
+        finally:
+            await session.close()
+        if result.tls_info:
+            notes.append(result.tls_info)
+        final = result.final
+        if isinstance(final, Finished):
+            return Outcome(
+                [r.report for r in result.recipients], _with_notes(final.report, notes)
+            )
+        return NextHost(_with_notes(final.report, notes), final.permanent)

@@ -1,0 +1,75 @@
+"""qmail-remote's report format and its fixed texts.
+
+qmail-rspawn reads what qmail-remote writes as a series of reports, each a letter, text,
+and a NUL. qmail-send copies the text into its log, so the wording here is qmail's own,
+byte for byte (see qmail-remote.c); only texts for situations qmail never had are new.
+"""
+
+from __future__ import annotations
+
+HUGE_SMTP_TEXT = 5000
+"""qmail keeps at most this many bytes of a server's reply text (HUGESMTPTEXT)."""
+
+USAGE = b"DI (qmail-remote) was invoked improperly. (#5.3.5)\n"
+NOCONN = b"ZSorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n"
+READ_ERROR = b"ZUnable to read message. (#4.3.0)\n"
+CHDIR = b"ZUnable to switch to home directory. (#4.3.0)\n"
+CONTROL = b"ZUnable to read control files. (#4.3.0)\n"
+TEMP_DNS = b"ZSorry, I couldn't find any host by that name. (#4.1.2)\n"
+NOMX = b"DSorry, I couldn't find a mail exchanger or IP address. (#5.4.4)\n"
+PARTIAL_LINE = b"DSMTP cannot transfer messages with partial final lines. (#5.6.2)\n"
+AMBIGUOUS_MX = (
+    b"DSorry. Although I'm listed as a best-preference MX or A for that host,\n"
+    b"it isn't in my control/locals file, so I don't treat it as local. (#5.4.6)\n"
+)
+
+
+def safe_name(name: bytes) -> bytes:
+    """qmail's outsafe(): bytes outside printable ASCII become '?'."""
+    return bytes(c if 33 <= c <= 126 else 63 for c in name)
+
+
+def perm_dns(host: bytes) -> bytes:
+    return b"DSorry, I couldn't find any host named " + safe_name(host) + b". (#5.1.2)\n"
+
+
+def null_mx(host: bytes) -> bytes:
+    """RFC 7505: the domain publishes a null MX, so it accepts no mail at all."""
+    return b"DSorry, " + safe_name(host) + b" does not accept mail (null MX). (#5.1.10)\n"
+
+
+def internal_error(reason: str) -> bytes:
+    """Any unexpected local failure: always temporary, so qmail retries and nothing is lost."""
+    text = reason.replace("\0", "?").replace("\n", " ").strip() or "unknown error"
+    return b"ZInternal error in qmail-remote: " + text.encode("utf-8", "replace") + b". (#4.3.0)\n"
+
+
+def control_error(detail: str) -> bytes:
+    """qmail's control-file text, then one line naming the file or value at fault."""
+    return CONTROL + detail.encode("utf-8", "replace") + b"\n"
+
+
+def remote_said(text: bytes) -> bytes:
+    """qmail's outsmtptext(): the server's own words, NULs shown as '?'."""
+    if not text:
+        return b""
+    return b"Remote host said: " + text.replace(b"\0", b"?")
+
+
+def quit_report(letter: str, prefix: str, partner: str, append: str, text: bytes) -> bytes:
+    """qmail's quit(): letter+prefix, the peer address, append, '.', then the server text."""
+    head = f"{letter}{prefix}{partner}{append}.\n".encode()
+    return head + remote_said(text)
+
+
+def recipient_report(letter: str, partner: str, text: bytes) -> bytes:
+    """``r`` carries no text; ``h`` and ``s`` name the host and quote it, as qmail does."""
+    if letter == "r":
+        return b"r"
+    return f"{letter}{partner} does not like recipient.\n".encode() + remote_said(text)
+
+
+def dropped(partner: str, critical: bool) -> bytes:
+    """The connection died or timed out mid-conversation (qmail's dropped())."""
+    dup = "Possible duplicate! " if critical else ""
+    return f"ZConnected to {partner} but connection died. {dup}(#4.4.2)\n".encode()

@@ -1,0 +1,1 @@
+"""Where a message goes: smtproutes, MX resolution, and the ipme self-check."""

@@ -1,0 +1,161 @@
+"""DNS for delivery with dnspython: MX with A/AAAA fallback, mapped to qmail's outcomes.
+
+qmail's dns_mxip distinguishes three answers, and so do we: the name does not exist
+(:class:`DnsHard`, a bounce), the lookup failed for now (:class:`DnsSoft`, retry later),
+or a list of addresses (possibly empty: no mail exchanger, a bounce). As in qmail, a
+temporary failure while looking up one MX host's address only matters if no address at
+all was found.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+
+import dns.asyncresolver
+import dns.exception
+import dns.nameserver
+import dns.rdatatype
+import dns.resolver
+
+from qremote.control import ControlDir, ControlError
+from qremote.routing.mx import Target, order
+
+
+class DnsHard(Exception):
+    """The name does not exist (NXDOMAIN)."""
+
+
+class DnsSoft(Exception):
+    """The lookup failed temporarily (time-out, SERVFAIL, malformed answer)."""
+
+
+class NullMx(Exception):
+    """The domain says it accepts no mail (RFC 7505)."""
+
+
+def make_resolver(control: ControlDir) -> dns.asyncresolver.Resolver:
+    """A resolver using control/nameservers (``ip`` or ``ip:port``), else resolv.conf."""
+    servers = control.listing("nameservers")
+    if not servers:
+        resolver = dns.asyncresolver.Resolver()
+    else:
+        resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver.nameservers = [_nameserver(s) for s in servers]
+    resolver.timeout = 5.0
+    resolver.lifetime = 20.0
+    return resolver
+
+
+def _nameserver(text: str) -> dns.nameserver.Nameserver:
+    text = text.strip()
+    host, port = text, 53
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest.startswith(":"):
+            port = _port(text, rest[1:])
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+        port = _port(text, port_text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ControlError(f"control/nameservers: {text!r} is not an IP address") from None
+    return dns.nameserver.Do53Nameserver(host, port)
+
+
+def _port(line: str, text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ControlError(f"control/nameservers: bad port in {line!r}")
+    return int(text)
+
+
+async def _query(resolver: dns.asyncresolver.Resolver, name: str, rdtype: str) -> list:
+    """Records of one type; [] for no data; DnsHard / DnsSoft for failures."""
+    try:
+        answer = await resolver.resolve(name, rdtype, search=False)
+    except dns.resolver.NXDOMAIN:
+        raise DnsHard(name) from None
+    except dns.resolver.NoAnswer:
+        return []
+    except dns.exception.DNSException as e:
+        raise DnsSoft(f"{name}/{rdtype}: {e.__class__.__name__}") from None
+    return list(answer)
+
+
+async def addresses(resolver: dns.asyncresolver.Resolver, name: str) -> list[str]:
+    """A then AAAA addresses of one host (IPv4 first: most qmail hosts are IPv4 first)."""
+    try:
+        return [str(ipaddress.ip_address(name))]
+    except ValueError:
+        pass
+    results = await asyncio.gather(
+        _query(resolver, name, "A"), _query(resolver, name, "AAAA"), return_exceptions=True
+    )
+    found: list[str] = []
+    errors: list[BaseException] = []
+    for result in results:
+        if isinstance(result, BaseException):
+            errors.append(result)
+        else:
+            found.extend(r.address for r in result)
+    if found:
+        return found
+    if any(isinstance(e, DnsSoft) for e in errors):
+        raise next(e for e in errors if isinstance(e, DnsSoft))
+    if errors and all(isinstance(e, DnsHard) for e in errors):
+        raise errors[0]
+    for e in errors:
+        if not isinstance(e, (DnsHard, DnsSoft)):
+            raise e
+    return []
+
+
+def literal(host: str) -> str | None:
+    """``[1.2.3.4]`` or ``[IPv6:::1]`` to the address, else None."""
+    if not (host.startswith("[") and host.endswith("]")):
+        return None
+    inner = host[1:-1]
+    if inner.lower().startswith("ipv6:"):
+        inner = inner[5:]
+    try:
+        return str(ipaddress.ip_address(inner))
+    except ValueError:
+        return None
+
+
+async def mx_targets(
+    resolver: dns.asyncresolver.Resolver, host: str, rng: random.Random
+) -> list[Target]:
+    """qmail's dns_mxip: the addresses to try for a domain, best first."""
+    ip = literal(host)
+    if ip is not None:
+        return [Target(ip, 0, host)]
+    records = await _query(resolver, host, "MX")
+    if not records:
+        return [Target(a, 0, host) for a in await addresses(resolver, host)]
+    exchangers = [(r.preference, r.exchange.to_text(omit_final_dot=True)) for r in records]
+    if len(exchangers) == 1 and exchangers[0][1] in ("", "."):
+        raise NullMx(host)
+    targets: list[Target] = []
+    soft: DnsSoft | None = None
+    for pref, name in order(exchangers, rng):
+        if name in ("", "."):
+            continue
+        try:
+            found = await addresses(resolver, name)
+        except DnsHard:
+            continue
+        except DnsSoft as e:
+            soft = e
+            continue
+        targets.extend(Target(a, pref, name) for a in found)
+    if not targets and soft is not None:
+        raise soft
+    return targets
+
+
+async def relay_targets(resolver: dns.asyncresolver.Resolver, relay: str) -> list[Target]:
+    """An smtproutes relay: addresses of that one host, no MX lookup."""
+    return [Target(a, 0, relay) for a in await addresses(resolver, relay)]

@@ -1,0 +1,301 @@
+"""The SMTP client conversation as a state machine, sans I/O.
+
+Feed it each :class:`~qremote.smtp.replies.Reply` the server sends; it answers with a
+list of actions for the driver: bytes to send, "send the message body now", "start TLS
+now", recipient reports, and finally one :class:`Finished` outcome. It never touches a
+socket, so every row of qmail's outcome table is a unit test away.
+
+Outcomes follow qmail-remote.c's smtp(), with the RFC 2821 greeting patch:
+a greeting that is not 220, or a refused HELO, asks the caller to try the next MX
+(:class:`NextHost`) instead of failing the message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum, auto
+
+from qremote import report
+from qremote.smtp.replies import Reply
+
+
+class State(Enum):
+    GREETING = auto()
+    EHLO = auto()
+    HELO = auto()
+    STARTTLS = auto()
+    MAIL = auto()
+    RCPT = auto()
+    DATA = auto()
+    BODY = auto()
+    DONE = auto()
+
+
+@dataclass(frozen=True)
+class Send:
+    data: bytes
+
+
+@dataclass(frozen=True)
+class SendBody:
+    """Transmit the encoded message and its final dot, then feed the reply."""
+
+
+@dataclass(frozen=True)
+class StartTLS:
+    """The server said 220 to STARTTLS: handshake now, then call :meth:`tls_started`."""
+
+
+@dataclass(frozen=True)
+class RecipientReport:
+    index: int
+    report: bytes
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The message report for this connection; QUIT has already been queued if useful."""
+
+    report: bytes
+
+
+@dataclass(frozen=True)
+class NextHost:
+    """This host refused us before the envelope started: try the next address.
+
+    ``report`` is what to say if no other host does better; ``permanent`` is True for a
+    5xx greeting, the only case that may become a bounce (when every host says 5xx).
+    """
+
+    report: bytes
+    permanent: bool
+
+
+Action = Send | SendBody | StartTLS | RecipientReport | Finished | NextHost
+
+
+@dataclass
+class Envelope:
+    helo: str
+    sender: bytes
+    recipients: list[bytes]
+    size: int = 0
+    eight_bit: bool = False
+
+
+@dataclass
+class Extensions:
+    """What EHLO advertised; forgotten after STARTTLS (RFC 3207 section 4.2)."""
+
+    esmtp: bool = False
+    pipelining: bool = False
+    size: bool = False
+    size_limit: int | None = None
+    eight_bit_mime: bool = False
+    starttls: bool = False
+
+    @classmethod
+    def parse(cls, reply: Reply) -> Extensions:
+        ext = cls(esmtp=True)
+        for line in reply.lines[1:]:
+            words = line[4:].decode("ascii", "replace").upper().split()
+            if not words:
+                continue
+            keyword = words[0]
+            if keyword == "PIPELINING":
+                ext.pipelining = True
+            elif keyword == "SIZE":
+                ext.size = True
+                if len(words) > 1 and words[1].isdigit():
+                    ext.size_limit = int(words[1]) or None
+            elif keyword == "8BITMIME":
+                ext.eight_bit_mime = True
+            elif keyword == "STARTTLS":
+                ext.starttls = True
+        return ext
+
+
+@dataclass
+class Conversation:
+    """One SMTP session with one server for one message."""
+
+    partner: str
+    envelope: Envelope
+    want_tls: bool = False
+    """Ask for STARTTLS when the server offers it (the TLS policy decides this)."""
+    require_tls: bool = False
+    """Fail (temporarily) rather than send in plain text."""
+    state: State = State.GREETING
+    extensions: Extensions = field(default_factory=Extensions)
+    tls: bool = False
+    critical: bool = False
+    """True between the final dot and its reply: a lost connection may mean a duplicate."""
+    accepted: int = 0
+    _pending: list[State] = field(default_factory=list)
+    _rcpt_index: int = 0
+
+    # -- feeding -------------------------------------------------------------------------
+
+    def receive(self, reply: Reply) -> list[Action]:
+        handler = {
+            State.GREETING: self._on_greeting,
+            State.EHLO: self._on_ehlo,
+            State.HELO: self._on_helo,
+            State.STARTTLS: self._on_starttls,
+            State.MAIL: self._on_mail,
+            State.RCPT: self._on_rcpt,
+            State.DATA: self._on_data,
+            State.BODY: self._on_body,
+        }.get(self.state)
+        if handler is None:
+            return []
+        return handler(reply)
+
+    def tls_started(self) -> list[Action]:
+        """The handshake succeeded: say EHLO again and forget what was advertised."""
+        self.tls = True
+        self.extensions = Extensions()
+        return self._ehlo()
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _quit(self, letter: str, prefix: str, append: str, reply: Reply) -> list[Action]:
+        self.state = State.DONE
+        text = report.quit_report(letter, prefix, self.partner, append, reply.text)
+        return [Send(b"QUIT\r\n"), Finished(text)]
+
+    def _next_host(self, append: str, reply: Reply) -> list[Action]:
+        self.state = State.DONE
+        permanent = reply.permanent
+        letter = "D" if permanent else "Z"
+        text = report.quit_report(letter, "Connected to ", self.partner, append, reply.text)
+        return [Send(b"QUIT\r\n"), NextHost(text, permanent)]
+
+    def _ehlo(self) -> list[Action]:
+        self.state = State.EHLO
+        return [Send(f"EHLO {self.envelope.helo}\r\n".encode())]
+
+    def _mail_command(self) -> bytes:
+        cmd = b"MAIL FROM:<" + self.envelope.sender + b">"
+        if self.extensions.size:
+            cmd += b" SIZE=%d" % self.envelope.size
+        if self.extensions.eight_bit_mime and self.envelope.eight_bit:
+            cmd += b" BODY=8BITMIME"
+        return cmd + b"\r\n"
+
+    def _envelope(self) -> list[Action]:
+        """MAIL, then RCPTs: all at once with DATA when the server pipelines (RFC 2920)."""
+        if self.require_tls and not self.tls:
+            self.state = State.DONE
+            return [
+                Send(b"QUIT\r\n"),
+                Finished(
+                    f"ZConnected to {self.partner} but TLS is required and was not "
+                    "negotiated. (#4.7.0)\n".encode()
+                ),
+            ]
+        self.state = State.MAIL
+        if not self.extensions.pipelining:
+            return [Send(self._mail_command())]
+        data = self._mail_command()
+        for rcpt in self.envelope.recipients:
+            data += b"RCPT TO:<" + rcpt + b">\r\n"
+        data += b"DATA\r\n"
+        self._pending = [State.RCPT] * len(self.envelope.recipients) + [State.DATA]
+        return [Send(data)]
+
+    def _rcpt_command(self, index: int) -> Send:
+        return Send(b"RCPT TO:<" + self.envelope.recipients[index] + b">\r\n")
+
+    # -- states --------------------------------------------------------------------------
+
+    def _on_greeting(self, reply: Reply) -> list[Action]:
+        if reply.code != 220:
+            return self._next_host(" but greeting failed", reply)
+        return self._ehlo()
+
+    def _on_ehlo(self, reply: Reply) -> list[Action]:
+        if reply.code != 250:
+            if self.tls:
+                # EHLO worked before TLS; refusing it now is a broken server, not an old one.
+                return self._quit("Z", "Connected to ", " but EHLO after STARTTLS failed", reply)
+            self.state = State.HELO
+            return [Send(f"HELO {self.envelope.helo}\r\n".encode())]
+        self.extensions = Extensions.parse(reply)
+        if self.want_tls and not self.tls and self.extensions.starttls:
+            self.state = State.STARTTLS
+            return [Send(b"STARTTLS\r\n")]
+        return self._envelope()
+
+    def _on_helo(self, reply: Reply) -> list[Action]:
+        if reply.code != 250:
+            return self._next_host(" but my name was rejected", reply)
+        self.extensions = Extensions()
+        return self._envelope()
+
+    def _on_starttls(self, reply: Reply) -> list[Action]:
+        if reply.code != 220:
+            if self.require_tls:
+                return self._quit("Z", "Connected to ", " but STARTTLS was refused", reply)
+            return self._envelope()
+        return [StartTLS()]
+
+    def _on_mail(self, reply: Reply) -> list[Action]:
+        if reply.permanent:
+            return self._quit("D", "Connected to ", " but sender was rejected", reply)
+        if not reply.positive:
+            return self._quit("Z", "Connected to ", " but sender was rejected", reply)
+        self.state = State.RCPT
+        self._rcpt_index = 0
+        if self.extensions.pipelining:
+            return []
+        return [self._rcpt_command(0)]
+
+    def _on_rcpt(self, reply: Reply) -> list[Action]:
+        index = self._rcpt_index
+        if reply.positive:
+            letter = "r"
+            self.accepted += 1
+        elif reply.permanent:
+            letter = "h"
+        else:
+            letter = "s"
+        actions: list[Action] = [
+            RecipientReport(index, report.recipient_report(letter, self.partner, reply.text))
+        ]
+        self._rcpt_index += 1
+        if self._rcpt_index < len(self.envelope.recipients):
+            if not self.extensions.pipelining:
+                actions.append(self._rcpt_command(self._rcpt_index))
+            return actions
+        if not self.accepted:
+            # Pipelined DATA may still be answered 354 by a broken server; QUIT then
+            # lands inside an unfinished message, which the server must discard.
+            self.state = State.DONE
+            text = f"DGiving up on {self.partner}.\n".encode()
+            return [*actions, Send(b"QUIT\r\n"), Finished(text)]
+        self.state = State.DATA
+        if not self.extensions.pipelining:
+            actions.append(Send(b"DATA\r\n"))
+        return actions
+
+    def _on_data(self, reply: Reply) -> list[Action]:
+        if reply.permanent:
+            return self._quit("D", "", " failed on DATA command", reply)
+        if not 300 <= reply.code < 400:
+            return self._quit("Z", "", " failed on DATA command", reply)
+        self.state = State.BODY
+        return [SendBody()]
+
+    def dot_sending(self) -> None:
+        """The driver is about to write the final dot: from now on a lost connection
+        may have delivered the message (qmail's flagcritical)."""
+        self.critical = True
+
+    def _on_body(self, reply: Reply) -> list[Action]:
+        self.critical = False
+        if reply.positive:
+            return self._quit("K", "", " accepted message", reply)
+        if reply.permanent:
+            return self._quit("D", "", " failed after I sent the message", reply)
+        return self._quit("Z", "", " failed after I sent the message", reply)

@@ -1,0 +1,212 @@
+"""The asyncio side of one SMTP connection: sockets, time-outs, TLS; no protocol logic.
+
+It moves bytes between the socket and a :class:`Conversation` and enforces qmail's
+``timeoutremote``: every read and every write must make progress within it, and one
+reply must be complete within it too, so a server that dribbles an endless multi-line
+reply is cut off like one that stalls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+
+from qremote import report
+from qremote.smtp.conversation import (
+    Action,
+    Conversation,
+    Finished,
+    NextHost,
+    RecipientReport,
+    Send,
+    SendBody,
+    StartTLS,
+)
+from qremote.smtp.replies import ReplyParser
+
+BODY_CHUNK = 1 << 16
+
+
+class ConnectFailed(Exception):
+    def __init__(self, timed_out: bool, reason: str) -> None:
+        super().__init__(reason)
+        self.timed_out = timed_out
+
+
+class Dropped(Exception):
+    """The peer closed, stalled past timeoutremote, or the socket failed."""
+
+
+class TlsFailed(Exception):
+    """The TLS handshake (or certificate check) failed after the server said 220."""
+
+
+@dataclass
+class TlsSetup:
+    """How to run STARTTLS with this host, decided by the TLS policy."""
+
+    context: ssl.SSLContext
+    server_name: str
+    required: bool
+
+
+@dataclass
+class SessionResult:
+    recipients: list[RecipientReport]
+    final: Finished | NextHost
+    tls_info: str = ""
+
+
+async def connect(
+    ip: str, port: int, timeout: float, source: str | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open a TCP connection, distinguishing time-outs (which tcpto counts)."""
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        if source:
+            sock.bind((source, 0))
+        await asyncio.wait_for(loop.sock_connect(sock, (ip, port)), timeout)
+    except asyncio.TimeoutError:
+        sock.close()
+        raise ConnectFailed(True, "timed out") from None
+    except OSError as e:
+        sock.close()
+        raise ConnectFailed(False, e.strerror or str(e)) from None
+    return await asyncio.open_connection(sock=sock, limit=1 << 16)
+
+
+class Session:
+    """Runs one :class:`Conversation` over one connection."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        conversation: Conversation,
+        body: bytes,
+        timeout: float,
+        tls: TlsSetup | None = None,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.conv = conversation
+        self.body = body
+        self.timeout = timeout
+        self.tls = tls
+        self.parser = ReplyParser()
+        self.tls_info = ""
+
+    async def _write(self, data: bytes) -> None:
+        try:
+            self.writer.write(data)
+            await asyncio.wait_for(self.writer.drain(), self.timeout)
+        except (OSError, asyncio.TimeoutError, ConnectionError) as e:
+            raise Dropped(str(e)) from None
+
+    async def _send_body(self) -> None:
+        body = self.body
+        head, dot = body[:-3], body[-3:]
+        for i in range(0, len(head), BODY_CHUNK):
+            await self._write(head[i : i + BODY_CHUNK])
+        self.conv.dot_sending()
+        await self._write(dot)
+
+    async def _read_replies(self) -> list:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Dropped("timed out")
+            try:
+                data = await asyncio.wait_for(self.reader.read(1 << 16), remaining)
+            except (OSError, asyncio.TimeoutError, ConnectionError) as e:
+                raise Dropped(str(e)) from None
+            if not data:
+                raise Dropped("connection closed")
+            replies = self.parser.feed(data)
+            if replies:
+                return replies
+
+    async def _start_tls(self) -> None:
+        assert self.tls is not None
+        if self.parser.partial or self._buffered():
+            # Anything sent after the 220 and before the handshake could have been
+            # injected by a man in the middle (RFC 3207 section 6): do not trust it.
+            raise TlsFailed("server sent data after its STARTTLS reply")
+        try:
+            await asyncio.wait_for(
+                self.writer.start_tls(self.tls.context, server_hostname=self.tls.server_name),
+                self.timeout,
+            )
+        except asyncio.TimeoutError:
+            raise TlsFailed("TLS handshake timed out") from None
+        except ssl.SSLCertVerificationError as e:
+            raise TlsFailed(f"certificate not accepted: {e.verify_message}") from None
+        except (ssl.SSLError, OSError, ConnectionError) as e:
+            raise TlsFailed(f"TLS handshake failed: {e}") from None
+        obj = self.writer.get_extra_info("ssl_object")
+        if obj is not None:
+            cipher = obj.cipher()
+            verified = "verified" if self.tls.context.verify_mode == ssl.CERT_REQUIRED else (
+                "not verified"
+            )
+            self.tls_info = f"TLS {obj.version()} {cipher[0] if cipher else '?'}, {verified}"
+
+    def _buffered(self) -> bool:
+        buffer = getattr(self.reader, "_buffer", b"")
+        return bool(buffer)
+
+    async def run(self) -> SessionResult:
+        recipients: list[RecipientReport] = []
+        pending: list = []
+        actions: list[Action] = []
+        while True:
+            final = next((a for a in actions if isinstance(a, (Finished, NextHost))), None)
+            restart: list[Action] | None = None
+            for action in actions:
+                if isinstance(action, Send):
+                    if final is None:
+                        await self._write(action.data)
+                    else:
+                        await self._write_quietly(action.data)
+                elif isinstance(action, SendBody):
+                    await self._send_body()
+                elif isinstance(action, RecipientReport):
+                    recipients.append(action)
+                elif isinstance(action, StartTLS):
+                    if pending:
+                        raise TlsFailed("server sent data after its STARTTLS reply")
+                    await self._start_tls()
+                    restart = self.conv.tls_started()
+            if final is not None:
+                return SessionResult(recipients, final, self.tls_info)
+            if restart is not None:
+                actions = restart
+                continue
+            if not pending:
+                pending = await self._read_replies()
+            actions = self.conv.receive(pending.pop(0))
+
+    async def _write_quietly(self, data: bytes) -> None:
+        """QUIT after the outcome is known: a failure here changes nothing."""
+        try:
+            await self._write(data)
+        except Dropped:
+            pass
+
+    async def close(self) -> None:
+        try:
+            self.writer.close()
+            await asyncio.wait_for(self.writer.wait_closed(), 5)
+        except Exception:  # noqa: BLE001 - closing must never change a result
+            pass
+
+
+def dropped_report(conv: Conversation) -> bytes:
+    return report.dropped(conv.partner, conv.critical)

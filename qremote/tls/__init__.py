@@ -1,0 +1,1 @@
+"""STARTTLS policy per MX host, as qmail-tls reads its control files."""

@@ -1,0 +1,49 @@
+"""Which TLS to use with one MX host: a pure decision over the control directory's files.
+
+- ``control/notlshosts/<mx>`` exists: plain text, never STARTTLS.
+- ``control/tlshosts/<mx>.pem`` exists: STARTTLS is required and the certificate must
+  verify against that CA file and match the MX name; any failure is temporary (``Z``).
+- ``control/tlshosts/exhaustivelist`` exists: hosts without a pem file get plain text.
+- otherwise opportunistic: STARTTLS when offered, the certificate is not checked, and a
+  failed handshake is retried once in plain text on a new connection.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Mode(Enum):
+    PLAIN = "plain"
+    OPPORTUNISTIC = "opportunistic"
+    REQUIRED = "required"
+
+
+@dataclass(frozen=True)
+class Policy:
+    mode: Mode
+    ca_file: str | None = None
+
+
+def _safe_name(mx: str) -> str | None:
+    """An MX name usable as a file name; None for anything that could escape the folder."""
+    name = mx.lower().rstrip(".")
+    if not name or "/" in name or name.startswith(".") or "\0" in name:
+        return None
+    return name
+
+
+def decide(control_path: str, mx: str) -> Policy:
+    name = _safe_name(mx)
+    if name is None:
+        return Policy(Mode.OPPORTUNISTIC)
+    if os.path.exists(os.path.join(control_path, "notlshosts", name)):
+        return Policy(Mode.PLAIN)
+    pem = os.path.join(control_path, "tlshosts", name + ".pem")
+    if os.path.exists(pem):
+        return Policy(Mode.REQUIRED, pem)
+    if os.path.exists(os.path.join(control_path, "tlshosts", "exhaustivelist")):
+        return Policy(Mode.PLAIN)
+    return Policy(Mode.OPPORTUNISTIC)
