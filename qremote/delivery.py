@@ -194,22 +194,21 @@ async def _try_host(
         try:
             result = await session.run()
         except Dropped:
-            return _final(_with_notes(dropped_report(conv), notes))
+            return Outcome(
+                [r.report for r in session.recipients],
+                _with_notes(dropped_report(conv), notes),
+            )
         except TlsFailed as e:
             if tls is not None and not tls.required:
                 notes.append(f"TLS to {target.ip} failed ({e}); retried without TLS")
                 tls = None
                 continue
-            return _final(
-                f"ZConnected to {target.ip} but TLS failed: {e}. (#4.7.0)\n".encode()
-            )
+            return _final(f"ZConnected to {target.ip} but TLS failed: {e}. (#4.7.0)\n".encode())
         finally:
             await session.close()
         if result.tls_info:
             notes.append(result.tls_info)
         final = result.final
         if isinstance(final, Finished):
-            return Outcome(
-                [r.report for r in result.recipients], _with_notes(final.report, notes)
-            )
+            return Outcome([r.report for r in result.recipients], _with_notes(final.report, notes))
         return NextHost(_with_notes(final.report, notes), final.permanent)

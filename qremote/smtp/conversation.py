@@ -164,9 +164,11 @@ class Conversation:
         text = report.quit_report(letter, prefix, self.partner, append, reply.text)
         return [Send(b"QUIT\r\n"), Finished(text)]
 
-    def _next_host(self, append: str, reply: Reply) -> list[Action]:
+    def _next_host(self, append: str, reply: Reply, may_bounce: bool) -> list[Action]:
+        """Only a 5xx greeting may bounce (when every host gives one); a refused HELO
+        says more about our name than about the recipient, so it is always temporary."""
         self.state = State.DONE
-        permanent = reply.permanent
+        permanent = may_bounce and reply.permanent
         letter = "D" if permanent else "Z"
         text = report.quit_report(letter, "Connected to ", self.partner, append, reply.text)
         return [Send(b"QUIT\r\n"), NextHost(text, permanent)]
@@ -211,7 +213,7 @@ class Conversation:
 
     def _on_greeting(self, reply: Reply) -> list[Action]:
         if reply.code != 220:
-            return self._next_host(" but greeting failed", reply)
+            return self._next_host(" but greeting failed", reply, True)
         return self._ehlo()
 
     def _on_ehlo(self, reply: Reply) -> list[Action]:
@@ -229,7 +231,7 @@ class Conversation:
 
     def _on_helo(self, reply: Reply) -> list[Action]:
         if reply.code != 250:
-            return self._next_host(" but my name was rejected", reply)
+            return self._next_host(" but my name was rejected", reply, False)
         self.extensions = Extensions()
         return self._envelope()
 

@@ -72,7 +72,7 @@ async def connect(
         if source:
             sock.bind((source, 0))
         await asyncio.wait_for(loop.sock_connect(sock, (ip, port)), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         sock.close()
         raise ConnectFailed(True, "timed out") from None
     except OSError as e:
@@ -101,12 +101,14 @@ class Session:
         self.tls = tls
         self.parser = ReplyParser()
         self.tls_info = ""
+        self.recipients: list[RecipientReport] = []
+        """Recipient reports so far; qmail prints them even if the connection dies later."""
 
     async def _write(self, data: bytes) -> None:
         try:
             self.writer.write(data)
             await asyncio.wait_for(self.writer.drain(), self.timeout)
-        except (OSError, asyncio.TimeoutError, ConnectionError) as e:
+        except (TimeoutError, OSError, ConnectionError) as e:
             raise Dropped(str(e)) from None
 
     async def _send_body(self) -> None:
@@ -125,7 +127,7 @@ class Session:
                 raise Dropped("timed out")
             try:
                 data = await asyncio.wait_for(self.reader.read(1 << 16), remaining)
-            except (OSError, asyncio.TimeoutError, ConnectionError) as e:
+            except (TimeoutError, OSError, ConnectionError) as e:
                 raise Dropped(str(e)) from None
             if not data:
                 raise Dropped("connection closed")
@@ -144,7 +146,7 @@ class Session:
                 self.writer.start_tls(self.tls.context, server_hostname=self.tls.server_name),
                 self.timeout,
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise TlsFailed("TLS handshake timed out") from None
         except ssl.SSLCertVerificationError as e:
             raise TlsFailed(f"certificate not accepted: {e.verify_message}") from None
@@ -153,8 +155,10 @@ class Session:
         obj = self.writer.get_extra_info("ssl_object")
         if obj is not None:
             cipher = obj.cipher()
-            verified = "verified" if self.tls.context.verify_mode == ssl.CERT_REQUIRED else (
-                "not verified"
+            verified = (
+                "verified"
+                if self.tls.context.verify_mode == ssl.CERT_REQUIRED
+                else ("not verified")
             )
             self.tls_info = f"TLS {obj.version()} {cipher[0] if cipher else '?'}, {verified}"
 
@@ -163,7 +167,7 @@ class Session:
         return bool(buffer)
 
     async def run(self) -> SessionResult:
-        recipients: list[RecipientReport] = []
+        recipients = self.recipients
         pending: list = []
         actions: list[Action] = []
         while True:

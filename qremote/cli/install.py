@@ -1,0 +1,183 @@
+"""``qremote install`` / ``qremote uninstall``: put qremote in place of qmail-remote.
+
+Install renames ``bin/qmail-remote`` to ``bin/qmail-remote.orig`` and writes a small
+wrapper in its place; every replacement is atomic (write, fsync, rename) and running
+install twice changes nothing. Before it finishes, install runs the new program as the
+qmailr user exactly as qmail-rspawn would (empty environment, cwd the qmail home) and
+requires qmail's usage report back. If it does not come back, the original is put back
+and the reason printed: a program qmailr cannot run makes qmail-rspawn bounce every
+message for good, which is far worse than not installing.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import pwd
+import subprocess
+import sys
+import sysconfig
+
+import qremote
+
+MARKER = "# qremote wrapper: installed by `qremote install`"
+USAGE = b"DI (qmail-remote) was invoked improperly. (#5.3.5)\n\0"
+
+
+class InstallError(Exception):
+    """Install or uninstall cannot go on; the message says why and what to do."""
+
+
+def import_paths() -> list[str]:
+    """Directories the wrapper needs on sys.path: qremote itself and its dependencies."""
+    paths = [os.path.dirname(os.path.dirname(os.path.abspath(qremote.__file__)))]
+    for key in ("purelib", "platlib"):
+        path = sysconfig.get_paths()[key]
+        if path not in paths:
+            paths.append(path)
+    return paths
+
+
+def wrapper_text(home: str, python: str | None = None) -> str:
+    """The program installed as bin/qmail-remote.
+
+    ``-I -S`` keeps start-up near the bare interpreter and immune to the environment; a
+    failed import still answers with a report (``Z``) and exit 0, never a bounce.
+    """
+    python = python or sys.executable
+    return f"""#!{python} -IS
+{MARKER}; `qremote uninstall` restores qmail-remote.orig.
+import os
+import sys
+
+sys.path[:0] = {import_paths()!r}
+try:
+    from qremote.cli.qmail_remote import main
+except BaseException as e:
+    import sys as _s
+    if len(_s.argv) < 4:
+        os.write(1, b"DI (qmail-remote) was invoked improperly. (#5.3.5)\\n\\0")
+    else:
+        os.write(1, b"Zqremote cannot start: " + repr(e).encode()[:300] + b" (#4.3.0)\\n\\0")
+    os._exit(0)
+main(home={home!r})
+"""
+
+
+def _atomic_write(path: str, data: bytes, mode: int) -> None:
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.qremote-tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    _fsync_dir(os.path.dirname(path))
+
+
+def _atomic_copy(src: str, dst: str) -> None:
+    st = os.stat(src)
+    with open(src, "rb") as f:
+        data = f.read()
+    _atomic_write(dst, data, st.st_mode & 0o7777)
+    try:
+        os.chown(dst, st.st_uid, st.st_gid)
+    except PermissionError:
+        pass
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def is_wrapper(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return MARKER.encode() in head
+
+
+def check_as_user(program: str, home: str, user: str) -> str | None:
+    """Run ``program`` as qmail-rspawn would; None when qmail's usage report comes back."""
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        return f"there is no user {user!r} (qmail runs qmail-remote as qmailr; use --user)"
+    kwargs: dict = {}
+    if os.geteuid() == 0:
+        kwargs = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+    elif pw.pw_uid != os.geteuid():
+        return f"only root can run the check as {user!r}"
+    try:
+        proc = subprocess.run(
+            [program],
+            env={},
+            cwd=home,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=60,
+            **kwargs,
+        )
+    except OSError as e:
+        return f"{user} cannot run {program}: {e.strerror}"
+    except subprocess.TimeoutExpired:
+        return f"{program} did not answer within 60 seconds"
+    if proc.returncode != 0 or proc.stdout != USAGE:
+        shown = proc.stdout[:300].decode("utf-8", "replace").replace("\n", " ").replace("\0", "")
+        return (
+            f"{program} run as {user} exited {proc.returncode} and said {shown!r} instead of "
+            f"qmail's usage report (is {sys.executable} and everything under "
+            f"{import_paths()[0]} readable by {user}?)"
+        )
+    return None
+
+
+def install(home: str, user: str = "qmailr", python: str | None = None) -> str:
+    bindir = os.path.join(home, "bin")
+    current = os.path.join(bindir, "qmail-remote")
+    orig = os.path.join(bindir, "qmail-remote.orig")
+    created_orig = False
+    if is_wrapper(current):
+        if not os.path.exists(orig):
+            raise InstallError(f"{current} is qremote but {orig} is missing; reinstall qmail")
+    else:
+        if not os.path.exists(current):
+            raise InstallError(f"{current} does not exist: is QMAILHOME ({home}) right?")
+        if os.path.exists(orig):
+            if not filecmp.cmp(current, orig, shallow=False):
+                raise InstallError(
+                    f"{orig} exists and differs from {current}; move one of them away first"
+                )
+        else:
+            _atomic_copy(current, orig)
+            created_orig = True
+    _atomic_write(current, wrapper_text(home, python).encode(), 0o755)
+    problem = check_as_user(current, home, user)
+    if problem is not None:
+        _atomic_copy(orig, current)
+        if created_orig:
+            os.unlink(orig)
+        raise InstallError(f"not installed, original qmail-remote restored: {problem}")
+    return f"installed: {current} is qremote, the original is {orig}"
+
+
+def uninstall(home: str) -> str:
+    bindir = os.path.join(home, "bin")
+    current = os.path.join(bindir, "qmail-remote")
+    orig = os.path.join(bindir, "qmail-remote.orig")
+    if not is_wrapper(current):
+        return f"not installed: {current} is not qremote; nothing changed"
+    if not os.path.exists(orig):
+        raise InstallError(f"{orig} is missing: cannot restore the original qmail-remote")
+    os.rename(orig, current)
+    _fsync_dir(bindir)
+    return f"uninstalled: {current} is the original qmail-remote again"

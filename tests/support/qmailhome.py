@@ -1,0 +1,58 @@
+"""A throw-away qmail home: control files, queue/lock/tcpto, and qremote installed."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from qremote.cli.install import wrapper_text
+
+from . import rspawn
+
+
+@dataclass
+class QmailHome:
+    path: str
+
+    @property
+    def control(self) -> str:
+        return os.path.join(self.path, "control")
+
+    @property
+    def program(self) -> str:
+        return os.path.join(self.path, "bin", "qmail-remote")
+
+    @property
+    def tcpto(self) -> str:
+        return os.path.join(self.path, "queue", "lock", "tcpto")
+
+    def write(self, name: str, text: str) -> str:
+        path = os.path.join(self.control, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def remove(self, name: str) -> None:
+        os.unlink(os.path.join(self.control, name))
+
+    def deliver(self, host: str, sender: str, recipients: list[str], message: bytes, **kw):
+        return rspawn.run(self.program, self.path, host, sender, recipients, message, **kw)
+
+
+def make(path: str, nameserver: str | None = None) -> QmailHome:
+    home = QmailHome(path)
+    os.makedirs(home.control, exist_ok=True)
+    os.makedirs(os.path.join(path, "bin"), exist_ok=True)
+    os.makedirs(os.path.join(path, "queue", "lock"), exist_ok=True)
+    with open(home.tcpto, "wb") as f:
+        f.write(b"\0" * 1024)
+    home.write("me", "me.example.org\n")
+    # Never the machine's resolver: tests talk to loopback only.
+    home.write("nameservers", (nameserver or "127.0.0.1:9") + "\n")
+    home.write("timeoutconnect", "5\n")
+    home.write("timeoutremote", "10\n")
+    with open(home.program, "w") as f:
+        f.write(wrapper_text(path))
+    os.chmod(home.program, 0o755)
+    return home

@@ -1,0 +1,242 @@
+"""Real SMTP servers for tests: aiosmtpd on a 127.0.0.x address with scripted replies.
+
+A :class:`Script` names, per step, what the server answers instead of aiosmtpd's own
+reply: a reply string (multi-line with ``\\r\\n``), or one of the hostile behaviours
+:data:`CLOSE` (hang up), :data:`STALL` (say nothing, keep the connection) or
+:class:`Raw` (write these exact bytes, then stall, close or carry on). Steps left unset
+behave like a normal server, so the message really arrives and can be compared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import ssl
+import threading
+from dataclasses import dataclass, field
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
+
+CLOSE = "\0CLOSE"
+STALL = "\0STALL"
+
+
+@dataclass(frozen=True)
+class Raw:
+    data: bytes
+    then: str = "stall"  # "stall", "close" or "continue"
+
+
+Reply = str | Raw
+
+
+@dataclass
+class Script:
+    greeting: Reply | None = None
+    ehlo: Reply | None = None
+    extensions: list[str] | None = None
+    """EHLO keywords to advertise instead of aiosmtpd's (STARTTLS is added when TLS is on)."""
+    helo: Reply | None = None
+    mail: Reply | None = None
+    rcpt: Reply | list[Reply | None] | None = None
+    data: Reply | None = None
+    dot: Reply | None = None
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    content: bytes
+    """The message as it arrived: CRLF line ends, dot-stuffing removed."""
+
+
+@dataclass
+class Connection:
+    peer: tuple
+    commands: list[str] = field(default_factory=list)
+    tls: bool = False
+
+
+class _Handler:
+    def __init__(self, server: ScriptedServer) -> None:
+        self.owner = server
+
+    def _conn(self, session) -> Connection:
+        return self.owner._connection(session)
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        conn = self._conn(session)
+        conn.commands.append(f"EHLO {hostname}")
+        conn.tls = session.ssl is not None
+        script = self.owner.script
+        if script.ehlo is not None:
+            return [_sentinel(self.owner, script.ehlo)]
+        session.host_name = hostname
+        if script.extensions is None:
+            lines = [r[4:] for r in responses[1:]]
+            if self.owner.pipelining:
+                lines.insert(0, "PIPELINING")
+        else:
+            lines = list(script.extensions)
+            if server.tls_context is not None and session.ssl is None:
+                lines.append("STARTTLS")
+        out = [f"250-{responses[0][4:]}"] + [f"250-{x}" for x in lines]
+        out[-1] = "250 " + out[-1][4:]
+        return out
+
+    async def handle_HELO(self, server, session, envelope, hostname):
+        self._conn(session).commands.append(f"HELO {hostname}")
+        if self.owner.script.helo is not None:
+            return _sentinel(self.owner, self.owner.script.helo)
+        session.host_name = hostname
+        return f"250 {server.hostname}"
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        self._conn(session).commands.append(" ".join(["MAIL", f"<{address}>", *mail_options]))
+        if self.owner.script.mail is not None:
+            reply = _sentinel(self.owner, self.owner.script.mail)
+            if not reply.startswith("2"):
+                return reply
+        else:
+            reply = "250 OK"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return reply
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        conn = self._conn(session)
+        index = sum(1 for c in conn.commands if c.startswith("RCPT"))
+        conn.commands.append(f"RCPT <{address}>")
+        script = self.owner.script.rcpt
+        if isinstance(script, list):
+            script = script[index] if index < len(script) else None
+        reply = "250 OK" if script is None else _sentinel(self.owner, script)
+        if reply.startswith("2"):
+            envelope.rcpt_tos.append(address)
+        return reply
+
+    async def handle_DATA(self, server, session, envelope):
+        self.owner.received.append(
+            Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content))
+        )
+        if self.owner.script.dot is not None:
+            return _sentinel(self.owner, self.owner.script.dot)
+        return "250 2.0.0 Ok: queued as 1234"
+
+
+def _sentinel(owner: ScriptedServer, reply: Reply) -> str:
+    if isinstance(reply, Raw):
+        key = next(owner._raw_ids)
+        owner._raws[key] = reply
+        return f"\0RAW{key}"
+    return reply
+
+
+class _ScriptedSMTP(SMTP):
+    def __init__(self, handler: _Handler, owner: ScriptedServer, **kwargs) -> None:
+        super().__init__(handler, **kwargs)
+        self.owner = owner
+        self._greeted = False
+
+    async def push(self, status: str) -> None:
+        if not self._greeted:
+            self._greeted = True
+            self.owner._connection(self.session)
+            if self.owner.armed and self.owner.script.greeting is not None:
+                status = _sentinel(self.owner, self.owner.script.greeting)
+        if status == CLOSE:
+            if self.transport is not None:
+                self.transport.close()
+            return
+        if status == STALL:
+            await asyncio.sleep(3600)
+            return
+        if status.startswith("\0RAW"):
+            raw = self.owner._raws[int(status[4:])]
+            if self.transport is not None:
+                self.transport.write(raw.data)
+            if raw.then == "close" and self.transport is not None:
+                self.transport.close()
+            elif raw.then == "stall":
+                await asyncio.sleep(3600)
+            return
+        await super().push(status)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        script = self.owner.script.data
+        if script is not None and self.envelope is not None and self.envelope.rcpt_tos:
+            reply = _sentinel(self.owner, script)
+            if not reply.startswith("354"):
+                await self.push(reply)
+                return
+        elif script is not None and self.envelope is not None and not self.envelope.rcpt_tos:
+            await self.push(_sentinel(self.owner, script))
+            return
+        await super().smtp_DATA(arg)
+
+
+class _Controller(Controller):
+    def __init__(self, owner: ScriptedServer, **kwargs) -> None:
+        self.owner = owner
+        super().__init__(_Handler(owner), **kwargs)
+
+    def factory(self):
+        return _ScriptedSMTP(self.handler, self.owner, **self.SMTP_kwargs)
+
+
+_addresses = itertools.count(2)
+
+
+def fresh_ip() -> str:
+    """A loopback address no other server in this test run has used."""
+    n = next(_addresses)
+    return f"127.3.{n // 250}.{n % 250 + 2}"
+
+
+class ScriptedServer:
+    """``with ScriptedServer(Script(...)) as srv:`` listens on ``srv.ip:srv.port``."""
+
+    def __init__(
+        self,
+        script: Script | None = None,
+        ip: str | None = None,
+        port: int = 25,
+        tls_context: ssl.SSLContext | None = None,
+        pipelining: bool = True,
+    ) -> None:
+        self.script = script or Script()
+        self.ip = ip or fresh_ip()
+        self.port = port
+        self.pipelining = pipelining
+        self.received: list[Received] = []
+        self.connections: list[Connection] = []
+        self.armed = False
+        self._raws: dict[int, Raw] = {}
+        self._raw_ids = itertools.count()
+        self._by_session: dict[int, Connection] = {}
+        self._lock = threading.Lock()
+        kwargs: dict = {"hostname": self.ip, "port": port}
+        kwargs["server_hostname"] = "mx.test"
+        if tls_context is not None:
+            kwargs["tls_context"] = tls_context
+        self.controller = _Controller(self, **kwargs)
+
+    def _connection(self, session) -> Connection:
+        with self._lock:
+            conn = self._by_session.get(id(session))
+            if conn is None:
+                conn = Connection(session.peer)
+                self._by_session[id(session)] = conn
+                if self.armed:
+                    self.connections.append(conn)
+            return conn
+
+    def __enter__(self) -> ScriptedServer:
+        self.controller.start()
+        self.armed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.controller.stop(no_assert=True)
