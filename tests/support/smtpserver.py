@@ -20,6 +20,8 @@ from aiosmtpd.smtp import SMTP
 
 CLOSE = "\0CLOSE"
 STALL = "\0STALL"
+FLOOD = "\0FLOOD"
+"""A multi-line reply that never ends: ``250-more`` lines, forever (a minute at most)."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,13 @@ class _ScriptedSMTP(SMTP):
             return
         if status == STALL:
             await asyncio.sleep(3600)
+            return
+        if status == FLOOD:
+            for _ in range(6000):
+                if self.transport is None or self.transport.is_closing():
+                    return
+                self.transport.write(b"250-more and more\r\n")
+                await asyncio.sleep(0.01)
             return
         if status.startswith("\0RAW"):
             raw = self.owner._raws[int(status[4:])]

@@ -1,0 +1,75 @@
+"""Broken and hostile servers get the report qmail would give: never a crash, never a
+non-zero exit, nothing but reports on the pipe, never a bounce for the server's fault."""
+
+from __future__ import annotations
+
+from tests.support.smtpserver import FLOOD, Raw, Script, ScriptedServer
+
+MSG = b"Subject: t\n\nbody\n"
+
+
+def deliver(home, zone, script: Script):
+    with ScriptedServer(script) as mx:
+        zone.mx("example.net", (10, "mx.example.net"))
+        zone.a("mx.example.net", mx.ip)
+        run = home.deliver("example.net", "a@example.org", ["b@example.net"], MSG)
+    assert run.status == 0
+    return mx, run
+
+
+def test_garbage_greeting_is_a_temporary_failure(home, zone):
+    mx, run = deliver(home, zone, Script(greeting=Raw(b"\x00\xffHELLO THERE\r\n", "continue")))
+    assert run.output == (
+        b"ZConnected to " + mx.ip.encode() + b" but greeting failed.\n"
+        b"Remote host said: ?\xffHELLO THERE\n\0"
+    )
+
+
+def test_garbage_mail_reply_never_bounces(home, zone):
+    mx, run = deliver(home, zone, Script(mail="xyz not a reply"))
+    assert run.output == (
+        b"ZConnected to " + mx.ip.encode() + b" but sender was rejected.\n"
+        b"Remote host said: xyz not a reply\n\0"
+    )
+
+
+def test_garbage_recipient_reply_is_a_soft_refusal(home, zone):
+    mx, run = deliver(home, zone, Script(rcpt="9x9 eh?"))
+    assert run.reports[0].startswith(b"s" + mx.ip.encode() + b" does not like recipient.\n")
+    assert run.qmail.startswith(b"Z")
+
+
+def test_reply_line_of_megabytes_is_cut_at_5000_bytes(home, zone):
+    huge = b"554 " + b"x" * (3 << 20) + b"\r\n"
+    mx, run = deliver(home, zone, Script(dot=Raw(huge, "continue")))
+    head = b"r\0D" + mx.ip.encode() + b" failed after I sent the message.\nRemote host said: "
+    assert run.output.startswith(head)
+    text = run.output[len(head) : -1]
+    assert text == b"554 " + b"x" * 4996
+    assert run.output.endswith(b"x\0")
+
+
+def test_megabyte_greeting_line_still_delivers(home, zone):
+    mx, run = deliver(
+        home, zone, Script(greeting=Raw(b"220 " + b"y" * (2 << 20) + b"\r\n", "continue"))
+    )
+    assert run.output.startswith(b"r\0K" + mx.ip.encode() + b" accepted message.\n")
+    assert len(mx.received) == 1
+
+
+def test_multiline_reply_that_never_ends_times_out(home, zone):
+    home.write("timeoutremote", "2\n")
+    mx, run = deliver(home, zone, Script(ehlo=FLOOD))
+    assert run.output == b"ZConnected to " + mx.ip.encode() + b" but connection died. (#4.4.2)\n\0"
+
+
+def test_reply_without_crlf_then_close(home, zone):
+    mx, run = deliver(home, zone, Script(mail=Raw(b"250 ok but no line end", "close")))
+    assert run.output == b"ZConnected to " + mx.ip.encode() + b" but connection died. (#4.4.2)\n\0"
+
+
+def test_nul_bytes_in_reply_text_become_question_marks(home, zone):
+    mx, run = deliver(home, zone, Script(dot=Raw(b"250 ok\x00queued\r\n", "continue")))
+    assert run.reports[-1] == (
+        b"K" + mx.ip.encode() + b" accepted message.\nRemote host said: 250 ok?queued\n"
+    )
