@@ -43,6 +43,7 @@ class Settings:
     timeout_connect: int
     timeout_remote: int
     local: set[str] = field(default_factory=set)
+    nameservers: list = field(default_factory=list)
 
 
 def load_settings(home: str) -> Settings:
@@ -63,6 +64,7 @@ def load_settings(home: str) -> Settings:
         timeout_connect=control.integer("timeoutconnect", 60),
         timeout_remote=control.integer("timeoutremote", 1200),
         local=local_addresses(control),
+        nameservers=resolve.nameservers(control),
     )
 
 
@@ -111,7 +113,7 @@ async def deliver(
     if has_partial_final_line(message):
         return _final(report.PARTIAL_LINE)
     if resolver is None:
-        resolver = resolve.make_resolver(settings.control)
+        resolver = resolve.make_resolver(settings.nameservers)
     if tcpto is None:
         tcpto = TcptoFiles(settings.home)
     try:

@@ -35,14 +35,18 @@ class NullMx(Exception):
     """The domain says it accepts no mail (RFC 7505)."""
 
 
-def make_resolver(control: ControlDir) -> dns.asyncresolver.Resolver:
-    """A resolver using control/nameservers (``ip`` or ``ip:port``), else resolv.conf."""
-    servers = control.listing("nameservers")
+def nameservers(control: ControlDir) -> list[dns.nameserver.Nameserver]:
+    """control/nameservers (``ip``, ``ip:port`` or ``[ipv6]:port``); [] means resolv.conf."""
+    return [_nameserver(s) for s in control.listing("nameservers")]
+
+
+def make_resolver(servers: list[dns.nameserver.Nameserver]) -> dns.asyncresolver.Resolver:
+    """A resolver on the given servers, else on /etc/resolv.conf."""
     if not servers:
         resolver = dns.asyncresolver.Resolver()
     else:
         resolver = dns.asyncresolver.Resolver(configure=False)
-        resolver.nameservers = [_nameserver(s) for s in servers]
+        resolver.nameservers = list(servers)
     resolver.timeout = 5.0
     resolver.lifetime = 20.0
     return resolver

@@ -96,7 +96,8 @@ class _Handler:
         return f"250 {server.hostname}"
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
-        self._conn(session).commands.append(" ".join(["MAIL", f"<{address}>", *mail_options]))
+        shown = address if address.startswith("<") else f"<{address}>"
+        self._conn(session).commands.append(" ".join(["MAIL", shown, *mail_options]))
         if self.owner.script.mail is not None:
             reply = _sentinel(self.owner, self.owner.script.mail)
             if not reply.startswith("2"):

@@ -1,0 +1,111 @@
+"""qmail-remote as a program: arguments, control files, the message on stdin, and the
+promise that it always exits 0 with nothing but reports on its output."""
+
+from __future__ import annotations
+
+import os
+
+from qremote.cli.install import wrapper_text
+from tests.support import rspawn
+from tests.support.smtpserver import Script, ScriptedServer
+
+MSG = b"Subject: t\n\nbody\n"
+
+
+def test_fewer_than_three_arguments_is_qmails_usage_report(home):
+    for args in ([], ["example.net"], ["example.net", "a@example.org"]):
+        run = rspawn.run_args(home.program, home.path, args)
+        assert run.output == b"DI (qmail-remote) was invoked improperly. (#5.3.5)\n\0"
+        assert run.status == 0
+
+
+def test_partial_final_line_bounces_without_connecting(home, zone):
+    with ScriptedServer() as mx:
+        zone.a("example.net", mx.ip)
+        run = home.deliver("example.net", "a@example.org", ["b@example.net"], b"Subject: x\n\nno")
+    assert run.output == b"DSMTP cannot transfer messages with partial final lines. (#5.6.2)\n\0"
+    assert mx.connections == []
+
+
+def test_missing_me_and_helohost_is_temporary(home, zone):
+    home.remove("me")
+    run = home.deliver("example.net", "a@example.org", ["b@example.net"], MSG)
+    assert run.output == (
+        b"ZUnable to read control files. (#4.3.0)\n"
+        b"control/me and control/helohost are both missing\n\0"
+    )
+
+
+def test_bad_timeout_names_the_file(home, zone):
+    home.write("timeoutremote", "ten\n")
+    run = home.deliver("example.net", "a@example.org", ["b@example.net"], MSG)
+    assert run.output == (
+        b"ZUnable to read control files. (#4.3.0)\n"
+        b"control/timeoutremote: 'ten' is not a whole number\n\0"
+    )
+
+
+def test_unreadable_control_file_is_temporary(home, zone):
+    os.makedirs(os.path.join(home.control, "smtproutes"))
+    run = home.deliver("example.net", "a@example.org", ["b@example.net"], MSG)
+    assert run.output.startswith(b"ZUnable to read control files. (#4.3.0)\ncontrol/smtproutes: ")
+
+
+def test_bad_nameserver_line_is_named(home, zone):
+    home.write("nameservers", "dns.example\n")
+    run = home.deliver("example.net", "a@example.org", ["b@example.net"], MSG)
+    assert run.output == (
+        b"ZUnable to read control files. (#4.3.0)\n"
+        b"control/nameservers: 'dns.example' is not an IP address\n\0"
+    )
+
+
+def test_bad_smtproutes_port_is_named(home, zone):
+    home.write("smtproutes", "example.net:relay:smtp\n")
+    run = home.deliver("example.net", "a@example.org", ["b@example.net"], MSG)
+    assert run.output == (
+        b"ZUnable to read control files. (#4.3.0)\n"
+        b"control/smtproutes: bad port 'smtp' for relay 'relay'\n\0"
+    )
+
+
+def test_helohost_wins_over_me_and_size_and_8bitmime_are_declared(home, zone):
+    home.write("helohost", "out.example.org\n")
+    message = "Subject: caf\u00e9\n\nna\u00efve\n".encode()
+    with ScriptedServer(Script(extensions=["SIZE 1000000", "8BITMIME"])) as mx:
+        zone.a("example.net", mx.ip)
+        run = home.deliver("example.net", "a@example.org", ["b@example.net"], message)
+    assert run.reports[-1].startswith(b"K")
+    cmds = mx.connections[0].commands
+    assert cmds[0] == "EHLO out.example.org"
+    wire_size = len(message.replace(b"\n", b"\r\n")) + 3
+    assert cmds[1] == f"MAIL <a@example.org> SIZE={wire_size} BODY=8BITMIME"
+
+
+def test_bounce_with_empty_sender(home, zone):
+    with ScriptedServer() as mx:
+        zone.a("example.net", mx.ip)
+        run = home.deliver("example.net", "", ["b@example.net"], MSG)
+    assert run.reports[-1].startswith(b"K")
+    assert mx.connections[0].commands[1].startswith("MAIL <>")
+
+
+def test_large_message_arrives_intact(home, zone):
+    line = b"0123456789" * 99 + b"\n"
+    message = b"Subject: big\n\n" + line * 12000  # about 12 MB
+    with ScriptedServer() as mx:
+        zone.a("example.net", mx.ip)
+        run = home.deliver("example.net", "a@example.org", ["b@example.net"], message)
+    assert run.reports[-1].startswith(b"K")
+    assert mx.received[0].content == message.replace(b"\n", b"\r\n")
+
+
+def test_wrapper_that_cannot_import_still_reports_and_exits_zero(home, tmp_path):
+    broken = wrapper_text(home.path).replace("sys.path[:0] = [", "sys.path[:] = ['/nonexistent', ")
+    with open(home.program, "w") as f:
+        f.write(broken)
+    run = rspawn.run_args(home.program, home.path, ["example.net", "a@b", "c@d"], MSG)
+    assert run.status == 0
+    assert run.output.startswith(b"Zqremote cannot start: ") and run.output.endswith(b"\0")
+    run = rspawn.run_args(home.program, home.path, [])
+    assert run.output == b"DI (qmail-remote) was invoked improperly. (#5.3.5)\n\0"

@@ -1,0 +1,112 @@
+"""qremote install / uninstall on a qmail home: atomic, idempotent, and checked by running
+the new program as the qmail-remote user exactly as qmail-rspawn would."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from qremote.cli.install import MARKER
+from tests.support import rspawn
+
+FAKE_C_CLIENT = b"#!/bin/sh\n# stands in for qmail's C qmail-remote\nexit 0\n"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs programs as other users")
+
+
+@pytest.fixture
+def qmail():
+    # Not under pytest's own temporary folder: that one is closed to other users.
+    top = tempfile.mkdtemp(prefix="qremote-install-", dir="/tmp")
+    os.chmod(top, 0o755)
+    home = pathlib.Path(top) / "qmail"
+    (home / "bin").mkdir(parents=True)
+    (home / "control").mkdir()
+    (home / "control" / "me").write_text("me.example.org\n")
+    (home / "bin" / "qmail-remote").write_bytes(FAKE_C_CLIENT)
+    os.chmod(home / "bin" / "qmail-remote", 0o711)
+    yield home
+    shutil.rmtree(top)
+
+
+def qremote(home, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "qremote.cli.qremote", *args],
+        env={**os.environ, "QMAILHOME": str(home)},
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_install_puts_qremote_in_place_and_keeps_the_original(qmail):
+    done = qremote(qmail, "install", "--user", "root")
+    assert done.returncode == 0, done.stderr
+    assert "installed" in done.stdout
+    program = qmail / "bin" / "qmail-remote"
+    assert MARKER in program.read_text()
+    assert stat.S_IMODE(program.stat().st_mode) == 0o755
+    assert (qmail / "bin" / "qmail-remote.orig").read_bytes() == FAKE_C_CLIENT
+    run = rspawn.run_args(str(program), str(qmail), [])
+    assert run.output == b"DI (qmail-remote) was invoked improperly. (#5.3.5)\n\0"
+
+
+def test_install_twice_changes_nothing(qmail):
+    assert qremote(qmail, "install", "--user", "root").returncode == 0
+    first = (qmail / "bin" / "qmail-remote").read_bytes()
+    again = qremote(qmail, "install", "--user", "root")
+    assert again.returncode == 0, again.stderr
+    assert (qmail / "bin" / "qmail-remote").read_bytes() == first
+    assert (qmail / "bin" / "qmail-remote.orig").read_bytes() == FAKE_C_CLIENT
+    assert sorted(os.listdir(qmail / "bin")) == ["qmail-remote", "qmail-remote.orig"]
+
+
+def test_install_refuses_to_overwrite_a_different_orig(qmail):
+    (qmail / "bin" / "qmail-remote.orig").write_bytes(b"something else\n")
+    done = qremote(qmail, "install", "--user", "root")
+    assert done.returncode == 1
+    assert "qmail-remote.orig exists and differs" in done.stderr
+    assert (qmail / "bin" / "qmail-remote").read_bytes() == FAKE_C_CLIENT
+
+
+def test_install_restores_the_original_when_qmailr_cannot_run_it(qmail, tmp_path):
+    private = tmp_path / "private"  # like a virtualenv under /root: closed to others
+    private.mkdir(mode=0o700)
+    os.symlink(sys.executable, private / "python3")
+    done = qremote(qmail, "install", "--user", "nobody", "--python", str(private / "python3"))
+    assert done.returncode == 1
+    assert "not installed, original qmail-remote restored" in done.stderr
+    assert f"nobody cannot run {qmail}/bin/qmail-remote: Permission denied" in done.stderr
+    assert (qmail / "bin" / "qmail-remote").read_bytes() == FAKE_C_CLIENT
+    assert not (qmail / "bin" / "qmail-remote.orig").exists()
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_install_without_a_qmail_remote_says_so(tmp_path):
+    (tmp_path / "bin").mkdir()
+    done = qremote(tmp_path, "install", "--user", "root")
+    assert done.returncode == 1
+    assert "does not exist: is QMAILHOME" in done.stderr
+
+
+def test_install_with_an_unknown_user_says_so(qmail):
+    done = qremote(qmail, "install", "--user", "no-such-user-qremote")
+    assert done.returncode == 1
+    assert "there is no user 'no-such-user-qremote'" in done.stderr
+    assert (qmail / "bin" / "qmail-remote").read_bytes() == FAKE_C_CLIENT
+
+
+def test_uninstall_puts_the_original_back_and_is_idempotent(qmail):
+    assert qremote(qmail, "install", "--user", "root").returncode == 0
+    done = qremote(qmail, "uninstall")
+    assert done.returncode == 0, done.stderr
+    assert (qmail / "bin" / "qmail-remote").read_bytes() == FAKE_C_CLIENT
+    assert not (qmail / "bin" / "qmail-remote.orig").exists()
+    again = qremote(qmail, "uninstall")
+    assert again.returncode == 0 and "not installed" in again.stdout
