@@ -10,7 +10,6 @@ all was found.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import random
 
 import dns.asyncresolver
@@ -19,60 +18,20 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
-from qremote.control import ControlDir, ControlError
+from qremote.routing.dnserrors import DnsHard, DnsSoft, NullMx, ip_literal
 from qremote.routing.mx import Target, order
 
 
-class DnsHard(Exception):
-    """The name does not exist (NXDOMAIN)."""
-
-
-class DnsSoft(Exception):
-    """The lookup failed temporarily (time-out, SERVFAIL, malformed answer)."""
-
-
-class NullMx(Exception):
-    """The domain says it accepts no mail (RFC 7505)."""
-
-
-def nameservers(control: ControlDir) -> list[dns.nameserver.Nameserver]:
-    """control/nameservers (``ip``, ``ip:port`` or ``[ipv6]:port``); [] means resolv.conf."""
-    return [_nameserver(s) for s in control.listing("nameservers")]
-
-
-def make_resolver(servers: list[dns.nameserver.Nameserver]) -> dns.asyncresolver.Resolver:
-    """A resolver on the given servers, else on /etc/resolv.conf."""
+def make_resolver(servers: list[tuple[str, int]]) -> dns.asyncresolver.Resolver:
+    """A resolver on the given (ip, port) servers, else on /etc/resolv.conf."""
     if not servers:
         resolver = dns.asyncresolver.Resolver()
     else:
         resolver = dns.asyncresolver.Resolver(configure=False)
-        resolver.nameservers = list(servers)
+        resolver.nameservers = [dns.nameserver.Do53Nameserver(ip, port) for ip, port in servers]
     resolver.timeout = 5.0
     resolver.lifetime = 20.0
     return resolver
-
-
-def _nameserver(text: str) -> dns.nameserver.Nameserver:
-    text = text.strip()
-    host, port = text, 53
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        if rest.startswith(":"):
-            port = _port(text, rest[1:])
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-        port = _port(text, port_text)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ControlError(f"control/nameservers: {text!r} is not an IP address") from None
-    return dns.nameserver.Do53Nameserver(host, port)
-
-
-def _port(line: str, text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ControlError(f"control/nameservers: bad port in {line!r}")
-    return int(text)
 
 
 async def _query(resolver: dns.asyncresolver.Resolver, name: str, rdtype: str) -> list:
@@ -90,10 +49,9 @@ async def _query(resolver: dns.asyncresolver.Resolver, name: str, rdtype: str) -
 
 async def addresses(resolver: dns.asyncresolver.Resolver, name: str) -> list[str]:
     """A then AAAA addresses of one host (IPv4 first: most qmail hosts are IPv4 first)."""
-    try:
-        return [str(ipaddress.ip_address(name))]
-    except ValueError:
-        pass
+    ip = ip_literal(name)
+    if ip is not None:
+        return [ip]
     results = await asyncio.gather(
         _query(resolver, name, "A"), _query(resolver, name, "AAAA"), return_exceptions=True
     )
@@ -116,26 +74,10 @@ async def addresses(resolver: dns.asyncresolver.Resolver, name: str) -> list[str
     return []
 
 
-def literal(host: str) -> str | None:
-    """``[1.2.3.4]`` or ``[IPv6:::1]`` to the address, else None."""
-    if not (host.startswith("[") and host.endswith("]")):
-        return None
-    inner = host[1:-1]
-    if inner.lower().startswith("ipv6:"):
-        inner = inner[5:]
-    try:
-        return str(ipaddress.ip_address(inner))
-    except ValueError:
-        return None
-
-
 async def mx_targets(
     resolver: dns.asyncresolver.Resolver, host: str, rng: random.Random
 ) -> list[Target]:
     """qmail's dns_mxip: the addresses to try for a domain, best first."""
-    ip = literal(host)
-    if ip is not None:
-        return [Target(ip, 0, host)]
     records = await _query(resolver, host, "MX")
     if not records:
         return [Target(a, 0, host) for a in await addresses(resolver, host)]

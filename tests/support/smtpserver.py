@@ -196,6 +196,15 @@ class _Controller(Controller):
         return _ScriptedSMTP(self.handler, self.owner, **self.SMTP_kwargs)
 
 
+def free_port(ip: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now (for servers off port 25)."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET) as s:
+        s.bind((ip, 0))
+        return s.getsockname()[1]
+
+
 _addresses = itertools.count(2)
 
 
