@@ -17,6 +17,7 @@ from qremote.routing import routes
 from qremote.routing.dnserrors import DnsHard, DnsSoft, NullMx, ip_literal, parse_nameserver
 from qremote.routing.ipme import local_addresses
 from qremote.routing.mx import Target, usable
+from qremote.signing.sign import SignConfig, SigningError, load_config, sign_message, store_for
 from qremote.smtp.body import encode_body, has_partial_final_line, is_eight_bit
 from qremote.smtp.conversation import Conversation, Envelope, Finished, NextHost
 from qremote.smtp.session import (
@@ -45,6 +46,7 @@ class Settings:
     timeout_remote: int
     local: set[str] = field(default_factory=set)
     nameservers: list = field(default_factory=list)
+    signing: SignConfig = field(default_factory=SignConfig)
 
 
 def load_settings(home: str) -> Settings:
@@ -66,6 +68,7 @@ def load_settings(home: str) -> Settings:
         timeout_remote=control.integer("timeoutremote", 1200),
         local=local_addresses(control),
         nameservers=[parse_nameserver(line) for line in control.listing("nameservers")],
+        signing=load_config(control),
     )
 
 
@@ -124,9 +127,43 @@ async def deliver(
     resolver=None,
     tcpto: TcptoFiles | None = None,
 ) -> Outcome:
-    """Deliver one message to one destination host; never raises for remote trouble."""
+    """Sign and deliver one message to one destination host.
+
+    Never raises for remote trouble. What was signed is said in every report that comes
+    from a remote host, so the qmail-send log shows it next to the delivery.
+    """
     if has_partial_final_line(message):
         return _final(report.PARTIAL_LINE)
+    try:
+        signed = sign_message(message, sender, store_for(settings.control.path), settings.signing)
+    except SigningError as e:
+        return _final(report.sign_error(str(e)))
+    return await _send(
+        settings,
+        host,
+        sender,
+        recipients,
+        signed.headers + message,
+        resolver,
+        tcpto,
+        [signed.note],
+    )
+
+
+async def _send(
+    settings: Settings,
+    host: str,
+    sender: bytes,
+    recipients: list[bytes],
+    message: bytes,
+    resolver,
+    tcpto: TcptoFiles | None,
+    notes: list[str],
+) -> Outcome:
+    """Route and transmit an already signed message.
+
+    ``notes`` (what was signed) go into every report that comes from a remote host.
+    """
     if tcpto is None:
         tcpto = TcptoFiles(settings.home)
     try:
@@ -157,7 +194,7 @@ async def deliver(
     for target in chosen:
         if tcpto.skip(target.ip):
             continue
-        result = await _try_host(settings, target, port, envelope, body, tcpto)
+        result = await _try_host(settings, target, port, envelope, body, tcpto, notes)
         if isinstance(result, Outcome):
             return result
         if result is not None:
@@ -177,10 +214,11 @@ async def _try_host(
     envelope: Envelope,
     body: bytes,
     tcpto: TcptoFiles,
+    notes: list[str],
 ) -> Outcome | NextHost | None:
     """One address: an Outcome ends the delivery; NextHost or None moves on."""
     policy = decide(settings.control.path, target.name)
-    notes: list[str] = []
+    notes = list(notes)
     tls: TlsSetup | None = None
     if policy.mode is not Mode.PLAIN:
         try:

@@ -73,3 +73,9 @@ def dropped(partner: str, critical: bool) -> bytes:
     """The connection died or timed out mid-conversation (qmail's dropped())."""
     dup = "Possible duplicate! " if critical else ""
     return f"ZConnected to {partner} but connection died. {dup}(#4.4.2)\n".encode()
+
+
+def sign_error(reason: str) -> bytes:
+    """Signing was required and failed: retry later rather than send unsigned."""
+    text = reason.replace("\0", "?").replace("\n", " ").strip()
+    return b"ZUnable to sign message: " + text.encode("utf-8", "replace") + b" (#4.3.0)\n"

@@ -3,6 +3,7 @@ non-zero exit, nothing but reports on the pipe, never a bounce for the server's 
 
 from __future__ import annotations
 
+from tests.support.expect import UNSIGNED
 from tests.support.smtpserver import FLOOD, Raw, Script, ScriptedServer
 
 MSG = b"Subject: t\n\nbody\n"
@@ -21,7 +22,7 @@ def test_garbage_greeting_is_a_temporary_failure(home, zone):
     mx, run = deliver(home, zone, Script(greeting=Raw(b"\x00\xffHELLO THERE\r\n", "continue")))
     assert run.output == (
         b"ZConnected to " + mx.ip.encode() + b" but greeting failed.\n"
-        b"Remote host said: ?\xffHELLO THERE\n\0"
+        b"Remote host said: ?\xffHELLO THERE\n" + UNSIGNED + b"\0"
     )
 
 
@@ -29,7 +30,7 @@ def test_garbage_mail_reply_never_bounces(home, zone):
     mx, run = deliver(home, zone, Script(mail="xyz not a reply"))
     assert run.output == (
         b"ZConnected to " + mx.ip.encode() + b" but sender was rejected.\n"
-        b"Remote host said: xyz not a reply\n\0"
+        b"Remote host said: xyz not a reply\n" + UNSIGNED + b"\0"
     )
 
 
@@ -43,10 +44,8 @@ def test_reply_line_of_megabytes_is_cut_at_5000_bytes(home, zone):
     huge = b"554 " + b"x" * (3 << 20) + b"\r\n"
     mx, run = deliver(home, zone, Script(dot=Raw(huge, "continue")))
     head = b"r\0D" + mx.ip.encode() + b" failed after I sent the message.\nRemote host said: "
-    assert run.output.startswith(head)
-    text = run.output[len(head) : -1]
-    assert text == b"554 " + b"x" * 4996
-    assert run.output.endswith(b"x\0")
+    # qmail keeps 5000 bytes of text; the cut line gets a line end before our own note.
+    assert run.output == head + b"554 " + b"x" * 4996 + b"\n" + UNSIGNED + b"\0"
 
 
 def test_megabyte_greeting_line_still_delivers(home, zone):
@@ -60,16 +59,30 @@ def test_megabyte_greeting_line_still_delivers(home, zone):
 def test_multiline_reply_that_never_ends_times_out(home, zone):
     home.write("timeoutremote", "2\n")
     mx, run = deliver(home, zone, Script(ehlo=FLOOD))
-    assert run.output == b"ZConnected to " + mx.ip.encode() + b" but connection died. (#4.4.2)\n\0"
+    assert (
+        run.output
+        == b"ZConnected to "
+        + mx.ip.encode()
+        + b" but connection died. (#4.4.2)\n"
+        + UNSIGNED
+        + b"\0"
+    )
 
 
 def test_reply_without_crlf_then_close(home, zone):
     mx, run = deliver(home, zone, Script(mail=Raw(b"250 ok but no line end", "close")))
-    assert run.output == b"ZConnected to " + mx.ip.encode() + b" but connection died. (#4.4.2)\n\0"
+    assert (
+        run.output
+        == b"ZConnected to "
+        + mx.ip.encode()
+        + b" but connection died. (#4.4.2)\n"
+        + UNSIGNED
+        + b"\0"
+    )
 
 
 def test_nul_bytes_in_reply_text_become_question_marks(home, zone):
     mx, run = deliver(home, zone, Script(dot=Raw(b"250 ok\x00queued\r\n", "continue")))
     assert run.reports[-1] == (
-        b"K" + mx.ip.encode() + b" accepted message.\nRemote host said: 250 ok?queued\n"
+        b"K" + mx.ip.encode() + b" accepted message.\nRemote host said: 250 ok?queued\n" + UNSIGNED
     )

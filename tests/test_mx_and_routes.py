@@ -4,6 +4,7 @@ smtproutes, the ipme self-check, and qmail's DNS error texts, on a real loopback
 from __future__ import annotations
 
 from tests.support.blackhole import Blackhole
+from tests.support.expect import UNSIGNED
 from tests.support.smtpserver import Script, ScriptedServer
 
 MSG = b"Subject: t\n\nbody\n"
@@ -46,7 +47,7 @@ def test_every_mx_5xx_greeting_bounces_with_the_last_text(home, zone):
         run = send(home)
     assert run.output == (
         b"DConnected to " + b.ip.encode() + b" but greeting failed.\n"
-        b"Remote host said: 554 5.7.1 nor me\n\0"
+        b"Remote host said: 554 5.7.1 nor me\n" + UNSIGNED + b"\0"
     )
 
 
@@ -61,7 +62,7 @@ def test_5xx_then_4xx_greeting_is_temporary(home, zone):
         run = send(home)
     assert run.output == (
         b"ZConnected to " + b.ip.encode() + b" but greeting failed.\n"
-        b"Remote host said: 421 later\n\0"
+        b"Remote host said: 421 later\n" + UNSIGNED + b"\0"
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.expect import UNSIGNED
 from tests.support.smtpserver import CLOSE, STALL, Script, ScriptedServer
 
 MSG = b"Subject: t\n\nbody\n"
@@ -35,7 +36,13 @@ def test_greeting_refused_by_the_only_host(home, zone, reply, letter):
     ip = mx.ip.encode()
     assert (
         run.output
-        == letter + b"Connected to " + ip + b" but greeting failed.\n" + said(reply) + b"\0"
+        == letter
+        + b"Connected to "
+        + ip
+        + b" but greeting failed.\n"
+        + said(reply)
+        + UNSIGNED
+        + b"\0"
     )
     assert mx.received == []
 
@@ -47,6 +54,7 @@ def test_helo_refused_after_ehlo_refused_is_temporary(home, zone):
         + mx.ip.encode()
         + b" but my name was rejected.\n"
         + said("550 who are you")
+        + UNSIGNED
         + b"\0"
     )
     assert [c.split()[0] for c in mx.connections[0].commands] == ["EHLO", "HELO"]
@@ -71,6 +79,7 @@ def test_mail_refused(home, zone, reply, letter):
         + mx.ip.encode()
         + b" but sender was rejected.\n"
         + said(reply)
+        + UNSIGNED
         + b"\0"
     )
 
@@ -88,7 +97,7 @@ def test_recipients_get_one_report_each_in_order(home, zone, pipelining):
         b"r",
         b"h" + ip + b" does not like recipient.\n" + said("550 5.1.1 no such user"),
         b"s" + ip + b" does not like recipient.\n" + said("450 4.2.0 full"),
-        b"K" + ip + b" accepted message.\n" + said("250 2.0.0 Ok: queued as 1234"),
+        b"K" + ip + b" accepted message.\n" + said("250 2.0.0 Ok: queued as 1234") + UNSIGNED,
     ]
     [got] = mx.received
     assert got.rcpt_tos == ["x@example.net"]
@@ -113,7 +122,9 @@ def test_no_recipient_accepted_gives_up(home, zone, reply, letter, qmail_letter,
         + b"\0"
         + b"DGiving up on "
         + ip
-        + b".\n\0"
+        + b".\n"
+        + UNSIGNED
+        + b"\0"
     )
     assert run.qmail[:1] == qmail_letter
     assert mx.received == []
@@ -123,7 +134,13 @@ def test_no_recipient_accepted_gives_up(home, zone, reply, letter, qmail_letter,
 def test_data_refused(home, zone, reply, letter):
     mx, run = deliver(home, zone, Script(data=reply))
     assert run.output == (
-        b"r\0" + letter + mx.ip.encode() + b" failed on DATA command.\n" + said(reply) + b"\0"
+        b"r\0"
+        + letter
+        + mx.ip.encode()
+        + b" failed on DATA command.\n"
+        + said(reply)
+        + UNSIGNED
+        + b"\0"
     )
 
 
@@ -136,6 +153,7 @@ def test_refused_after_the_dot(home, zone, reply, letter):
         + mx.ip.encode()
         + b" failed after I sent the message.\n"
         + said(reply)
+        + UNSIGNED
         + b"\0"
     )
 
@@ -144,7 +162,7 @@ def test_multiline_reply_is_quoted_whole(home, zone):
     mx, run = deliver(home, zone, Script(dot="250-first line\r\n250-second\r\n250 third"))
     assert run.reports[-1] == (
         b"K" + mx.ip.encode() + b" accepted message.\n"
-        b"Remote host said: 250-first line\n250-second\n250 third\n"
+        b"Remote host said: 250-first line\n250-second\n250 third\n" + UNSIGNED
     )
 
 
@@ -157,7 +175,12 @@ def test_connection_closed_before_the_dot_is_not_a_duplicate(home, zone, step):
     # As in qmail, recipient reports already earned are printed before the failure.
     before = b"r\0" if step == "data" else b""
     assert run.output == (
-        before + b"ZConnected to " + mx.ip.encode() + b" but connection died. (#4.4.2)\n\0"
+        before
+        + b"ZConnected to "
+        + mx.ip.encode()
+        + b" but connection died. (#4.4.2)\n"
+        + UNSIGNED
+        + b"\0"
     )
 
 
@@ -166,7 +189,9 @@ def test_connection_closed_after_the_dot_may_be_a_duplicate(home, zone):
     assert run.output == (
         b"r\0ZConnected to "
         + mx.ip.encode()
-        + b" but connection died. Possible duplicate! (#4.4.2)\n\0"
+        + b" but connection died. Possible duplicate! (#4.4.2)\n"
+        + UNSIGNED
+        + b"\0"
     )
 
 
@@ -176,5 +201,10 @@ def test_stalled_server_times_out_after_timeoutremote(home, zone, step):
     mx, run = deliver(home, zone, Script(**{step: STALL}))
     dup = b"Possible duplicate! " if step == "dot" else b""
     assert run.reports[-1] == (
-        b"ZConnected to " + mx.ip.encode() + b" but connection died. " + dup + b"(#4.4.2)\n"
+        b"ZConnected to "
+        + mx.ip.encode()
+        + b" but connection died. "
+        + dup
+        + b"(#4.4.2)\n"
+        + UNSIGNED
     )

@@ -1,0 +1,86 @@
+"""Canonicalization for DKIM (RFC 6376 section 3.4) and DomainKeys (RFC 4870 section 3.4).
+
+One module serves both, because both reduce to the same few operations on CRLF text:
+unfolding, squeezing white space, and dropping empty lines at the end of the body.
+"""
+
+from __future__ import annotations
+
+import re
+
+from qremote.signing.message import Header
+
+_WSP_RUN = re.compile(rb"[ \t]+")
+_WSP_BEFORE_CRLF = re.compile(rb"[ \t]+\r\n")
+_FOLD = re.compile(rb"\r\n(?=[ \t])")
+_ALL_FWS = re.compile(rb"[ \t\r\n]")
+_LONE_CR = re.compile(rb"\r(?!\n)")
+
+
+def _strip_trailing_empty_lines(body: bytes) -> bytes:
+    """Reduce any run of CRLFs at the end to one (the body's last line end)."""
+    end = len(body)
+    while body.endswith(b"\r\n", 0, end) and body.endswith(b"\r\n", 0, end - 2):
+        end -= 2
+    return body[:end]
+
+
+# -- DKIM ----------------------------------------------------------------------------------
+
+
+def dkim_header_simple(header: Header) -> bytes:
+    return header.raw
+
+
+def dkim_header_relaxed(header: Header) -> bytes:
+    """Lowercase name, unfold, squeeze white space, trim around the colon and the end."""
+    value = _FOLD.sub(b"", header.value)
+    if value.endswith(b"\r\n"):
+        value = value[:-2]
+    value = _WSP_RUN.sub(b" ", value).strip(b" ")
+    return header.key + b":" + value + b"\r\n"
+
+
+def dkim_body_simple(body: bytes) -> bytes:
+    """Trailing empty lines removed; an empty body is one CRLF."""
+    if not body:
+        return b"\r\n"
+    body = _strip_trailing_empty_lines(body)
+    return body if body.endswith(b"\r\n") else body + b"\r\n"
+
+
+def dkim_body_relaxed(body: bytes) -> bytes:
+    """White space squeezed within lines and removed at line ends; an empty body is empty
+    (RFC 6376 errata 1384 order: squeeze first, then drop trailing empty lines)."""
+    if not body:
+        return b""
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    body = _WSP_BEFORE_CRLF.sub(b"\r\n", body)
+    body = _WSP_RUN.sub(b" ", body)
+    body = _strip_trailing_empty_lines(body)
+    return b"" if body == b"\r\n" else body
+
+
+DKIM_HEADER = {"simple": dkim_header_simple, "relaxed": dkim_header_relaxed}
+DKIM_BODY = {"simple": dkim_body_simple, "relaxed": dkim_body_relaxed}
+
+
+# -- DomainKeys -----------------------------------------------------------------------------
+
+
+def dk_header(header: Header, canon: str) -> bytes:
+    if canon == "nofws":
+        return _ALL_FWS.sub(b"", header.raw) + b"\r\n"
+    return header.raw
+
+
+def dk_body(body: bytes, canon: str) -> bytes:
+    """The empty separator line and the body; trailing empty lines are ignored, and with
+    them the separator itself when nothing follows it."""
+    text = b"\r\n" + body
+    if canon == "nofws":
+        text = _WSP_RUN.sub(b"", text)
+        text = _LONE_CR.sub(b"", text)
+    text = _strip_trailing_empty_lines(text)
+    return b"" if text == b"\r\n" else text

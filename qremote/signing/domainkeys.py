@@ -1,0 +1,45 @@
+"""DomainKey-Signature creation (RFC 4870): rsa-sha1, ``nofws`` or ``simple``.
+
+Two details decide whether verifiers agree: ``d=`` is the domain of the Sender: field if
+there is one, else of From:; and with ``h=`` verifiers hash the listed fields in ``h=``
+order, every occurrence of a name together in message order, so we sign the same way.
+"""
+
+from __future__ import annotations
+
+import base64
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from qremote.signing import canon
+from qremote.signing.dkim import DEFAULT_HEADERS, FOLD_AT, fold_tags, fold_value
+from qremote.signing.keys import SigningKey
+from qremote.signing.message import Message
+
+
+def header_list(message: Message) -> list[str]:
+    return [name for name in DEFAULT_HEADERS if message.get(name.encode())]
+
+
+def sign(message: Message, domain: str, key: SigningKey, canonicalization: str = "nofws") -> bytes:
+    """The complete ``DomainKey-Signature:`` field, folded, ending in CRLF."""
+    assert isinstance(key.key, rsa.RSAPrivateKey)
+    names = header_list(message)
+    data = b"".join(
+        canon.dk_header(h, canonicalization) for name in names for h in message.get(name.encode())
+    )
+    data += canon.dk_body(message.body, canonicalization)
+    signature = base64.b64encode(key.key.sign(data, padding.PKCS1v15(), hashes.SHA1()))
+    tags = [
+        b"a=rsa-sha1",
+        b"c=" + canonicalization.encode(),
+        b"d=" + domain.encode(),
+        b"s=" + key.selector.encode(),
+        b"q=dns",
+        b"h=" + b":".join(n.encode() for n in names),
+        b"b=",
+    ]
+    unsigned = fold_tags(b"DomainKey-Signature:", tags)
+    last_line = len(unsigned) - unsigned.rfind(b"\n") - 1
+    return unsigned + fold_value(signature, max(FOLD_AT - last_line, 8)) + b"\r\n"

@@ -1,0 +1,132 @@
+"""The key store: ``control/domainkeys/<domain>/<selector>.pem`` and the active selector.
+
+In a domain's folder, ``default`` names the active RSA (or Ed25519) key: either a symlink
+to ``<selector>.pem`` (the selector is the link target's name) or a plain key file whose
+selector is ``default``, as the old shell wrappers had it. ``ed25519`` does the same for a
+second, Ed25519 key (RFC 8463) that adds a second DKIM signature. ``domainkeys/default``
+(a key file or symlink, outside any domain folder) is the site-wide fallback.
+
+A key is loaded once per process and kept while its file is unchanged. A key that
+exists but cannot be used (unreadable, readable by group or others, not a private key
+we can sign with) raises :class:`KeyProblem`, which qmail-remote reports as ``Z``: mail
+is never sent unsigned because a key is broken.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+
+class KeyProblem(Exception):
+    """A key file exists but cannot be used; the message names it."""
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    domain: str
+    """The folder's domain (empty for the site-wide fallback key)."""
+    selector: str
+    path: str
+    key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+
+    @property
+    def algorithm(self) -> str:
+        return "rsa-sha256" if isinstance(self.key, rsa.RSAPrivateKey) else "ed25519-sha256"
+
+    @property
+    def is_rsa(self) -> bool:
+        return isinstance(self.key, rsa.RSAPrivateKey)
+
+
+_cache: dict[tuple, SigningKey] = {}
+
+
+def _selector(link: str, path: str) -> str:
+    """The selector a ``default``/``ed25519`` entry stands for."""
+    if os.path.islink(path):
+        target = os.path.basename(os.readlink(path))
+        return target[:-4] if target.endswith(".pem") else target
+    return link
+
+
+def load(path: str, domain: str, link: str) -> SigningKey | None:
+    """The key behind ``path``, None when there is no such file; KeyProblem if unusable."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise KeyProblem(f"{_show(path)} points to a missing file") from None
+        return None
+    except OSError as e:
+        raise KeyProblem(f"{_show(path)}: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise KeyProblem(f"{_show(path)} is not a regular file")
+    if st.st_mode & 0o077:
+        raise KeyProblem(
+            f"{_show(path)} is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o});"
+            " chmod 600 it"
+        )
+    selector = _selector(link, path)
+    ident = (path, st.st_ino, st.st_mtime_ns, st.st_size, selector)
+    cached = _cache.get(ident)
+    if cached is not None:
+        return cached
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise KeyProblem(f"{_show(path)}: {e.strerror}") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as e:
+        raise KeyProblem(f"{_show(path)} is not a usable PEM private key ({e})") from None
+    except Exception as e:  # noqa: BLE001 - unsupported key types raise various errors
+        raise KeyProblem(f"{_show(path)} cannot be loaded: {e}") from None
+    if not isinstance(key, (rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)):
+        raise KeyProblem(f"{_show(path)} is neither an RSA nor an Ed25519 key")
+    if isinstance(key, rsa.RSAPrivateKey) and key.key_size < 1024:
+        raise KeyProblem(f"{_show(path)} is a {key.key_size}-bit RSA key; 1024 is the minimum")
+    if not selector or "/" in selector or selector.startswith("."):
+        raise KeyProblem(f"{_show(path)}: {selector!r} is not a usable selector name")
+    found = SigningKey(domain, selector, path, key)
+    _cache[ident] = found
+    return found
+
+
+def _show(path: str) -> str:
+    """A path as the administrator knows it: from ``control/`` on when possible."""
+    marker = os.sep + "control" + os.sep
+    i = path.rfind(marker)
+    return path[i + 1 :] if i >= 0 else path
+
+
+@dataclass(frozen=True)
+class KeyStore:
+    root: str
+    """``control/domainkeys``."""
+
+    def domain_keys(self, domain: str) -> list[SigningKey]:
+        """The active keys of one domain folder (``default`` first, then ``ed25519``)."""
+        domain = domain.lower().rstrip(".")
+        if not domain or "/" in domain or domain.startswith("."):
+            return []
+        folder = os.path.join(self.root, domain)
+        if not os.path.isdir(folder):
+            return []
+        found = []
+        for link in ("default", "ed25519"):
+            key = load(os.path.join(folder, link), domain, link)
+            if key is not None:
+                found.append(key)
+        return found
+
+    def fallback(self) -> SigningKey | None:
+        path = os.path.join(self.root, "default")
+        if os.path.isdir(path):
+            return None
+        return load(path, "", "default")

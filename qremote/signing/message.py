@@ -1,0 +1,81 @@
+"""A message split into header fields and body, in its on-the-wire form (CRLF lines).
+
+Signatures cover what the receiver sees, so the queue file's LF line ends are turned into
+CRLF exactly as qmail-remote's body transfer does (an existing CRLF stays one line end).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class MalformedMessage(ValueError):
+    """The header section cannot be read as header fields; the text says where."""
+
+
+@dataclass(frozen=True)
+class Header:
+    name: bytes
+    """The field name as written (no colon, trailing blanks kept)."""
+    raw: bytes
+    """The whole field, folded lines included, with its final CRLF."""
+
+    @property
+    def key(self) -> bytes:
+        return self.name.rstrip(b" \t").lower()
+
+    @property
+    def value(self) -> bytes:
+        return self.raw[len(self.name) + 1 :]
+
+
+@dataclass(frozen=True)
+class Message:
+    headers: list[Header]
+    body: bytes
+    """Everything after the empty line, CRLF line ends."""
+
+    def get(self, name: bytes) -> list[Header]:
+        key = name.lower()
+        return [h for h in self.headers if h.key == key]
+
+
+def to_wire(message: bytes) -> bytes:
+    return message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def parse(message: bytes) -> Message:
+    """Split a queue-file message (LF or CRLF line ends) into header fields and body."""
+    wire = to_wire(message)
+    if wire.startswith(b"\r\n"):
+        return Message([], wire[2:])
+    end = wire.find(b"\r\n\r\n")
+    if end < 0:
+        head, body = wire, b""
+    else:
+        head, body = wire[: end + 2], wire[end + 4 :]
+    headers: list[Header] = []
+    current: list[bytes] = []
+    for number, line in enumerate(
+        head.split(b"\r\n")[:-1] if head.endswith(b"\r\n") else head.split(b"\r\n"), start=1
+    ):
+        if line[:1] in (b" ", b"\t"):
+            if not current:
+                raise MalformedMessage("the first header line starts with white space")
+            current.append(line)
+            continue
+        if current:
+            headers.append(_header(current))
+        colon = line.find(b":")
+        if colon <= 0 or not line[:colon].rstrip(b" \t"):
+            shown = line[:40].decode("ascii", "replace")
+            raise MalformedMessage(f"header line {number} is not a header field: {shown!r}")
+        current = [line]
+    if current:
+        headers.append(_header(current))
+    return Message(headers, body)
+
+
+def _header(lines: list[bytes]) -> Header:
+    raw = b"\r\n".join(lines) + b"\r\n"
+    return Header(raw[: raw.index(b":")], raw)
