@@ -1,0 +1,53 @@
+"""Independent verifiers: dkimpy and Perl's Mail::DKIM, both fetching keys from DNS.
+
+dkimpy is asked once per signature through ``dkim.DKIM(...).verify(idx=i, dnsfunc=...)``
+with a DNS function that queries the loopback server; Mail::DKIM runs as a separate Perl
+process pointed at the same server and also checks DomainKey-Signature fields.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import dkim
+import dns.message
+import dns.query
+import dns.rdatatype
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def dkimpy(message: bytes, dns_ip: str, dns_port: int) -> list[bool]:
+    def dnsfunc(name, timeout=5):
+        qname = name.decode() if isinstance(name, bytes) else name
+        query = dns.message.make_query(qname, dns.rdatatype.TXT)
+        answer = dns.query.tcp(query, dns_ip, port=dns_port, timeout=timeout)
+        for rrset in answer.answer:
+            for rdata in rrset:
+                return b"".join(rdata.strings)
+        return None
+
+    wire = message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    count = sum(
+        1 for line in wire.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+        if line.lower().startswith(b"dkim-signature:")
+    )
+    d = dkim.DKIM(wire)
+    return [bool(d.verify(idx=i, dnsfunc=dnsfunc)) for i in range(count)]
+
+
+def mail_dkim(message: bytes, dns_ip: str, dns_port: int) -> list[tuple[str, str, str, str]]:
+    """(type, domain, selector, result_detail) per signature, from Mail::DKIM."""
+    proc = subprocess.run(
+        ["perl", os.path.join(HERE, "verify_dkim.pl"), dns_ip, str(dns_port)],
+        input=message,
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    out = []
+    for line in proc.stdout.decode().splitlines():
+        kind, domain, selector, detail = line.split(" ", 3)
+        out.append((kind, domain, selector, detail))
+    return out
