@@ -38,7 +38,7 @@ class Authority:
     @classmethod
     def create(cls, cn: str = "qremote test CA") -> Authority:
         key = _key()
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         cert = (
             x509.CertificateBuilder()
             .subject_name(_name(cn))
@@ -58,7 +58,7 @@ class Authority:
     def issue(self, dns_name: str, expired: bool = False) -> tuple[bytes, bytes]:
         """(certificate PEM, key PEM) for a server called ``dns_name``."""
         key = _key()
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         if expired:
             start, end = now - datetime.timedelta(days=60), now - datetime.timedelta(days=30)
         else:

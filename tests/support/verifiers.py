@@ -30,7 +30,8 @@ def dkimpy(message: bytes, dns_ip: str, dns_port: int) -> list[bool]:
 
     wire = message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     count = sum(
-        1 for line in wire.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+        1
+        for line in wire.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
         if line.lower().startswith(b"dkim-signature:")
     )
     d = dkim.DKIM(wire)
