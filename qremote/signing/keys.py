@@ -64,11 +64,12 @@ def load(path: str, domain: str, link: str) -> SigningKey | None:
         return None
     except OSError as e:
         raise KeyProblem(f"{_show(path)}: {e.strerror}") from None
+    real = os.path.realpath(path)
     if not stat.S_ISREG(st.st_mode):
-        raise KeyProblem(f"{_show(path)} is not a regular file")
+        raise KeyProblem(f"{_show(real)} is not a regular file")
     if st.st_mode & 0o077:
         raise KeyProblem(
-            f"{_show(path)} is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o});"
+            f"{_show(real)} is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o});"
             " chmod 600 it"
         )
     selector = _selector(link, path)
@@ -80,19 +81,19 @@ def load(path: str, domain: str, link: str) -> SigningKey | None:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        raise KeyProblem(f"{_show(path)}: {e.strerror}") from None
+        raise KeyProblem(f"{_show(real)}: {e.strerror}") from None
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as e:
-        raise KeyProblem(f"{_show(path)} is not a usable PEM private key ({e})") from None
+        raise KeyProblem(f"{_show(real)} is not a usable PEM private key ({e})") from None
     except Exception as e:  # noqa: BLE001 - unsupported key types raise various errors
-        raise KeyProblem(f"{_show(path)} cannot be loaded: {e}") from None
+        raise KeyProblem(f"{_show(real)} cannot be loaded: {e}") from None
     if not isinstance(key, (rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)):
-        raise KeyProblem(f"{_show(path)} is neither an RSA nor an Ed25519 key")
+        raise KeyProblem(f"{_show(real)} is neither an RSA nor an Ed25519 key")
     if isinstance(key, rsa.RSAPrivateKey) and key.key_size < 1024:
-        raise KeyProblem(f"{_show(path)} is a {key.key_size}-bit RSA key; 1024 is the minimum")
+        raise KeyProblem(f"{_show(real)} is a {key.key_size}-bit RSA key; 1024 is the minimum")
     if not selector or "/" in selector or selector.startswith("."):
-        raise KeyProblem(f"{_show(path)}: {selector!r} is not a usable selector name")
+        raise KeyProblem(f"{_show(real)}: {selector!r} is not a usable selector name")
     found = SigningKey(domain, selector, path, key)
     _cache[ident] = found
     return found

@@ -88,7 +88,7 @@ def sign_message(
         for key in keys:
             fields.insert(0, dkim.sign(parsed, domain, key, stamp, config.dkim, body_hash))
             done.append(f"DKIM d={domain} s={key.selector} {key.algorithm}")
-        dk = _domainkey(parsed, store, config, from_domain, keys, domain)
+        dk = _domainkey(parsed, store, config, keys, domain)
         if dk is not None:
             fields.append(dk[0])
             done.append(dk[1])
@@ -100,12 +100,20 @@ def sign_message(
     return Signed(headers, "Signed: " + "; ".join(done) + ".")
 
 
-def _domainkey(parsed, store: KeyStore, config: SignConfig, from_domain, keys, domain):
-    """DomainKeys signs as the Sender: (else From:) domain, with that domain's RSA key."""
+def _domainkey(parsed, store: KeyStore, config: SignConfig, keys, domain):
+    """DomainKeys signs as the Sender: (else From:) domain, with that domain's RSA key,
+    and not at all when that field is folded over several lines."""
     if not config.domainkeys:
         return None
     sender_fields = parsed.get(b"sender")
-    dk_domain = domain_of(sender_fields[0].value) if sender_fields else from_domain
+    identity = sender_fields or parsed.get(b"from")
+    if not identity:
+        return None
+    if b"\r\n" in identity[0].value[:-2]:
+        # DomainKeys verifiers read the identity from the field's first line only
+        # (Mail::DKIM does): a folded one would give "bad identity", worse than none.
+        return None
+    dk_domain = domain_of(identity[0].value)
     if not dk_domain:
         return None
     if dk_domain == domain:

@@ -35,7 +35,14 @@ def dkimpy(message: bytes, dns_ip: str, dns_port: int) -> list[bool]:
         if line.lower().startswith(b"dkim-signature:")
     )
     d = dkim.DKIM(wire)
-    return [bool(d.verify(idx=i, dnsfunc=dnsfunc)) for i in range(count)]
+
+    def one(i: int) -> bool:
+        try:
+            return bool(d.verify(idx=i, dnsfunc=dnsfunc))
+        except dkim.DKIMException:  # e.g. "body hash mismatch" is raised, not returned
+            return False
+
+    return [one(i) for i in range(count)]
 
 
 def mail_dkim(message: bytes, dns_ip: str, dns_port: int) -> list[tuple[str, str, str, str]]:
