@@ -26,14 +26,20 @@ def _write_all(data: bytes) -> None:
         view = view[n:]
 
 
-def _silence_stderr() -> None:
-    """Stray interpreter warnings must not land inside a report on qmail's pipe."""
+def _silence_stderr() -> int | None:
+    """Stray interpreter warnings must not land inside a report on qmail's pipe.
+
+    Returns a close-on-exec copy of the original fd 2, for handing over to
+    qmail-remote.orig in sign-only mode.
+    """
     try:
+        saved = os.dup(2)
         fd = os.open(os.devnull, os.O_WRONLY)
         os.dup2(fd, 2)
         os.close(fd)
+        return saved
     except OSError:
-        pass
+        return None
 
 
 def _read_message() -> bytes | None:
@@ -50,8 +56,11 @@ def _read_message() -> bytes | None:
         chunks.append(chunk)
 
 
-def run(argv: list[bytes], home: str) -> bytes:
-    """The whole program as a function: arguments in, report bytes out."""
+def run(argv: list[bytes], home: str, stderr: int | None = None) -> bytes:
+    """The whole program as a function: arguments in, report bytes out.
+
+    In sign-only mode it does not return when all goes well: it execs qmail-remote.orig.
+    """
     if len(argv) < 4:
         return USAGE
     from qremote import report
@@ -72,17 +81,21 @@ def run(argv: list[bytes], home: str) -> bytes:
         settings = load_settings(home)
     except ControlError as e:
         return report.control_error(str(e)) + b"\0"
+    if os.path.exists(os.path.join(home, "control", "signonly")):
+        from qremote.signonly import sign_and_exec
+
+        return sign_and_exec(settings, argv, message, stderr)
     host = argv[1].decode("utf-8", "surrogateescape")
     outcome = asyncio.run(deliver(settings, host, argv[2], list(argv[3:]), message))
     return outcome.wire()
 
 
 def main(home: str | None = None) -> None:
-    _silence_stderr()
+    saved_stderr = _silence_stderr()
     try:
         argv = [os.fsencode(a) for a in sys.argv]
         qmail_home = os.environ.get("QMAILHOME") or home or "/var/qmail"
-        out = run(argv, qmail_home)
+        out = run(argv, qmail_home, saved_stderr)
     except BaseException as e:  # noqa: BLE001 - every failure must become a Z report
         try:
             from qremote.report import internal_error

@@ -20,6 +20,32 @@ def _uninstall(args: argparse.Namespace) -> str:
     return uninstall(qmail_home())
 
 
+def _sign(args: argparse.Namespace) -> str:
+    """Sign stdin to stdout exactly as qmail-remote signs before sending."""
+    import os
+
+    from qremote.control import ControlDir
+    from qremote.signing.sign import SigningError, load_config, sign_message, store_for
+
+    control = ControlDir(os.path.join(qmail_home(), "control"))
+    message = sys.stdin.buffer.read()
+    try:
+        signed = sign_message(
+            message, os.fsencode(args.sender), store_for(control.path), load_config(control)
+        )
+    except SigningError as e:
+        raise SignFailed(str(e)) from None
+    sys.stdout.buffer.write(signed.headers + message)
+    sys.stdout.buffer.flush()
+    if args.verbose:
+        print(signed.note, file=sys.stderr)
+    return ""
+
+
+class SignFailed(Exception):
+    """qremote sign could not sign; nothing was written to stdout."""
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qremote", description="qremote administration")
     sub = p.add_subparsers(dest="command", required=True)
@@ -29,6 +55,10 @@ def parser() -> argparse.ArgumentParser:
     inst.set_defaults(func=_install)
     uninst = sub.add_parser("uninstall", help="put the original qmail-remote back")
     uninst.set_defaults(func=_uninstall)
+    sign = sub.add_parser("sign", help="sign stdin to stdout as qmail-remote would")
+    sign.add_argument("--sender", required=True, help="envelope sender ('' for a bounce)")
+    sign.add_argument("-v", "--verbose", action="store_true", help="say what was signed")
+    sign.set_defaults(func=_sign)
     return p
 
 
@@ -38,8 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     from qremote.control import ControlError
 
     try:
-        print(args.func(args))
-    except (InstallError, ControlError, OSError) as e:
+        said = args.func(args)
+        if said:
+            print(said)
+    except (InstallError, ControlError, SignFailed, OSError) as e:
         print(f"qremote {args.command}: {e}", file=sys.stderr)
         return 1
     return 0

@@ -10,11 +10,16 @@ import re
 
 from qremote.signing.message import Header
 
-_WSP_RUN = re.compile(rb"[ \t]+")
-_WSP_BEFORE_CRLF = re.compile(rb"[ \t]+\r\n")
 _FOLD = re.compile(rb"\r\n(?=[ \t])")
-_ALL_FWS = re.compile(rb"[ \t\r\n]")
 _LONE_CR = re.compile(rb"\r(?!\n)")
+
+
+def _squeeze(text: bytes) -> bytes:
+    """Every run of SP/HTAB becomes one SP (with bytes.replace: far faster than re)."""
+    text = text.replace(b"\t", b" ")
+    while b"  " in text:
+        text = text.replace(b"  ", b" ")
+    return text
 
 
 def _strip_trailing_empty_lines(body: bytes) -> bytes:
@@ -37,7 +42,7 @@ def dkim_header_relaxed(header: Header) -> bytes:
     value = _FOLD.sub(b"", header.value)
     if value.endswith(b"\r\n"):
         value = value[:-2]
-    value = _WSP_RUN.sub(b" ", value).strip(b" ")
+    value = _squeeze(value).strip(b" ")
     return header.key + b":" + value + b"\r\n"
 
 
@@ -56,8 +61,7 @@ def dkim_body_relaxed(body: bytes) -> bytes:
         return b""
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
-    body = _WSP_BEFORE_CRLF.sub(b"\r\n", body)
-    body = _WSP_RUN.sub(b" ", body)
+    body = _squeeze(body).replace(b" \r\n", b"\r\n")
     body = _strip_trailing_empty_lines(body)
     return b"" if body == b"\r\n" else body
 
@@ -71,7 +75,7 @@ DKIM_BODY = {"simple": dkim_body_simple, "relaxed": dkim_body_relaxed}
 
 def dk_header(header: Header, canon: str) -> bytes:
     if canon == "nofws":
-        return _ALL_FWS.sub(b"", header.raw) + b"\r\n"
+        return header.raw.translate(None, b" \t\r\n") + b"\r\n"
     return header.raw
 
 
@@ -80,7 +84,8 @@ def dk_body(body: bytes, canon: str) -> bytes:
     them the separator itself when nothing follows it."""
     text = b"\r\n" + body
     if canon == "nofws":
-        text = _WSP_RUN.sub(b"", text)
-        text = _LONE_CR.sub(b"", text)
+        text = text.translate(None, b" \t")
+        if b"\r" in text.replace(b"\r\n", b""):
+            text = _LONE_CR.sub(b"", text)
     text = _strip_trailing_empty_lines(text)
     return b"" if text == b"\r\n" else text

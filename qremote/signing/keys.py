@@ -46,24 +46,39 @@ class SigningKey:
 _cache: dict[tuple, SigningKey] = {}
 
 
-def _selector(link: str, path: str) -> str:
-    """The selector a ``default``/``ed25519`` entry stands for."""
-    if os.path.islink(path):
-        target = os.path.basename(os.readlink(path))
-        return target[:-4] if target.endswith(".pem") else target
-    return link
-
-
 def load(path: str, domain: str, link: str) -> SigningKey | None:
-    """The key behind ``path``, None when there is no such file; KeyProblem if unusable."""
+    """The key behind ``path``, None when there is no such file; KeyProblem if unusable.
+
+    ``path`` is a ``default``/``ed25519`` entry: a symlink to ``<selector>.pem`` or a plain
+    key file whose selector is the entry's own name.
+    """
     try:
-        st = os.stat(path)
+        lst = os.lstat(path)
     except FileNotFoundError:
-        if os.path.islink(path):
-            raise KeyProblem(f"{_show(path)} points to a missing file") from None
         return None
     except OSError as e:
         raise KeyProblem(f"{_show(path)}: {e.strerror}") from None
+    selector = link
+    st = lst
+    if stat.S_ISLNK(lst.st_mode):
+        target = os.path.basename(os.readlink(path))
+        selector = target[:-4] if target.endswith(".pem") else target
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise KeyProblem(f"{_show(path)} points to a missing file") from None
+        except OSError as e:
+            raise KeyProblem(f"{_show(os.path.realpath(path))}: {e.strerror}") from None
+    ident = (path, st.st_ino, st.st_mtime_ns, st.st_size, st.st_mode, selector)
+    cached = _cache.get(ident)
+    if cached is not None:
+        return cached
+    found = _load_file(path, domain, selector, st)
+    _cache[ident] = found
+    return found
+
+
+def _load_file(path: str, domain: str, selector: str, st: os.stat_result) -> SigningKey:
     real = os.path.realpath(path)
     if not stat.S_ISREG(st.st_mode):
         raise KeyProblem(f"{_show(real)} is not a regular file")
@@ -72,11 +87,6 @@ def load(path: str, domain: str, link: str) -> SigningKey | None:
             f"{_show(real)} is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o});"
             " chmod 600 it"
         )
-    selector = _selector(link, path)
-    ident = (path, st.st_ino, st.st_mtime_ns, st.st_size, selector)
-    cached = _cache.get(ident)
-    if cached is not None:
-        return cached
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -94,9 +104,7 @@ def load(path: str, domain: str, link: str) -> SigningKey | None:
         raise KeyProblem(f"{_show(real)} is a {key.key_size}-bit RSA key; 1024 is the minimum")
     if not selector or "/" in selector or selector.startswith("."):
         raise KeyProblem(f"{_show(real)}: {selector!r} is not a usable selector name")
-    found = SigningKey(domain, selector, path, key)
-    _cache[ident] = found
-    return found
+    return SigningKey(domain, selector, path, key)
 
 
 def _show(path: str) -> str:

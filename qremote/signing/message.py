@@ -6,7 +6,8 @@ CRLF exactly as qmail-remote's body transfer does (an existing CRLF stays one li
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 
 class MalformedMessage(ValueError):
@@ -19,10 +20,11 @@ class Header:
     """The field name as written (no colon, trailing blanks kept)."""
     raw: bytes
     """The whole field, folded lines included, with its final CRLF."""
+    key: bytes = field(init=False, repr=False, compare=False)
+    """The name as compared: lowercase, blanks before the colon removed."""
 
-    @property
-    def key(self) -> bytes:
-        return self.name.rstrip(b" \t").lower()
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", self.name.rstrip(b" \t").lower())
 
     @property
     def value(self) -> bytes:
@@ -35,9 +37,16 @@ class Message:
     body: bytes
     """Everything after the empty line, CRLF line ends."""
 
+    @cached_property
+    def _by_name(self) -> dict[bytes, list[Header]]:
+        index: dict[bytes, list[Header]] = {}
+        for h in self.headers:
+            index.setdefault(h.key, []).append(h)
+        return index
+
     def get(self, name: bytes) -> list[Header]:
-        key = name.lower()
-        return [h for h in self.headers if h.key == key]
+        """All fields of that name, in message order."""
+        return self._by_name.get(name.lower(), [])
 
 
 def to_wire(message: bytes) -> bytes:
