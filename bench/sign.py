@@ -78,8 +78,7 @@ def main() -> None:
             sign_message(message, b"alice@example.com", store, dkim_only)
 
         def dkimpy():
-            dkim.sign(wire, b"bench", b"example.com", pem,
-                      canonicalize=(b"relaxed", b"relaxed"))
+            dkim.sign(wire, b"bench", b"example.com", pem, canonicalize=(b"relaxed", b"relaxed"))
 
         def raw():
             key.sign(wire, padding.PKCS1v15(), hashes.SHA256())

@@ -26,8 +26,9 @@ def test_sign_only_execs_the_original_with_the_signed_message(home, zone, dns_se
     keys.publish(zone, "example.com", "s1", key)
     home.write("signonly", "")
     seen, args = fake_original(home, tmp_path)
-    run = home.deliver("example.net", "alice@example.com", ["bob@example.net", "c@example.net"],
-                       MSG)
+    run = home.deliver(
+        "example.net", "alice@example.com", ["bob@example.net", "c@example.net"], MSG
+    )
     assert run.status == 0
     assert run.output == b"r\0Kfake ok\n\0"
     with open(args) as f:
@@ -62,9 +63,18 @@ def test_qremote_sign_writes_the_signed_message(home, zone, dns_server):
     key = keys.write_key(home.control, "example.com", "s1")
     keys.publish(zone, "example.com", "s1", key)
     done = subprocess.run(
-        [sys.executable, "-m", "qremote.cli.qremote", "sign", "--sender", "alice@example.com",
-         "-v"],
-        input=MSG, capture_output=True, env={**os.environ, "QMAILHOME": home.path},
+        [
+            sys.executable,
+            "-m",
+            "qremote.cli.qremote",
+            "sign",
+            "--sender",
+            "alice@example.com",
+            "-v",
+        ],
+        input=MSG,
+        capture_output=True,
+        env={**os.environ, "QMAILHOME": home.path},
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.endswith(MSG)
@@ -76,7 +86,9 @@ def test_qremote_sign_refuses_with_one_line_and_no_output(home):
     keys.write_key(home.control, "example.com", "s1", mode=0o640)
     done = subprocess.run(
         [sys.executable, "-m", "qremote.cli.qremote", "sign", "--sender", "alice@example.com"],
-        input=MSG, capture_output=True, env={**os.environ, "QMAILHOME": home.path},
+        input=MSG,
+        capture_output=True,
+        env={**os.environ, "QMAILHOME": home.path},
     )
     assert done.returncode == 1 and done.stdout == b""
     assert done.stderr.decode().count("\n") == 1

@@ -20,6 +20,8 @@ from aiosmtpd.smtp import SMTP
 
 CLOSE = "\0CLOSE"
 STALL = "\0STALL"
+TLS_BREAK = "\0TLSBREAK"
+"""Answer STARTTLS with 220, then send bytes that are not TLS: the handshake fails."""
 FLOOD = "\0FLOOD"
 """A multi-line reply that never ends: ``250-more`` lines, forever (a minute at most)."""
 
@@ -44,6 +46,7 @@ class Script:
     rcpt: Reply | list[Reply | None] | None = None
     data: Reply | None = None
     dot: Reply | None = None
+    starttls: Reply | None = None
 
 
 @dataclass
@@ -59,6 +62,7 @@ class Connection:
     peer: tuple
     commands: list[str] = field(default_factory=list)
     tls: bool = False
+    client_cert: dict | None = None
 
 
 class _Handler:
@@ -72,6 +76,8 @@ class _Handler:
         conn = self._conn(session)
         conn.commands.append(f"EHLO {hostname}")
         conn.tls = session.ssl is not None
+        if conn.tls and server.transport is not None:
+            conn.client_cert = server.transport.get_extra_info("peercert")
         script = self.owner.script
         if script.ehlo is not None:
             return [_sentinel(self.owner, script.ehlo)]
@@ -156,6 +162,13 @@ class _ScriptedSMTP(SMTP):
         if status == STALL:
             await asyncio.sleep(3600)
             return
+        if status == TLS_BREAK:
+            await super().push("220 Ready to start TLS")
+            await asyncio.sleep(0.3)
+            if self.transport is not None:
+                self.transport.write(b"this is not a TLS record\r\n" * 20)
+                self.transport.close()
+            return
         if status == FLOOD:
             for _ in range(6000):
                 if self.transport is None or self.transport.is_closing():
@@ -173,6 +186,13 @@ class _ScriptedSMTP(SMTP):
                 await asyncio.sleep(3600)
             return
         await super().push(status)
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        self.owner._connection(self.session).commands.append("STARTTLS")
+        if self.owner.script.starttls is not None:
+            await self.push(_sentinel(self.owner, self.owner.script.starttls))
+            return
+        await super().smtp_STARTTLS(arg)
 
     async def smtp_DATA(self, arg: str) -> None:
         script = self.owner.script.data
@@ -234,7 +254,7 @@ class ScriptedServer:
         self.armed = False
         self._raws: dict[int, Raw] = {}
         self._raw_ids = itertools.count()
-        self._by_session: dict[int, Connection] = {}
+        self._by_session: dict[tuple, Connection] = {}
         self._lock = threading.Lock()
         kwargs: dict = {"hostname": self.ip, "port": port}
         kwargs["server_hostname"] = "mx.test"
@@ -244,10 +264,11 @@ class ScriptedServer:
 
     def _connection(self, session) -> Connection:
         with self._lock:
-            conn = self._by_session.get(id(session))
+            # Keyed by the client's address: aiosmtpd starts a new session after STARTTLS.
+            conn = self._by_session.get(session.peer)
             if conn is None:
                 conn = Connection(session.peer)
-                self._by_session[id(session)] = conn
+                self._by_session[session.peer] = conn
                 if self.armed:
                     self.connections.append(conn)
             return conn
