@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from qremote import report
 from qremote.control import ControlDir, ControlError
-from qremote.routing import routes
+from qremote.routing import routes, source
 from qremote.routing.dnserrors import DnsHard, DnsSoft, NullMx, ip_literal, parse_nameserver
 from qremote.routing.ipme import local_addresses
 from qremote.routing.mx import Target, usable
@@ -47,6 +47,8 @@ class Settings:
     local: set[str] = field(default_factory=set)
     nameservers: list = field(default_factory=list)
     signing: SignConfig = field(default_factory=SignConfig)
+    bindings: dict = field(default_factory=dict)
+    outgoing_ip: str | None = None
 
 
 def load_settings(home: str) -> Settings:
@@ -69,6 +71,8 @@ def load_settings(home: str) -> Settings:
         local=local_addresses(control),
         nameservers=[parse_nameserver(line) for line in control.listing("nameservers")],
         signing=load_config(control),
+        bindings=source.parse_bindings(control.lines("domainbindings") or []),
+        outgoing_ip=source.parse_outgoing_ip(control.line("outgoingip")),
     )
 
 
@@ -134,6 +138,11 @@ async def deliver(
     """
     if has_partial_final_line(message):
         return _final(report.PARTIAL_LINE)
+    origin = source.choose(sender, settings.bindings, settings.outgoing_ip, settings.helo)
+    try:
+        source.check_local(origin)
+    except ControlError as e:
+        return _final(report.control_error(str(e)))
     try:
         signed = sign_message(message, sender, store_for(settings.control.path), settings.signing)
     except SigningError as e:
@@ -146,6 +155,7 @@ async def deliver(
         signed.headers + message,
         resolver,
         tcpto,
+        origin,
         [signed.note],
     )
 
@@ -158,6 +168,7 @@ async def _send(
     message: bytes,
     resolver,
     tcpto: TcptoFiles | None,
+    origin: source.Source,
     notes: list[str],
 ) -> Outcome:
     """Route and transmit an already signed message.
@@ -184,7 +195,7 @@ async def _send(
 
     body = encode_body(message)
     envelope = Envelope(
-        helo=settings.helo,
+        helo=origin.helo,
         sender=sender,
         recipients=recipients,
         size=len(body),
@@ -192,14 +203,17 @@ async def _send(
     )
     refusals: list[NextHost] = []
     for target in chosen:
-        if tcpto.skip(target.ip):
+        if not origin.serves(target.ip) or tcpto.skip(target.ip):
             continue
-        result = await _try_host(settings, target, port, envelope, body, tcpto, notes)
+        result = await _try_host(settings, target, port, envelope, body, tcpto, origin, notes)
         if isinstance(result, Outcome):
             return result
         if result is not None:
             refusals.append(result)
     if not refusals:
+        if not any(origin.serves(t.ip) for t in chosen):
+            note = f"No address of {host} is of the family of {origin.ip} ({origin.where})."
+            return _final(_with_notes(report.NOCONN, [note]))
         return _final(report.NOCONN)
     last = refusals[-1].report
     if len(refusals) == len(chosen) and all(r.permanent for r in refusals):
@@ -214,6 +228,7 @@ async def _try_host(
     envelope: Envelope,
     body: bytes,
     tcpto: TcptoFiles,
+    origin: source.Source,
     notes: list[str],
 ) -> Outcome | NextHost | None:
     """One address: an Outcome ends the delivery; NextHost or None moves on."""
@@ -232,7 +247,7 @@ async def _try_host(
             tls = TlsSetup(ctx, target.name, policy.mode is Mode.REQUIRED)
     while True:
         try:
-            reader, writer = await connect(target.ip, port, settings.timeout_connect)
+            reader, writer = await connect(target.ip, port, settings.timeout_connect, origin.ip)
         except ConnectFailed as e:
             tcpto.record(target.ip, e.timed_out)
             return None

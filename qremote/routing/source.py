@@ -1,0 +1,124 @@
+"""Which local address a message leaves from, and the EHLO name that goes with it.
+
+``control/domainbindings`` (the pyropus patch): ``senderdomain:local-ip[:helo]``, looked
+up like smtproutes (the full domain, then each ``.suffix``, then the ``:ip`` default line),
+later lines winning. An IPv6 address is written in brackets: ``example.com:[2001:db8::25]``.
+On a domain or suffix match the EHLO name becomes the sender's domain unless a helo is
+given; the default line keeps control/helohost (or its own helo). Bounces (empty sender)
+use the default line. ``control/outgoingip`` is the address when no line matches.
+
+An address that cannot be parsed, or is not configured on this host, is a control error
+(``Z``) naming the line: mail never leaves silently from the operating system's choice.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+
+from qremote.control import ControlError
+from qremote.routing.routes import suffixes
+
+
+@dataclass(frozen=True)
+class Binding:
+    ip: str
+    helo: str | None
+    where: str
+    """``control/domainbindings line N`` or ``control/outgoingip``, for messages."""
+
+
+@dataclass(frozen=True)
+class Source:
+    ip: str | None
+    """Local address to bind, or None for the operating system's choice."""
+    helo: str
+    where: str = ""
+
+    def serves(self, remote_ip: str) -> bool:
+        """Whether this source can reach that address (same address family)."""
+        if self.ip is None:
+            return True
+        return (":" in self.ip) == (":" in remote_ip)
+
+
+def _parse_ip(text: str, where: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ControlError(f"{where}: {text!r} is not an IP address") from None
+
+
+def parse_bindings(lines: list[str]) -> dict[str, Binding]:
+    """``domain:ip[:helo]`` lines to a map; the key is lowercase, later lines win."""
+    table: dict[str, Binding] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line or line.startswith("#"):
+            continue
+        where = f"control/domainbindings line {number}"
+        key, sep, rest = line.partition(":")
+        if not sep:
+            raise ControlError(f"{where}: no ':' in {line!r}")
+        if rest.startswith("["):
+            end = rest.find("]")
+            if end < 0:
+                raise ControlError(f"{where}: unclosed '[' in {line!r}")
+            ip_text, after = rest[1:end], rest[end + 1 :]
+            if after and not after.startswith(":"):
+                raise ControlError(f"{where}: junk after ']' in {line!r}")
+            helo = after[1:] or None
+        else:
+            ip_text, _, helo_text = rest.partition(":")
+            helo = helo_text or None
+        table[key.strip().lower()] = Binding(_parse_ip(ip_text.strip(), where), helo, where)
+    return table
+
+
+def sender_domain(sender: bytes) -> str | None:
+    if b"@" not in sender:
+        return None
+    domain = sender.rsplit(b"@", 1)[1].decode("utf-8", "replace").strip().lower().rstrip(".")
+    return domain or None
+
+
+def choose(
+    sender: bytes, bindings: dict[str, Binding], outgoing_ip: str | None, helo: str
+) -> Source:
+    """The source for one message (pure: no check that the address is ours)."""
+    domain = sender_domain(sender)
+    keys = suffixes(domain) if domain else [""]
+    for key in keys:
+        binding = bindings.get(key)
+        if binding is None:
+            continue
+        if binding.helo:
+            name = binding.helo
+        elif key and domain:
+            name = domain
+        else:
+            name = helo
+        return Source(binding.ip, name, binding.where)
+    if outgoing_ip:
+        return Source(outgoing_ip, helo, "control/outgoingip")
+    return Source(None, helo)
+
+
+def check_local(source: Source) -> None:
+    """Raise ControlError unless the address can be bound on this host."""
+    if source.ip is None:
+        return
+    family = socket.AF_INET6 if ":" in source.ip else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((source.ip, 0))
+    except OSError as e:
+        raise ControlError(
+            f"{source.where}: {source.ip} is not an address of this host ({e.strerror})"
+        ) from None
+
+
+def parse_outgoing_ip(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    return _parse_ip(value.strip(), "control/outgoingip")
