@@ -42,6 +42,19 @@ def _sign(args: argparse.Namespace) -> str:
     return ""
 
 
+def _check(args: argparse.Namespace) -> str:
+    from qremote.check import problems
+
+    found = problems(qmail_home())
+    if found:
+        raise CheckFailed("\n".join(found))
+    return "qremote check: no problems found"
+
+
+class CheckFailed(Exception):
+    """qremote check found problems; the message lists them one per line."""
+
+
 class SignFailed(Exception):
     """qremote sign could not sign; nothing was written to stdout."""
 
@@ -59,6 +72,8 @@ def parser() -> argparse.ArgumentParser:
     sign.add_argument("--sender", required=True, help="envelope sender ('' for a bounce)")
     sign.add_argument("-v", "--verbose", action="store_true", help="say what was signed")
     sign.set_defaults(func=_sign)
+    check = sub.add_parser("check", help="say what is wrong with this installation")
+    check.set_defaults(func=_check)
     return p
 
 
@@ -71,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         said = args.func(args)
         if said:
             print(said)
+    except CheckFailed as e:
+        print(str(e), file=sys.stderr)
+        return 1
     except (InstallError, ControlError, SignFailed, OSError) as e:
         print(f"qremote {args.command}: {e}", file=sys.stderr)
         return 1

@@ -1,0 +1,129 @@
+"""``qremote check``: what is wrong with this installation, one line per problem.
+
+Each check reads what qmail-remote would read and reports what would make a delivery
+fail (``Z``) or behave unexpectedly, naming the file and value. It changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Iterator
+
+from qremote.cli.install import is_wrapper
+from qremote.control import ControlDir, ControlError
+from qremote.routing import source
+from qremote.routing.dnserrors import parse_nameserver
+from qremote.routing.routes import RouteError, parse_relay
+from qremote.signing.keys import KeyProblem, KeyStore
+from qremote.signing.sign import load_config
+
+
+def _guard(fn) -> Iterator[str]:
+    try:
+        yield from fn()
+    except ControlError as e:
+        yield str(e)
+
+
+def _basics(control: ControlDir) -> Iterator[str]:
+    if control.line("helohost") is None and control.line("me") is None:
+        yield "control/me and control/helohost are both missing"
+    for name, default in (("timeoutconnect", 60), ("timeoutremote", 1200)):
+        try:
+            control.integer(name, default)
+        except ControlError as e:
+            yield str(e)
+    for value in control.mapping("smtproutes").values():
+        try:
+            parse_relay(value)
+        except RouteError as e:
+            yield str(e)
+    for line in control.listing("nameservers"):
+        try:
+            parse_nameserver(line)
+        except ControlError as e:
+            yield str(e)
+    try:
+        load_config(control)
+    except ControlError as e:
+        yield str(e)
+
+
+def _bindings(control: ControlDir) -> Iterator[str]:
+    table = source.parse_bindings(control.lines("domainbindings") or [])
+    for binding in table.values():
+        try:
+            source.check_local(source.Source(binding.ip, "", binding.where))
+        except ControlError as e:
+            yield str(e)
+    outgoing = source.parse_outgoing_ip(control.line("outgoingip"))
+    if outgoing:
+        try:
+            source.check_local(source.Source(outgoing, "", "control/outgoingip"))
+        except ControlError as e:
+            yield str(e)
+
+
+def _tls(control: ControlDir) -> Iterator[str]:
+    folder = os.path.join(control.path, "tlshosts")
+    if os.path.isdir(folder):
+        for name in sorted(os.listdir(folder)):
+            if name == "exhaustivelist":
+                continue
+            if not name.endswith(".pem"):
+                yield f"control/tlshosts/{name}: not used (only <mx>.pem and exhaustivelist are)"
+                continue
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            try:
+                ctx.load_verify_locations(cafile=os.path.join(folder, name))
+            except (OSError, ssl.SSLError) as e:
+                yield f"control/tlshosts/{name}: not a usable CA file ({e})"
+    cert = os.path.join(control.path, "clientcert.pem")
+    if os.path.exists(cert):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        try:
+            ctx.load_cert_chain(cert)
+        except (OSError, ssl.SSLError) as e:
+            yield f"control/clientcert.pem: not a usable certificate and key ({e})"
+    ciphers = control.line("tlsclientciphers")
+    if ciphers:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).set_ciphers(ciphers.strip())
+        except ssl.SSLError:
+            yield f"control/tlsclientciphers: OpenSSL accepts no cipher in {ciphers.strip()!r}"
+
+
+def _keys(control: ControlDir) -> Iterator[str]:
+    store = KeyStore(os.path.join(control.path, "domainkeys"))
+    if not os.path.isdir(store.root):
+        return
+    for name in sorted(os.listdir(store.root)):
+        path = os.path.join(store.root, name)
+        try:
+            if os.path.isdir(path):
+                if not os.path.lexists(os.path.join(path, "default")):
+                    yield f"control/domainkeys/{name}: no 'default', so no active key"
+                store.domain_keys(name)
+            elif name == "default":
+                store.fallback()
+        except KeyProblem as e:
+            yield str(e)
+
+
+def _install(home: str) -> Iterator[str]:
+    program = os.path.join(home, "bin", "qmail-remote")
+    if os.path.exists(program) and not is_wrapper(program):
+        yield f"{program} is not qremote (run: qremote install)"
+    tcpto = os.path.join(home, "queue", "lock", "tcpto")
+    if not os.path.exists(tcpto):
+        yield f"{tcpto} is missing: tcpto is off (qmail's installer creates it)"
+
+
+def problems(home: str) -> list[str]:
+    control = ControlDir(os.path.join(home, "control"))
+    found: list[str] = []
+    for check in (_basics, _bindings, _tls, _keys):
+        found.extend(_guard(lambda check=check: check(control)))
+    found.extend(_install(home))
+    return found

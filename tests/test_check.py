@@ -1,0 +1,53 @@
+"""qremote check names what would make deliveries fail, one line per problem."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.support import keys
+
+
+def check(home) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "qremote.cli.qremote", "check"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "QMAILHOME": home.path},
+    )
+
+
+def test_clean_installation_has_no_problems(home):
+    keys.write_key(home.control, "example.com", "s1")
+    home.write("domainbindings", "example.com:127.0.0.7\n")
+    done = check(home)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "qremote check: no problems found\n"
+
+
+def test_problems_are_listed_one_per_line(home):
+    home.write("domainbindings", "example.com:127.0.0.7\nexample.org:203.0.113.9\n")
+    home.write("outgoingip", "198.51.100.3\n")
+    home.write("tlshosts/mx.example.net.pem", "garbage\n")
+    home.write("tlshosts/readme.txt", "x\n")
+    home.write("tlsclientciphers", "NOPE\n")
+    home.write("timeoutremote", "soon\n")
+    keys.write_key(home.control, "example.com", "s1", mode=0o644)
+    os.makedirs(os.path.join(home.control, "domainkeys", "empty.org"))
+    done = check(home)
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    expected_starts = [
+        "control/timeoutremote: 'soon' is not a whole number",
+        "control/domainbindings line 2: 203.0.113.9 is not an address of this host",
+        "control/outgoingip: 198.51.100.3 is not an address of this host",
+        "control/tlshosts/mx.example.net.pem: not a usable CA file",
+        "control/tlshosts/readme.txt: not used",
+        "control/tlsclientciphers: OpenSSL accepts no cipher in 'NOPE'",
+        "control/domainkeys/empty.org: no 'default', so no active key",
+        "control/domainkeys/example.com/s1.pem is readable by group or others (mode 0644)",
+    ]
+    assert len(lines) == len(expected_starts), lines
+    for line, start in zip(lines, expected_starts, strict=True):
+        assert line.startswith(start), (line, start)
