@@ -3,8 +3,19 @@ smtproutes, the ipme self-check, and qmail's DNS error texts, on a real loopback
 
 from __future__ import annotations
 
+import asyncio
+import random
+
+import dns.flags
+import dns.message
+import dns.query
+import pytest
+
+from qremote.routing import resolve
+from qremote.routing.dnserrors import DnsSoft
 from tests.support.blackhole import Blackhole
 from tests.support.expect import UNSIGNED
+from tests.support.keys import txt_strings
 from tests.support.smtpserver import Script, ScriptedServer
 
 MSG = b"Subject: t\n\nbody\n"
@@ -248,3 +259,26 @@ def test_equal_preferences_are_shuffled(home, zone):
             send(home)
     # The chance that a fair shuffle picks the same host 20 times running is 1 in 524288.
     assert len(a.received) > 0 and len(b.received) > 0
+
+
+def test_dns_time_out_is_temporary(dns_server, zone):
+    """A server that never answers: the lookup fails for now, not for good."""
+    zone.drop.add("example.net")
+    resolver = resolve.make_resolver([(dns_server.ip, dns_server.port)])
+    resolver.lifetime = 1.0
+    with pytest.raises(DnsSoft):
+        asyncio.run(resolve.mx_targets(resolver, "example.net", random.Random()))
+    assert ("example.net", "MX") in zone.queries
+
+
+def test_long_txt_records_come_back_whole(dns_server, zone):
+    """TXT strings over 255 bytes are split and served (over TCP when UDP truncates)."""
+    record = "v=DKIM1; k=rsa; p=" + "A" * 600
+    zone.add("s._domainkey.example.com", "TXT", txt_strings(record))
+    query = dns.message.make_query("s._domainkey.example.com", "TXT")
+    udp = dns.query.udp(query, dns_server.ip, port=dns_server.port, timeout=5)
+    assert udp.flags & dns.flags.TC
+    answer = dns.query.tcp(query, dns_server.ip, port=dns_server.port, timeout=5)
+    [rdata] = answer.answer[0]
+    assert b"".join(rdata.strings).decode() == record
+    assert max(len(s) for s in rdata.strings) == 255

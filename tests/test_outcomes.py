@@ -47,13 +47,14 @@ def test_greeting_refused_by_the_only_host(home, zone, reply, letter):
     assert mx.received == []
 
 
-def test_helo_refused_after_ehlo_refused_is_temporary(home, zone):
-    mx, run = deliver(home, zone, Script(ehlo="502 no ehlo", helo="550 who are you"))
+@pytest.mark.parametrize("helo_reply", ["550 who are you", "421 not now"])
+def test_helo_refused_after_ehlo_refused_is_temporary(home, zone, helo_reply):
+    mx, run = deliver(home, zone, Script(ehlo="502 no ehlo", helo=helo_reply))
     assert run.output == (
         b"ZConnected to "
         + mx.ip.encode()
         + b" but my name was rejected.\n"
-        + said("550 who are you")
+        + said(helo_reply)
         + UNSIGNED
         + b"\0"
     )
@@ -166,12 +167,19 @@ def test_multiline_reply_is_quoted_whole(home, zone):
     )
 
 
-@pytest.mark.parametrize(
-    "step",
-    ["greeting", "ehlo", "mail", "rcpt", "data"],
-)
+STEPS_BEFORE_DOT = ["greeting", "ehlo", "helo", "mail", "rcpt", "data"]
+
+
+def at(step: str, action) -> Script:
+    """A script that does ``action`` at ``step`` (HELO is reached by refusing EHLO)."""
+    if step == "helo":
+        return Script(ehlo="502 no", helo=action)
+    return Script(**{step: action})
+
+
+@pytest.mark.parametrize("step", STEPS_BEFORE_DOT)
 def test_connection_closed_before_the_dot_is_not_a_duplicate(home, zone, step):
-    mx, run = deliver(home, zone, Script(**{step: CLOSE}))
+    mx, run = deliver(home, zone, at(step, CLOSE))
     # As in qmail, recipient reports already earned are printed before the failure.
     before = b"r\0" if step == "data" else b""
     assert run.output == (
@@ -195,10 +203,10 @@ def test_connection_closed_after_the_dot_may_be_a_duplicate(home, zone):
     )
 
 
-@pytest.mark.parametrize("step", ["greeting", "mail", "dot"])
+@pytest.mark.parametrize("step", [*STEPS_BEFORE_DOT, "dot"])
 def test_stalled_server_times_out_after_timeoutremote(home, zone, step):
     home.write("timeoutremote", "1\n")
-    mx, run = deliver(home, zone, Script(**{step: STALL}))
+    mx, run = deliver(home, zone, at(step, STALL))
     dup = b"Possible duplicate! " if step == "dot" else b""
     assert run.reports[-1] == (
         b"ZConnected to "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import ssl
+import warnings
 
 import pytest
 
@@ -194,3 +195,28 @@ def test_tls_files_are_found_by_mx_name_not_by_domain(home, zone, tmp_path):
     mx, run = deliver(home, zone, server_tls(tmp_path, certs.self_signed(MX)))
     assert mx.connections[0].tls
     assert os.path.exists(os.path.join(home.control, "notlshosts", "example.net"))
+
+
+def test_cipher_list_is_applied(home, zone, tmp_path):
+    home.write("tlsclientciphers", "ECDHE-ECDSA-AES128-GCM-SHA256\n")
+    ctx = server_tls(tmp_path, certs.self_signed(MX))
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2  # cipher lists do not govern TLS 1.3
+    mx, run = deliver(home, zone, ctx)
+    assert b"\nTLS TLSv1.2 ECDHE-ECDSA-AES128-GCM-SHA256, not verified\n" in run.reports[-1]
+
+
+def test_tls_below_1_2_is_not_spoken(home, zone, tmp_path):
+    ctx = server_tls(tmp_path, certs.self_signed(MX))
+    ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    try:
+        ctx.set_ciphers("ALL:@SECLEVEL=0")
+    except ssl.SSLError:
+        pass
+    mx, run = deliver(home, zone, ctx)
+    # Opportunistic: the handshake fails, the message goes in plain text, the log says so.
+    assert run.qmail.startswith(b"K")
+    assert b"retried without TLS" in run.reports[-1]
+    assert not any(c.tls for c in mx.connections)
