@@ -1,0 +1,1 @@
+"""Inbound verification: qremote-dkimverify, a QMAILQUEUE filter for qmail-smtpd."""

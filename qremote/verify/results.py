@@ -1,0 +1,45 @@
+"""Verification results and the Authentication-Results header (RFC 8601)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Result:
+    method: str
+    """``dkim`` or ``domainkeys``."""
+    result: str
+    """pass, fail, neutral, temperror, permerror, none."""
+    reason: str = ""
+    props: dict[str, str] = field(default_factory=dict)
+    """header.d, header.i, header.s, header.a, header.from ..."""
+
+    def text(self) -> str:
+        out = f"{self.method}={self.result}"
+        if self.reason:
+            out += f" ({_comment(self.reason)})"
+        for key, value in self.props.items():
+            if value:
+                out += f" {key}={_value(value)}"
+        return out
+
+
+def _comment(text: str) -> str:
+    return "".join(c if 32 <= ord(c) < 127 and c not in "()\\" else " " for c in text)[:200]
+
+
+def _value(text: str) -> str:
+    """A ptype value: a token, or a quoted string when it holds specials."""
+    if text and all(c.isalnum() or c in "-._@+=/" for c in text):
+        return text
+    return '"' + "".join(c for c in text if 32 <= ord(c) < 127 and c not in '"\\') + '"'
+
+
+def header(authserv_id: str, results: list[Result]) -> bytes:
+    """One Authentication-Results field, folded one result a line, LF line ends."""
+    if not results:
+        results = [Result("dkim", "none")]
+    lines = [f"Authentication-Results: {authserv_id}"]
+    lines += [r.text() for r in results]
+    return (";\n\t".join(lines) + "\n").encode("ascii", "replace")

@@ -1,0 +1,79 @@
+"""A stand-in for qmail-queue and a runner that calls a QMAILQUEUE filter as qmail-smtpd
+does: message on fd 0, envelope on fd 1, the filter's exit code as the result."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+STAND_IN = """#!{python}
+import os, sys
+def read_all(fd):
+    out = b""
+    while True:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            return out
+        out += chunk
+msg = read_all(0)
+env = read_all(1)
+with open({out!r}, "wb") as f:
+    f.write(msg)
+with open({env!r}, "wb") as f:
+    f.write(env)
+sys.exit(int(open({code!r}).read()))
+"""
+
+
+@dataclass
+class Queued:
+    status: int
+    log: str
+    message: bytes | None
+    """What the stand-in qmail-queue read on fd 0; None if it never ran."""
+    envelope: bytes | None
+
+
+class StandInQueue:
+    def __init__(self, folder: str, exit_code: int = 0) -> None:
+        self.folder = folder
+        self.program = os.path.join(folder, "qmail-queue")
+        self.out = os.path.join(folder, "queued-message")
+        self.env = os.path.join(folder, "queued-envelope")
+        self.code = os.path.join(folder, "exit-code")
+        with open(self.code, "w") as f:
+            f.write(str(exit_code))
+        with open(self.program, "w") as f:
+            f.write(
+                STAND_IN.format(python=sys.executable, out=self.out, env=self.env, code=self.code)
+            )
+        os.chmod(self.program, 0o755)
+
+    def run(self, home: str, message: bytes, envelope: bytes) -> Queued:
+        for path in (self.out, self.env):
+            if os.path.exists(path):
+                os.unlink(path)
+        msg_path = os.path.join(self.folder, "incoming-message")
+        env_path = os.path.join(self.folder, "incoming-envelope")
+        with open(msg_path, "wb") as f:
+            f.write(message)
+        with open(env_path, "wb") as f:
+            f.write(envelope)
+        with open(msg_path, "rb") as stdin, open(env_path, "rb") as fd1:
+            proc = subprocess.run(
+                [sys.executable, "-m", "qremote.verify.filter"],
+                stdin=stdin,
+                stdout=fd1,
+                stderr=subprocess.PIPE,
+                env={**os.environ, "QMAILHOME": home, "QMAILQUEUE_ORIG": self.program},
+                timeout=120,
+            )
+        got = env = None
+        if os.path.exists(self.out):
+            with open(self.out, "rb") as f:
+                got = f.read()
+            with open(self.env, "rb") as f:
+                env = f.read()
+        return Queued(proc.returncode, proc.stderr.decode("utf-8", "replace"), got, env)
