@@ -65,7 +65,7 @@ def verify(message: bytes, lookup: TxtLookup) -> list[Result]:
     if not sigs:
         return []
     handler = _Collect()
-    logger = logging.getLogger(f"qremote.dkimverify.{id(handler)}")
+    logger = logging.Logger("qremote.dkimverify")  # not registered: nothing accumulates
     logger.propagate = False
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)

@@ -26,7 +26,8 @@ class Result:
 
 
 def _comment(text: str) -> str:
-    return "".join(c if 32 <= ord(c) < 127 and c not in "()\\" else " " for c in text)[:200]
+    # No ';' either: legal inside a comment, but naive A-R readers split on it.
+    return "".join(c if 32 <= ord(c) < 127 and c not in "();\\" else " " for c in text)[:200]
 
 
 def _value(text: str) -> str:

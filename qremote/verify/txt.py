@@ -26,9 +26,17 @@ class TxtLookup:
         else:
             self.resolver = dns.resolver.Resolver()
         self.deadline = time.monotonic() + budget
+        self.cache: dict[str, bytes | None] = {}
+        """One message's answers: DKIM and DomainKeys often share a selector."""
 
     def txt(self, name: str) -> bytes | None:
         """The record's strings joined, None when the name or record does not exist."""
+        key = name.lower().rstrip(".")
+        if key not in self.cache:
+            self.cache[key] = self._fetch(name)
+        return self.cache[key]
+
+    def _fetch(self, name: str) -> bytes | None:
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise DnsTemporary("time budget for DNS spent")
