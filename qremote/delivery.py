@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from qremote import report
 from qremote.control import ControlDir, ControlError
+from qremote.groups import caps
+from qremote.groups import rules as group_rules
 from qremote.routing import routes, source
 from qremote.routing.dnserrors import DnsHard, DnsSoft, NullMx, ip_literal, parse_nameserver
 from qremote.routing.ipme import local_addresses
@@ -49,6 +51,10 @@ class Settings:
     signing: SignConfig = field(default_factory=SignConfig)
     bindings: dict = field(default_factory=dict)
     outgoing_ip: str | None = None
+    groups: group_rules.Rules = field(default_factory=group_rules.Rules)
+    group_wait: int = 60
+    shared_state: str | None = None
+    shared_lease: int = 60
 
 
 def load_settings(home: str) -> Settings:
@@ -73,6 +79,10 @@ def load_settings(home: str) -> Settings:
         signing=load_config(control),
         bindings=source.parse_bindings(control.lines("domainbindings") or []),
         outgoing_ip=source.parse_outgoing_ip(control.line("outgoingip")),
+        groups=group_rules.parse(control.lines("mxgroups") or [])[0],
+        group_wait=control.integer("mxgroupwait", 60),
+        shared_state=(control.line("sharedstate") or "").strip() or None,
+        shared_lease=control.integer("sharedlease", 60),
     )
 
 
@@ -201,6 +211,39 @@ async def _send(
         size=len(body),
         eight_bit=is_eight_bit(message),
     )
+    group = group_rules.group_for(host, [t.name for t in chosen], settings.groups)
+    taken, backend = await caps.take(
+        settings.home,
+        settings.shared_state,
+        group,
+        float(settings.group_wait),
+        settings.shared_lease,
+    )
+    notes = notes + taken.notes
+    try:
+        if taken.full:
+            return _final(
+                _with_notes(report.group_full(group.name, group.limit, settings.group_wait), notes)
+            )
+        return await _each_host(settings, host, chosen, port, envelope, body, tcpto, origin, notes)
+    finally:
+        if taken.slot is not None:
+            taken.slot.release()
+        await caps.close(backend)
+
+
+async def _each_host(
+    settings: Settings,
+    host: str,
+    chosen: list[Target],
+    port: int,
+    envelope: Envelope,
+    body: bytes,
+    tcpto: TcptoFiles,
+    origin: source.Source,
+    notes: list[str],
+) -> Outcome:
+    """Try the addresses in order, as qmail does, until one gives an answer."""
     refusals: list[NextHost] = []
     for target in chosen:
         if not origin.serves(target.ip) or tcpto.skip(target.ip):

@@ -79,3 +79,11 @@ def sign_error(reason: str) -> bytes:
     """Signing was required and failed: retry later rather than send unsigned."""
     text = reason.replace("\0", "?").replace("\n", " ").strip()
     return b"ZUnable to sign message: " + text.encode("utf-8", "replace") + b" (#4.3.0)\n"
+
+
+def group_full(group: str, limit: int, waited: int) -> bytes:
+    """The MX group stayed full for control/mxgroupwait seconds: qmail-send retries later."""
+    return (
+        f"ZToo many deliveries to MX group {group} at once (limit {limit}); "
+        f"waited {waited} seconds. (#4.4.5)\n"
+    ).encode("utf-8", "replace")

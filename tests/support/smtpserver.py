@@ -32,7 +32,13 @@ class Raw:
     then: str = "stall"  # "stall", "close" or "continue"
 
 
-Reply = str | Raw
+@dataclass(frozen=True)
+class Slow:
+    seconds: float
+    reply: str
+
+
+Reply = str | Raw | Slow
 
 
 @dataclass
@@ -136,7 +142,7 @@ class _Handler:
 
 
 def _sentinel(owner: ScriptedServer, reply: Reply) -> str:
-    if isinstance(reply, Raw):
+    if isinstance(reply, (Raw, Slow)):
         key = next(owner._raw_ids)
         owner._raws[key] = reply
         return f"\0RAW{key}"
@@ -176,6 +182,11 @@ class _ScriptedSMTP(SMTP):
                 self.transport.write(b"250-more and more\r\n")
                 await asyncio.sleep(0.01)
             return
+        if status.startswith("\0RAW") and isinstance(self.owner._raws[int(status[4:])], Slow):
+            slow = self.owner._raws[int(status[4:])]
+            await asyncio.sleep(slow.seconds)
+            await super().push(slow.reply)
+            return
         if status.startswith("\0RAW"):
             raw = self.owner._raws[int(status[4:])]
             if self.transport is not None:
@@ -186,6 +197,14 @@ class _ScriptedSMTP(SMTP):
                 await asyncio.sleep(3600)
             return
         await super().push(status)
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.owner._enter()
+
+    def connection_lost(self, exc) -> None:
+        super().connection_lost(exc)
+        self.owner._leave()
 
     async def smtp_STARTTLS(self, arg: str) -> None:
         self.owner._connection(self.session).commands.append("STARTTLS")
@@ -252,7 +271,9 @@ class ScriptedServer:
         self.received: list[Received] = []
         self.connections: list[Connection] = []
         self.armed = False
-        self._raws: dict[int, Raw] = {}
+        self._raws: dict[int, Raw | Slow] = {}
+        self.active = 0
+        self.max_active = 0
         self._raw_ids = itertools.count()
         self._by_session: dict[tuple, Connection] = {}
         self._lock = threading.Lock()
@@ -261,6 +282,17 @@ class ScriptedServer:
         if tls_context is not None:
             kwargs["tls_context"] = tls_context
         self.controller = _Controller(self, **kwargs)
+
+    def _enter(self) -> None:
+        with self._lock:
+            if self.armed:
+                self.active += 1
+                self.max_active = max(self.max_active, self.active)
+
+    def _leave(self) -> None:
+        with self._lock:
+            if self.armed and self.active > 0:
+                self.active -= 1
 
     def _connection(self, session) -> Connection:
         with self._lock:

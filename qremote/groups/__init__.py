@@ -1,0 +1,1 @@
+"""Concurrency caps per MX group, across processes (flock) and hosts (Redis)."""

@@ -1,0 +1,240 @@
+"""Concurrency caps per MX group: dozens of real qmail-remote processes against servers
+that count simultaneous connections; the cap holds across processes (flock) and across
+two qmail homes sharing one Redis; dead processes never keep a slot."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from qremote.groups import rules
+from tests.support import qmailhome
+from tests.support.redisserver import RedisServer
+from tests.support.smtpserver import STALL, Script, ScriptedServer, Slow
+
+MSG = b"Subject: t\n\nbody\n"
+
+
+# -- the rules ---------------------------------------------------------------------------------
+
+
+def test_rules_match_by_name_suffix_and_domain_and_default_to_the_mx_set():
+    parsed, problems = rules.parse(
+        [
+            "# big providers",
+            "google:5:aspmx.l.google.com,.googlemail.com",
+            "ms:4:.protection.outlook.com",
+            "special:2:@example.org",
+            "*:7",
+            "broken line",
+            "bad:x:y",
+        ]
+    )
+    assert problems == [
+        "control/mxgroups line 6: 'broken line' is not name:limit:pattern[,pattern...]",
+        "control/mxgroups line 7: 'bad:x:y' needs a name and a whole-number limit above 0",
+    ]
+    g = rules.group_for
+    assert g("a.com", ["ASPMX.L.GOOGLE.COM."], parsed) == rules.Group("google", 5)
+    assert g("b.com", ["alt1.aspmx.googlemail.com"], parsed) == rules.Group("google", 5)
+    assert g("c.com", ["c-com.mail.protection.outlook.com"], parsed) == rules.Group("ms", 4)
+    assert g("example.org", ["mx.example.org"], parsed) == rules.Group("special", 2)
+    assert g("d.com", ["mx2.host.net", "mx1.host.net"], parsed) == rules.Group(
+        "mx:mx1.host.net,mx2.host.net", 7
+    )
+    assert g("e.com", ["mx1.host.net", "mx2.host.net"], parsed).name == (
+        "mx:mx1.host.net,mx2.host.net"
+    )
+
+
+def test_default_without_a_file():
+    parsed, problems = rules.parse([])
+    assert problems == [] and parsed.default_limit == rules.DEFAULT_LIMIT == 20
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def start(home, domain: str, sender: str = "a@example.org") -> subprocess.Popen:
+    stdin = tempfile.TemporaryFile()
+    stdin.write(MSG)
+    stdin.seek(0)
+    return subprocess.Popen(
+        [home.program, domain, sender, f"rcpt@{domain}"],
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=home.path,
+        env={},
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: float = 120) -> bytes:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0
+    return out
+
+
+def shared_mx(zone, server, domains: list[str], mx="mx.shared.example"):
+    for d in domains:
+        zone.mx(d, (10, mx))
+    zone.a(mx, server.ip)
+
+
+# -- the local (flock) backend ----------------------------------------------------------------
+
+
+def test_a_burst_to_many_domains_on_one_mx_set_never_exceeds_the_cap(home, zone):
+    home.write("mxgroups", "*:3\n")
+    domains = [f"d{i}.example" for i in range(24)]
+    with ScriptedServer(Script(dot=Slow(0.3, "250 ok"))) as mx:
+        shared_mx(zone, mx, domains)
+        procs = [start(home, d) for d in domains]
+        outs = [finish(p) for p in procs]
+    assert all(o.startswith(b"r\0K") for o in outs), outs
+    assert mx.max_active == 3
+    assert len(mx.received) == 24
+
+
+def test_two_groups_do_not_block_each_other(home, zone):
+    home.write("mxgroups", "*:1\n")
+    home.write("timeoutremote", "30\n")
+    with ScriptedServer(Script(dot=STALL)) as busy, ScriptedServer() as free:
+        zone.mx("busy.example", (10, "mx.busy.example"))
+        zone.a("mx.busy.example", busy.ip)
+        zone.mx("free.example", (10, "mx.free.example"))
+        zone.a("mx.free.example", free.ip)
+        holder = start(home, "busy.example")
+        _wait_for(lambda: busy.active == 1)
+        t0 = time.monotonic()
+        out = finish(start(home, "free.example"))
+        elapsed = time.monotonic() - t0
+        holder.kill()
+        holder.wait()
+    assert out.startswith(b"r\0K")
+    assert elapsed < 20  # it did not wait for the busy group (mxgroupwait is 60)
+
+
+def test_a_full_group_defers_after_mxgroupwait(home, zone):
+    home.write("mxgroups", "slow:1:mx.busy.example\n")
+    home.write("mxgroupwait", "1\n")
+    home.write("timeoutremote", "30\n")
+    with ScriptedServer(Script(dot=STALL)) as busy:
+        zone.mx("busy.example", (10, "mx.busy.example"))
+        zone.a("mx.busy.example", busy.ip)
+        holder = start(home, "busy.example")
+        _wait_for(lambda: busy.active == 1)
+        out = finish(start(home, "busy.example"))
+        holder.kill()
+        holder.wait()
+    assert out == (
+        b"ZToo many deliveries to MX group slow at once (limit 1); waited 1 seconds. (#4.4.5)\n"
+        b"Not signed: no key for example.org in control/domainkeys.\n\0"
+    )
+
+
+def test_a_process_killed_mid_delivery_frees_its_slot(home, zone):
+    home.write("mxgroups", "*:1\n")
+    home.write("mxgroupwait", "10\n")
+    home.write("timeoutremote", "30\n")
+    with ScriptedServer(Script(dot=STALL)) as busy:
+        zone.mx("busy.example", (10, "mx.busy.example"))
+        zone.a("mx.busy.example", busy.ip)
+        holder = start(home, "busy.example")
+        _wait_for(lambda: busy.active == 1)
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        busy.script.dot = None
+        out = finish(start(home, "busy.example"))
+    assert out.startswith(b"r\0K")
+
+
+def test_waiters_are_served_in_order(home, zone):
+    home.write("mxgroups", "*:1\n")
+    with ScriptedServer(Script(dot=Slow(0.8, "250 ok"))) as mx:
+        shared_mx(zone, mx, ["q.example"])
+        holder = start(home, "q.example", "holder@example.org")
+        _wait_for(lambda: mx.active == 1)
+        waiters = []
+        for i in range(4):
+            waiters.append(start(home, "q.example", f"w{i}@example.org"))
+            time.sleep(0.25)
+        for p in [holder, *waiters]:
+            finish(p)
+    assert [r.mail_from for r in mx.received] == [
+        "holder@example.org",
+        "w0@example.org",
+        "w1@example.org",
+        "w2@example.org",
+        "w3@example.org",
+    ]
+
+
+def _wait_for(condition, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        time.sleep(0.02)
+
+
+# -- the shared (Redis) backend ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    with RedisServer() as server:
+        yield server
+
+
+def test_two_hosts_sharing_redis_keep_one_cap(home, zone, redis_server, tmp_path, dns_server):
+    other = qmailhome.make(str(tmp_path / "second-host"), dns_server.address)
+    for h in (home, other):
+        h.write("mxgroups", "*:3\n")
+        h.write("sharedstate", redis_server.url + "\n")
+    domains = [f"r{i}.example" for i in range(24)]
+    with ScriptedServer(Script(dot=Slow(0.3, "250 ok"))) as mx:
+        shared_mx(zone, mx, domains, mx="mx.redis.example")
+        procs = [start(home if i % 2 else other, d) for i, d in enumerate(domains)]
+        outs = [finish(p) for p in procs]
+    assert all(o.startswith(b"r\0K") for o in outs), outs
+    assert not any(b"unreachable" in o for o in outs)
+    assert mx.max_active == 3
+    assert not os.path.exists(os.path.join(home.path, "qremote", "groups"))
+
+
+def test_a_dead_hosts_lease_expires(home, zone, redis_server):
+    home.write("mxgroups", "*:1\n")
+    home.write("sharedstate", redis_server.url + "\n")
+    home.write("sharedlease", "2\n")
+    home.write("mxgroupwait", "10\n")
+    home.write("timeoutremote", "30\n")
+    with ScriptedServer(Script(dot=STALL)) as busy:
+        zone.mx("lease.example", (10, "mx.lease.example"))
+        zone.a("mx.lease.example", busy.ip)
+        holder = start(home, "lease.example")
+        _wait_for(lambda: busy.active == 1)
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        busy.script.dot = None
+        t0 = time.monotonic()
+        out = finish(start(home, "lease.example"))
+    assert out.startswith(b"r\0K")
+    assert time.monotonic() - t0 < 9
+
+
+def test_unreachable_redis_falls_back_to_local_caps_and_says_so(home, zone):
+    home.write("sharedstate", "redis://127.0.0.1:1/0\n")
+    with ScriptedServer() as mx:
+        shared_mx(zone, mx, ["fallback.example"])
+        out = finish(start(home, "fallback.example"))
+    assert out.startswith(b"r\0K")
+    assert (
+        b"Shared state redis://127.0.0.1:1/0 unreachable (ConnectionError); "
+        b"local MX-group caps used.\n" in out
+    )
