@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 from qremote.cli.install import is_wrapper
 from qremote.control import ControlDir, ControlError
+from qremote.groups import rules as group_rules
 from qremote.routing import source
 from qremote.routing.dnserrors import parse_nameserver
 from qremote.routing.routes import RouteError, parse_relay
@@ -48,6 +49,15 @@ def _basics(control: ControlDir) -> Iterator[str]:
         load_config(control)
     except ControlError as e:
         yield str(e)
+    yield from group_rules.parse(control.lines("mxgroups") or [])[1]
+    for name in ("mxgroupwait", "sharedlease"):
+        try:
+            control.integer(name, 60)
+        except ControlError as e:
+            yield str(e)
+    url = (control.line("sharedstate") or "").strip()
+    if url and not url.startswith(("redis://", "rediss://", "unix://")):
+        yield f"control/sharedstate: {url!r} is not a redis:// URL"
 
 
 def _bindings(control: ControlDir) -> Iterator[str]:

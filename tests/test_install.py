@@ -30,6 +30,7 @@ def qmail():
     (home / "bin").mkdir(parents=True)
     (home / "control").mkdir()
     (home / "control" / "me").write_text("me.example.org\n")
+    (home / "queue" / "lock").mkdir(parents=True)
     (home / "bin" / "qmail-remote").write_bytes(FAKE_C_CLIENT)
     os.chmod(home / "bin" / "qmail-remote", 0o711)
     yield home
@@ -55,6 +56,9 @@ def test_install_puts_qremote_in_place_and_keeps_the_original(qmail):
     assert (qmail / "bin" / "qmail-remote.orig").read_bytes() == FAKE_C_CLIENT
     run = rspawn.run_args(str(program), str(qmail), [])
     assert run.output == b"DI (qmail-remote) was invoked improperly. (#5.3.5)\n\0"
+    state = qmail / "qremote"
+    assert state.is_dir() and stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert (qmail / "queue" / "lock" / "tcpto6").read_bytes() == b"\0" * 2048
 
 
 def test_install_twice_changes_nothing(qmail):

@@ -238,3 +238,56 @@ def test_unreachable_redis_falls_back_to_local_caps_and_says_so(home, zone):
         b"Shared state redis://127.0.0.1:1/0 unreachable (ConnectionError); "
         b"local MX-group caps used.\n" in out
     )
+
+
+def qremote_cmd(home, *args: str) -> subprocess.CompletedProcess:
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "qremote.cli.qremote", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "QMAILHOME": home.path},
+    )
+
+
+@pytest.mark.parametrize("backend", ["local", "shared"])
+def test_status_shows_slots_waiters_and_tcpto(home, zone, redis_server, backend):
+    home.write("mxgroups", "*:1\n")
+    home.write("timeoutremote", "30\n")
+    if backend == "shared":
+        home.write("sharedstate", redis_server.url + "\n")
+    with open(home.tcpto, "r+b") as f:
+        f.write(bytes([192, 0, 2, 9, 3, 0, 0, 0]) + int(time.time() - 50).to_bytes(4, "little"))
+    with ScriptedServer(Script(dot=STALL)) as busy:
+        zone.mx("status.example", (10, "mx.status.example"))
+        zone.a("mx.status.example", busy.ip)
+        holder = start(home, "status.example")
+        _wait_for(lambda: busy.active == 1)
+        waiter = start(home, "status.example")
+        time.sleep(0.5)
+        done = qremote_cmd(home, "status")
+        for p in (holder, waiter):
+            p.kill()
+            p.wait()
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    section = "MX groups, shared" if backend == "shared" else "MX groups, local"
+    start_at = next(i for i, line in enumerate(lines) if line.startswith(section))
+    assert lines[start_at + 1] == "  mx:mx.status.example  in use    1  waiting    1"
+    assert any(
+        line.startswith("  192.0.2.9 timed out ") and line.endswith("; # recent timeouts: 3")
+        for line in lines
+    )
+
+
+def test_check_reports_bad_group_lines(home):
+    home.write("mxgroups", "good:3:.example.com\nnot a rule\n*:zero\n")
+    home.write("sharedstate", "http://redis.example\n")
+    done = qremote_cmd(home, "check")
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "control/mxgroups line 2: 'not a rule' is not name:limit:pattern[,pattern...]",
+        "control/mxgroups line 3: '*:zero' is not *:limit (a whole number above 0)",
+        "control/sharedstate: 'http://redis.example' is not a redis:// URL",
+    ]

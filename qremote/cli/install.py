@@ -167,7 +167,26 @@ def install(home: str, user: str = "qmailr", python: str | None = None) -> str:
         if created_orig:
             os.unlink(orig)
         raise InstallError(f"not installed, original qmail-remote restored: {problem}")
+    _state_dirs(home, user)
     return f"installed: {current} is qremote, the original is {orig}"
+
+
+def _state_dirs(home: str, user: str) -> None:
+    """``$QMAILHOME/qremote/`` (MX-group slots) and ``queue/lock/tcpto6``, owned by the
+    qmail-remote user, who must be able to write them."""
+    pw = pwd.getpwnam(user)
+    state = os.path.join(home, "qremote")
+    os.makedirs(state, mode=0o700, exist_ok=True)
+    paths = [state]
+    lock = os.path.join(home, "queue", "lock")
+    if os.path.isdir(lock):
+        tcpto6 = os.path.join(lock, "tcpto6")
+        if not os.path.exists(tcpto6):
+            _atomic_write(tcpto6, b"\0" * 2048, 0o644)
+        paths.append(tcpto6)
+    if os.geteuid() == 0:
+        for path in paths:
+            os.chown(path, pw.pw_uid, pw.pw_gid)
 
 
 def uninstall(home: str) -> str:

@@ -51,6 +51,12 @@ def _check(args: argparse.Namespace) -> str:
     return "qremote check: no problems found"
 
 
+def _status(args: argparse.Namespace) -> str:
+    from qremote.status import report
+
+    return report(qmail_home())
+
+
 class CheckFailed(Exception):
     """qremote check found problems; the message lists them one per line."""
 
@@ -74,6 +80,8 @@ def parser() -> argparse.ArgumentParser:
     sign.set_defaults(func=_sign)
     check = sub.add_parser("check", help="say what is wrong with this installation")
     check.set_defaults(func=_check)
+    status = sub.add_parser("status", help="MX-group slots, waiters and tcpto entries")
+    status.set_defaults(func=_status)
     return p
 
 

@@ -1,0 +1,69 @@
+"""``qremote status``: MX-group slots and waiters (local and shared), and tcpto entries
+in qmail-tcpto's own words."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import time
+
+from qremote.control import ControlDir
+from qremote.groups.filelocks import FileBackend
+from qremote.tcpto import table
+
+
+def tcpto_lines(home: str, now: int | None = None) -> list[str]:
+    """One line per listed address, as qmail-tcpto prints them."""
+    stamp = int(time.time()) if now is None else now
+    out = []
+    for name, layout in (("tcpto", table.IPV4), ("tcpto6", table.IPV6)):
+        try:
+            with open(os.path.join(home, "queue", "lock", name), "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        for rec in table.records(data, layout):
+            if not rec.count:
+                continue
+            ip = ipaddress.ip_address(rec.addr)
+            out.append(
+                f"{ip} timed out {max(stamp - rec.when, 0)} seconds ago; "
+                f"# recent timeouts: {rec.count}"
+            )
+    return out
+
+
+def _group_lines(rows: list[tuple[str, int, int]]) -> list[str]:
+    if not rows:
+        return ["  (no deliveries holding or waiting)"]
+    width = max(len(r[0]) for r in rows)
+    return [
+        f"  {name:<{width}}  in use {busy:>4}  waiting {waiting:>4}" for name, busy, waiting in rows
+    ]
+
+
+async def _shared(url: str) -> list[str]:
+    from qremote.groups.shared import SharedBackend
+
+    backend = SharedBackend(url)
+    try:
+        return _group_lines(await backend.status())
+    except Exception as e:  # noqa: BLE001 - status must answer even when Redis does not
+        return [f"  unreachable: {e.__class__.__name__}: {e}"]
+    finally:
+        await backend.close()
+
+
+def report(home: str) -> str:
+    control = ControlDir(os.path.join(home, "control"))
+    local = FileBackend(os.path.join(home, "qremote"))
+    lines = [f"MX groups, local ({local.root}):", *_group_lines(local.status())]
+    url = (control.line("sharedstate") or "").strip()
+    if url:
+        lines.append(f"MX groups, shared ({url}):")
+        lines.extend(asyncio.run(_shared(url)))
+    entries = tcpto_lines(home)
+    lines.append("tcpto (queue/lock/tcpto, queue/lock/tcpto6):")
+    lines.extend(f"  {e}" for e in entries or ["(no address is being avoided)"])
+    return "\n".join(lines)
