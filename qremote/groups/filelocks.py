@@ -13,10 +13,12 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import threading
 import time
 from dataclasses import dataclass
 
-POLL = 0.05
+HEAD_POLL = 0.005
+"""Only the oldest waiter polls the slots; the others sleep on their predecessor's lock."""
 
 
 def group_dir(root: str, name: str) -> str:
@@ -34,6 +36,31 @@ def _try_lock(path: str, create: bool = True) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+async def _until_unlocked(path: str, deadline: float) -> None:
+    """Wait until the waiter ahead of us lets go of its ticket (it got a slot, gave up,
+    or died), or until our deadline. The blocking flock runs in a thread of its own; it
+    ends at the latest when that waiter's own, earlier deadline passes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def block() -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+    threading.Thread(target=block, daemon=True).start()
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.shield(done), max(deadline - time.monotonic(), 0))
 
 
 @dataclass
@@ -121,13 +148,18 @@ class FileBackend:
         try:
             while True:
                 live = self._live_tickets(folder, name)
-                if live and live[0] == name:
+                place = live.index(name)
+                if place == 0:
                     fd = self._grab(folder, limit)
                     if fd is not None:
                         return FileSlot(fd, group)
                 if time.monotonic() >= deadline:
                     return None
-                await asyncio.sleep(POLL)
+                if place == 0:
+                    await asyncio.sleep(HEAD_POLL)
+                else:
+                    path = os.path.join(folder, "tickets", live[place - 1])
+                    await _until_unlocked(path, deadline)
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(folder, "tickets", name))

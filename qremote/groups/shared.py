@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 LEASE_SECONDS = 60
 """How long a slot outlives a host that stopped renewing it (control/sharedlease)."""
 HEARTBEAT_MS = 3_000
-POLL = 0.05
+POLL_STEP = 0.005
+"""Seconds between tries per waiter ahead of us: the next in line checks most often."""
+POLL_MAX = 0.05
 
 _ACQUIRE = """
 local t = redis.call('TIME')
@@ -31,7 +33,11 @@ while true do
   redis.call('ZREM', KEYS[2], head[1])
 end
 local head = redis.call('ZRANGE', KEYS[2], 0, 0)
-if #head > 0 and head[1] ~= ARGV[3] then return 0 end
+if #head > 0 and head[1] ~= ARGV[3] then
+  local rank = redis.call('ZRANK', KEYS[2], ARGV[3])
+  if rank then return -rank end
+  return -1
+end
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
   redis.call('ZREM', KEYS[2], ARGV[3])
@@ -39,6 +45,7 @@ if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
 end
 return 0
 """
+"""1: granted; 0: first in line but the group is full; -n: n waiters ahead of us."""
 
 _RENEW = """
 local t = redis.call('TIME')
@@ -92,19 +99,21 @@ class SharedBackend:
         slots, waiters, beat = _keys(group)
         lease = f"{os.uname().nodename}:{os.getpid()}:{secrets.token_hex(6)}"
         deadline = time.monotonic() + wait
-        if await self._script(_ACQUIRE, [slots, waiters, beat], [limit, self.lease_ms, lease]):
+        args = [limit, self.lease_ms, lease]
+        if await self._script(_ACQUIRE, [slots, waiters, beat], args) == 1:
             return self._granted(group, lease)
         ticket = await self.client.incr(f"qremote:tickets:{group}")
         await self.client.set(beat + lease, "1", px=HEARTBEAT_MS)
         await self.client.zadd(waiters, {lease: ticket})
+        ahead = 0
         try:
             while time.monotonic() < deadline:
-                await asyncio.sleep(POLL)
+                await asyncio.sleep(min(POLL_STEP * max(ahead, 1), POLL_MAX))
                 await self.client.set(beat + lease, "1", px=HEARTBEAT_MS)
-                if await self._script(
-                    _ACQUIRE, [slots, waiters, beat], [limit, self.lease_ms, lease]
-                ):
+                answer = int(await self._script(_ACQUIRE, [slots, waiters, beat], args))
+                if answer == 1:
                     return self._granted(group, lease)
+                ahead = -answer
             return None
         finally:
             await self.client.zrem(waiters, lease)
