@@ -31,7 +31,8 @@ from qremote.smtp.session import (
     connect,
     dropped_report,
 )
-from qremote.tcpto.store import TcptoFiles
+from qremote.tcpto.shared import SharedTcpto
+from qremote.tcpto.store import Tcpto, TcptoFiles
 from qremote.tls import contexts
 from qremote.tls.policy import Mode, Policy, decide
 
@@ -139,7 +140,7 @@ async def deliver(
     recipients: list[bytes],
     message: bytes,
     resolver=None,
-    tcpto: TcptoFiles | None = None,
+    tcpto: Tcpto | None = None,
 ) -> Outcome:
     """Sign and deliver one message to one destination host.
 
@@ -177,7 +178,7 @@ async def _send(
     recipients: list[bytes],
     message: bytes,
     resolver,
-    tcpto: TcptoFiles | None,
+    tcpto: Tcpto | None,
     origin: source.Source,
     notes: list[str],
 ) -> Outcome:
@@ -185,8 +186,6 @@ async def _send(
 
     ``notes`` (what was signed) go into every report that comes from a remote host.
     """
-    if tcpto is None:
-        tcpto = TcptoFiles(settings.home)
     try:
         targets, port, routed = await _targets(settings, resolver, host)
     except routes.RouteError as e:
@@ -212,24 +211,30 @@ async def _send(
         eight_bit=is_eight_bit(message),
     )
     group = group_rules.group_for(host, [t.name for t in chosen], settings.groups)
-    taken, backend = await caps.take(
-        settings.home,
-        settings.shared_state,
-        group,
-        float(settings.group_wait),
-        settings.shared_lease,
-    )
-    notes = notes + taken.notes
+    shared = caps.shared_backend(settings.shared_state, settings.shared_lease)
     try:
+        taken = await caps.take(settings.home, shared, group, float(settings.group_wait))
+        notes = notes + taken.notes
         if taken.full:
             return _final(
                 _with_notes(report.group_full(group.name, group.limit, settings.group_wait), notes)
             )
-        return await _each_host(settings, host, chosen, port, envelope, body, tcpto, origin, notes)
+        if tcpto is None:
+            fleet = SharedTcpto(shared.client) if shared is not None and not taken.notes else None
+            tcpto = Tcpto(TcptoFiles(settings.home), fleet)
+        try:
+            outcome = await _each_host(
+                settings, host, chosen, port, envelope, body, tcpto, origin, notes
+            )
+        finally:
+            if taken.slot is not None:
+                taken.slot.release()
+        if tcpto.notes:
+            outcome.message = _with_notes(outcome.message, tcpto.notes)
+        return outcome
     finally:
-        if taken.slot is not None:
-            taken.slot.release()
-        await caps.close(backend)
+        if shared is not None:
+            await shared.close()
 
 
 async def _each_host(
@@ -239,14 +244,14 @@ async def _each_host(
     port: int,
     envelope: Envelope,
     body: bytes,
-    tcpto: TcptoFiles,
+    tcpto: Tcpto,
     origin: source.Source,
     notes: list[str],
 ) -> Outcome:
     """Try the addresses in order, as qmail does, until one gives an answer."""
     refusals: list[NextHost] = []
     for target in chosen:
-        if not origin.serves(target.ip) or tcpto.skip(target.ip):
+        if not origin.serves(target.ip) or await tcpto.skip(target.ip):
             continue
         result = await _try_host(settings, target, port, envelope, body, tcpto, origin, notes)
         if isinstance(result, Outcome):
@@ -270,7 +275,7 @@ async def _try_host(
     port: int,
     envelope: Envelope,
     body: bytes,
-    tcpto: TcptoFiles,
+    tcpto: Tcpto,
     origin: source.Source,
     notes: list[str],
 ) -> Outcome | NextHost | None:
@@ -292,9 +297,9 @@ async def _try_host(
         try:
             reader, writer = await connect(target.ip, port, settings.timeout_connect, origin.ip)
         except ConnectFailed as e:
-            tcpto.record(target.ip, e.timed_out)
+            await tcpto.record(target.ip, e.timed_out)
             return None
-        tcpto.record(target.ip, False)
+        await tcpto.record(target.ip, False)
         conv = Conversation(
             partner=target.ip,
             envelope=envelope,

@@ -45,10 +45,18 @@ def _group_lines(rows: list[tuple[str, int, int]]) -> list[str]:
 
 async def _shared(url: str) -> list[str]:
     from qremote.groups.shared import SharedBackend
+    from qremote.tcpto.shared import SharedTcpto
 
     backend = SharedBackend(url)
     try:
-        return _group_lines(await backend.status())
+        lines = _group_lines(await backend.status())
+        lines.append(f"tcpto, shared ({url}):")
+        entries = await SharedTcpto(backend.client).entries()
+        lines += [
+            f"  {ip} timed out {ago} seconds ago; # recent timeouts: {count}"
+            for ip, count, ago in entries
+        ] or ["  (no address is being avoided)"]
+        return lines
     except Exception as e:  # noqa: BLE001 - status must answer even when Redis does not
         return [f"  unreachable: {e.__class__.__name__}: {e}"]
     finally:

@@ -291,3 +291,40 @@ def test_check_reports_bad_group_lines(home):
         "control/mxgroups line 3: '*:zero' is not *:limit (a whole number above 0)",
         "control/sharedstate: 'http://redis.example' is not a redis:// URL",
     ]
+
+
+# -- tcpto shared through Redis ------------------------------------------------------------------
+
+
+def test_a_time_out_seen_by_one_host_is_shared_with_the_fleet(
+    home, zone, redis_server, tmp_path, dns_server
+):
+    import redis as sync_redis
+
+    from tests.support.blackhole import Blackhole
+
+    client = sync_redis.Redis.from_url(redis_server.url, decode_responses=True)
+    other = qmailhome.make(str(tmp_path / "second-host"), dns_server.address)
+    for h in (home, other):
+        h.write("sharedstate", redis_server.url + "\n")
+        h.write("timeoutconnect", "1\n")
+    with Blackhole() as dead, ScriptedServer() as backup:
+        zone.mx("fleet.example", (10, "dead.fleet.example"), (20, "backup.fleet.example"))
+        zone.a("dead.fleet.example", dead.ip)
+        zone.a("backup.fleet.example", backup.ip)
+        first = finish(start(home, "fleet.example"))
+        assert first.startswith(b"r\0K" + backup.ip.encode())
+        assert client.hget(f"qremote:tcpto:{dead.ip}", "count") == "1"
+        # A second time-out somewhere in the fleet, long enough ago to count (qmail
+        # ignores one within 120 seconds of the last):
+        now = int(client.time()[0])
+        client.hset(f"qremote:tcpto:{dead.ip}", mapping={"count": 2, "when": now - 10})
+        t0 = time.monotonic()
+        second = finish(start(other, "fleet.example"))
+        elapsed = time.monotonic() - t0
+    assert second.startswith(b"r\0K" + backup.ip.encode())
+    assert elapsed < 1  # the other host did not wait for the dead one
+    with open(other.tcpto, "rb") as f:
+        assert f.read() == b"\0" * 1024  # it learned from the fleet, not from a time-out
+    status = qremote_cmd(other, "status").stdout
+    assert f"  {dead.ip} timed out " in status and "# recent timeouts: 2" in status

@@ -28,35 +28,31 @@ class _NoSlot:
         pass
 
 
-async def take(
-    home: str, url: str | None, group: Group, wait: float, lease: int = 60
-) -> tuple[Taken, object]:
-    """(what happened, backend to close afterwards)."""
-    notes: list[str] = []
-    backend: object | None = None
-    if url:
-        try:
-            from qremote.groups.shared import SharedBackend
+def shared_backend(url: str | None, lease: int):
+    """The Redis backend for ``control/sharedstate``, or None (no network traffic yet)."""
+    if not url:
+        return None
+    from qremote.groups.shared import SharedBackend
 
-            shared = SharedBackend(url, lease)
+    return SharedBackend(url, lease)
+
+
+async def take(home: str, shared, group: Group, wait: float) -> Taken:
+    """A slot from the shared backend when there is one and it answers, else locally."""
+    notes: list[str] = []
+    if shared is not None:
+        try:
             slot = await shared.acquire(group.name, group.limit, wait)
-            return Taken(slot, slot is None, notes), shared
+            return Taken(slot, slot is None, notes)
         except Exception as e:  # noqa: BLE001 - any Redis trouble: fall back, never block
             notes.append(
-                f"Shared state {url} unreachable ({e.__class__.__name__}); "
+                f"Shared state {shared.url} unreachable ({e.__class__.__name__}); "
                 "local MX-group caps used."
             )
-            backend = None
     local = FileBackend(os.path.join(home, "qremote"))
     try:
         slot = await local.acquire(group.name, group.limit, wait)
     except OSError as e:
         notes.append(f"MX-group caps off: {e.strerror} in {local.root}.")
-        return Taken(_NoSlot(), False, notes), backend
-    return Taken(slot, slot is None, notes), backend
-
-
-async def close(backend: object | None) -> None:
-    closer = getattr(backend, "close", None)
-    if closer is not None:
-        await closer()
+        return Taken(_NoSlot(), False, notes)
+    return Taken(slot, slot is None, notes)

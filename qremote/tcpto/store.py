@@ -85,3 +85,39 @@ class TcptoFiles:
             pass
         finally:
             os.close(fd)
+
+
+class Tcpto:
+    """qmail's files, plus the fleet's shared copy when there is one.
+
+    An address is skipped if either says so; every result is written to both. Trouble
+    with the shared copy is noted once and otherwise ignored: tcpto is advice.
+    """
+
+    def __init__(self, files: TcptoFiles, shared=None) -> None:
+        self.files = files
+        self.shared = shared
+        self.notes: list[str] = []
+
+    def _trouble(self, e: Exception) -> None:
+        if not self.notes:
+            self.notes.append(f"Shared tcpto unavailable ({e.__class__.__name__}).")
+        self.shared = None
+
+    async def skip(self, ip: str) -> bool:
+        if self.files.skip(ip):
+            return True
+        if self.shared is not None:
+            try:
+                return await self.shared.skip(ip, os.getpid())
+            except Exception as e:  # noqa: BLE001 - advice only
+                self._trouble(e)
+        return False
+
+    async def record(self, ip: str, timed_out: bool) -> None:
+        self.files.record(ip, timed_out)
+        if self.shared is not None:
+            try:
+                await self.shared.record(ip, timed_out)
+            except Exception as e:  # noqa: BLE001 - advice only
+                self._trouble(e)
