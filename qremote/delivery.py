@@ -220,6 +220,7 @@ async def _send(
                 _with_notes(report.group_full(group.name, group.limit, settings.group_wait), notes)
             )
         if tcpto is None:
+            # The fleet's tcpto only when Redis answered for the slot (no fallback note).
             fleet = SharedTcpto(shared.client) if shared is not None and not taken.notes else None
             tcpto = Tcpto(TcptoFiles(settings.home), fleet)
         try:

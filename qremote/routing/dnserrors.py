@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import ipaddress
 
+from qremote.control import ControlError
+from qremote.routing.routes import split_host
+
 
 class DnsHard(Exception):
     """The name does not exist (NXDOMAIN)."""
@@ -32,15 +35,13 @@ def ip_literal(text: str) -> str | None:
 
 def parse_nameserver(text: str) -> tuple[str, int]:
     """A control/nameservers line: ``ip``, ``ip:port`` or ``[ipv6]:port``."""
-    from qremote.control import ControlError
-
     text = text.strip()
     host, port_text = text, ""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
+    if text.startswith("[") or text.count(":") == 1:  # else a bare IPv6 address
+        try:
+            host, port_text = split_host(text)
+        except ValueError as e:
+            raise ControlError(f"control/nameservers: {e}") from None
     try:
         ipaddress.ip_address(host)
     except ValueError:

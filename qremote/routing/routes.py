@@ -23,6 +23,22 @@ class RouteError(ValueError):
     """An smtproutes line that cannot be used; the text names it."""
 
 
+def split_host(text: str) -> tuple[str, str]:
+    """``[addr]:rest`` or ``host:rest`` to (host, rest); the colon after ']' is optional
+    only when nothing follows. IPv6 addresses must be bracketed in control files, since
+    ``:`` separates their fields. ValueError says what is wrong."""
+    if not text.startswith("["):
+        host, _, rest = text.partition(":")
+        return host, rest
+    end = text.find("]")
+    if end < 0:
+        raise ValueError(f"unclosed '[' in {text!r}")
+    rest = text[end + 1 :]
+    if rest and not rest.startswith(":"):
+        raise ValueError(f"junk after ']' in {text!r}")
+    return text[1:end], rest[1:]
+
+
 def suffixes(host: str) -> list[str]:
     """qmail's walk: ``a.b.c``, ``.b.c``, ``.c``, then the empty default key."""
     keys = [host]
@@ -43,16 +59,10 @@ def lookup(host: str, routes: dict[str, str]) -> str | None:
 
 def parse_relay(value: str) -> Route | None:
     """``relay[:port]`` to a Route; empty relay means no route (use MX)."""
-    if value.startswith("["):
-        end = value.find("]")
-        if end < 0:
-            raise RouteError(f"control/smtproutes: unclosed '[' in {value!r}")
-        relay, rest = value[1:end], value[end + 1 :]
-        if rest and not rest.startswith(":"):
-            raise RouteError(f"control/smtproutes: junk after ']' in {value!r}")
-        port_text = rest[1:]
-    else:
-        relay, _, port_text = value.partition(":")
+    try:
+        relay, port_text = split_host(value)
+    except ValueError as e:
+        raise RouteError(f"control/smtproutes: {e}") from None
     if not relay:
         return None
     port = DEFAULT_PORT

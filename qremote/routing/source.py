@@ -18,7 +18,7 @@ import socket
 from dataclasses import dataclass
 
 from qremote.control import ControlError
-from qremote.routing.routes import suffixes
+from qremote.routing.routes import split_host, suffixes
 
 
 @dataclass(frozen=True)
@@ -60,18 +60,11 @@ def parse_bindings(lines: list[str]) -> dict[str, Binding]:
         key, sep, rest = line.partition(":")
         if not sep:
             raise ControlError(f"{where}: no ':' in {line!r}")
-        if rest.startswith("["):
-            end = rest.find("]")
-            if end < 0:
-                raise ControlError(f"{where}: unclosed '[' in {line!r}")
-            ip_text, after = rest[1:end], rest[end + 1 :]
-            if after and not after.startswith(":"):
-                raise ControlError(f"{where}: junk after ']' in {line!r}")
-            helo = after[1:] or None
-        else:
-            ip_text, _, helo_text = rest.partition(":")
-            helo = helo_text or None
-        table[key.strip().lower()] = Binding(_parse_ip(ip_text.strip(), where), helo, where)
+        try:
+            ip_text, helo = split_host(rest)
+        except ValueError as e:
+            raise ControlError(f"{where}: {e}") from None
+        table[key.strip().lower()] = Binding(_parse_ip(ip_text.strip(), where), helo or None, where)
     return table
 
 
