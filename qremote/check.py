@@ -108,17 +108,50 @@ def _keys(control: ControlDir) -> Iterator[str]:
     store = KeyStore(os.path.join(control.path, "domainkeys"))
     if not os.path.isdir(store.root):
         return
+    lookup = None
     for name in sorted(os.listdir(store.root)):
         path = os.path.join(store.root, name)
         try:
             if os.path.isdir(path):
                 if not os.path.lexists(os.path.join(path, "default")):
                     yield f"control/domainkeys/{name}: no 'default', so no active key"
-                store.domain_keys(name)
+                active = store.domain_keys(name)
+                if active and lookup is None:
+                    lookup = _lookup(control)
+                for key in active:
+                    yield from _published(lookup, key)
             elif name == "default":
                 store.fallback()
         except KeyProblem as e:
             yield str(e)
+
+
+def _lookup(control: ControlDir):
+    from qremote.verify.txt import TxtLookup
+
+    servers = [parse_nameserver(line) for line in control.listing("nameservers")]
+    return TxtLookup(servers, 30.0)
+
+
+def _published(lookup, key) -> Iterator[str]:
+    """The active key's DNS record must exist and carry this key's public half."""
+    from qremote.keys.records import parse_record, public_value
+    from qremote.verify.txt import DnsTemporary
+
+    name = f"{key.selector}._domainkey.{key.domain}"
+    try:
+        text = lookup.txt(name)
+    except DnsTemporary as e:
+        yield f"{name}: cannot check the DNS record now ({e})"
+        return
+    if text is None:
+        yield f"{name}: no TXT record; publish it (qremote keys dns {key.domain})"
+        return
+    published = parse_record(text).get("p")
+    if not published:
+        yield f"{name}: the DNS record has no key (revoked)"
+    elif published != public_value(key.key):
+        yield f"{name}: the DNS record does not match control/domainkeys/{key.domain}"
 
 
 def _install(home: str) -> Iterator[str]:

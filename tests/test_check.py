@@ -18,8 +18,8 @@ def check(home) -> subprocess.CompletedProcess:
     )
 
 
-def test_clean_installation_has_no_problems(home):
-    keys.write_key(home.control, "example.com", "s1")
+def test_clean_installation_has_no_problems(home, zone):
+    keys.publish(zone, "example.com", "s1", keys.write_key(home.control, "example.com", "s1"))
     home.write("domainbindings", "example.com:127.0.0.7\n")
     done = check(home)
     assert done.returncode == 0, done.stderr

@@ -34,7 +34,7 @@ def _sign(args: argparse.Namespace) -> str:
             message, os.fsencode(args.sender), store_for(control.path), load_config(control)
         )
     except SigningError as e:
-        raise SignFailed(str(e)) from None
+        raise CommandFailed(str(e)) from None
     sys.stdout.buffer.write(signed.headers + message)
     sys.stdout.buffer.flush()
     if args.verbose:
@@ -51,6 +51,25 @@ def _check(args: argparse.Namespace) -> str:
     return "qremote check: no problems found"
 
 
+def _keys(args: argparse.Namespace) -> str:
+    import os
+
+    from qremote.keys import manage
+
+    control = os.path.join(qmail_home(), "control")
+    try:
+        if args.keys_command == "new":
+            path, zone = manage.new_key(
+                control, args.domain, args.selector, args.type, args.bits, args.force, args.user
+            )
+            return f"; key written to {path}\n{zone}"
+        if args.keys_command == "dns":
+            return manage.dns_text(control, args.domain)
+        return manage.list_text(control)
+    except manage.KeyError_ as e:
+        raise CommandFailed(str(e)) from None
+
+
 def _status(args: argparse.Namespace) -> str:
     from qremote.status import report
 
@@ -61,8 +80,8 @@ class CheckFailed(Exception):
     """qremote check found problems; the message lists them one per line."""
 
 
-class SignFailed(Exception):
-    """qremote sign could not sign; nothing was written to stdout."""
+class CommandFailed(Exception):
+    """The command could not do its job (nothing was written); the message says why."""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -82,6 +101,19 @@ def parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_check)
     status = sub.add_parser("status", help="MX-group slots, waiters and tcpto entries")
     status.set_defaults(func=_status)
+    keys = sub.add_parser("keys", help="signing keys: new, dns, list")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    new = keys_sub.add_parser("new", help="make a key and print its DNS record")
+    new.add_argument("domain")
+    new.add_argument("--selector", help="default: qYYYYMMDD (with 'e' for ed25519)")
+    new.add_argument("--type", choices=["rsa", "ed25519"], default="rsa")
+    new.add_argument("--bits", type=int, default=2048)
+    new.add_argument("--force", action="store_true", help="allow 1024-bit RSA")
+    new.add_argument("--user", default="qmailr", help="owner of the key when run as root")
+    dns = keys_sub.add_parser("dns", help="zone-file lines for a domain's keys")
+    dns.add_argument("domain")
+    keys_sub.add_parser("list", help="every key with its state, algorithm, size and age")
+    keys.set_defaults(func=_keys)
     return p
 
 
@@ -97,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     except CheckFailed as e:
         print(str(e), file=sys.stderr)
         return 1
-    except (InstallError, ControlError, SignFailed, OSError) as e:
+    except (InstallError, ControlError, CommandFailed, OSError) as e:
         print(f"qremote {args.command}: {e}", file=sys.stderr)
         return 1
     return 0

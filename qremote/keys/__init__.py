@@ -1,0 +1,1 @@
+"""Key management: making keys, their DNS records, listing them (rotation builds on this)."""
