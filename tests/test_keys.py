@@ -103,3 +103,22 @@ def test_check_compares_active_keys_with_dns(home, zone):
     zone.records.clear()
     publish_printed(zone, done.stdout)
     assert qremote(home, "check").returncode == 0
+
+
+def test_inactive_key_then_atomic_activation(home, zone, dns_server):
+    qremote(home, "keys", "new", "example.com", "--selector", "old")
+    done = qremote(home, "keys", "new", "example.com", "--selector", "next", "--inactive")
+    folder = os.path.join(home.control, "domainkeys", "example.com")
+    assert os.readlink(os.path.join(folder, "default")) == "old.pem"
+    publish_printed(zone, done.stdout)
+    switched = qremote(home, "keys", "activate", "example.com", "next")
+    assert switched.returncode == 0 and switched.stdout == "example.com: default is now next\n"
+    assert os.readlink(os.path.join(folder, "default")) == "next.pem"
+    assert sorted(os.listdir(folder)) == ["default", "next.pem", "old.pem"]
+    signed = sign_message(
+        MSG, b"alice@example.com", KeyStore(os.path.join(home.control, "domainkeys"))
+    )
+    assert "s=next" in signed.note
+    assert verifiers.dkimpy(signed.headers + MSG, dns_server.ip, dns_server.port) == [True]
+    missing = qremote(home, "keys", "activate", "example.com", "nope")
+    assert missing.returncode == 1 and "nope.pem: not a usable key" in missing.stderr

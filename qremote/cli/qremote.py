@@ -60,9 +60,18 @@ def _keys(args: argparse.Namespace) -> str:
     try:
         if args.keys_command == "new":
             path, zone = manage.new_key(
-                control, args.domain, args.selector, args.type, args.bits, args.force, args.user
+                control,
+                args.domain,
+                args.selector,
+                args.type,
+                args.bits,
+                args.force,
+                args.user,
+                inactive=args.inactive,
             )
             return f"; key written to {path}\n{zone}"
+        if args.keys_command == "activate":
+            return manage.activate(control, args.domain, args.selector)
         if args.keys_command == "dns":
             return manage.dns_text(control, args.domain)
         return manage.list_text(control)
@@ -110,6 +119,10 @@ def parser() -> argparse.ArgumentParser:
     new.add_argument("--bits", type=int, default=2048)
     new.add_argument("--force", action="store_true", help="allow 1024-bit RSA")
     new.add_argument("--user", default="qmailr", help="owner of the key when run as root")
+    new.add_argument("--inactive", action="store_true", help="do not make it the active key")
+    act = keys_sub.add_parser("activate", help="make a selector the active key (atomic)")
+    act.add_argument("domain")
+    act.add_argument("selector")
     dns = keys_sub.add_parser("dns", help="zone-file lines for a domain's keys")
     dns.add_argument("domain")
     keys_sub.add_parser("list", help="every key with its state, algorithm, size and age")

@@ -51,6 +51,7 @@ def new_key(
     force: bool = False,
     user: str = "qmailr",
     today: datetime.date | None = None,
+    inactive: bool = False,
 ) -> tuple[str, str]:
     """Make a key; (path of the key, zone-file text of its record)."""
     domain = _check_domain(domain)
@@ -94,9 +95,29 @@ def new_key(
         except KeyError:
             pass
     link = os.path.join(folder, "ed25519" if kind == "ed25519" else "default")
-    if not os.path.lexists(link):
+    if not inactive and not os.path.lexists(link):
         os.symlink(f"{selector}.pem", link)
     return path, records.zone_lines(domain, selector, key)
+
+
+def activate(control: str, domain: str, selector: str) -> str:
+    """Point ``default`` (or ``ed25519``) at a selector, atomically: a new symlink renamed
+    over the old one, so a delivery never finds no active key."""
+    folder = os.path.join(control, "domainkeys", _check_domain(domain))
+    path = os.path.join(folder, f"{selector}.pem")
+    try:
+        with open(path, "rb") as f:
+            key = serialization.load_pem_private_key(f.read(), password=None)
+    except (OSError, ValueError, TypeError) as e:
+        raise KeyError_(f"{path}: not a usable key ({e})") from None
+    name = "ed25519" if isinstance(key, ed25519.Ed25519PrivateKey) else "default"
+    link = os.path.join(folder, name)
+    if os.path.exists(link) and not os.path.islink(link):
+        raise KeyError_(f"{link} is a plain key file; move it to <selector>.pem first")
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}")
+    os.symlink(f"{selector}.pem", tmp)
+    os.rename(tmp, link)
+    return f"{domain}: {name} is now {selector}"
 
 
 @dataclass(frozen=True)
