@@ -328,3 +328,20 @@ def test_a_time_out_seen_by_one_host_is_shared_with_the_fleet(
         assert f.read() == b"\0" * 1024  # it learned from the fleet, not from a time-out
     status = qremote_cmd(other, "status").stdout
     assert f"  {dead.ip} timed out " in status and "# recent timeouts: 2" in status
+
+
+def test_a_running_delivery_renews_its_lease(home, zone, redis_server):
+    """A delivery longer than the lease keeps its slot: nobody else gets in meanwhile."""
+    home.write("mxgroups", "*:1\n")
+    home.write("sharedstate", redis_server.url + "\n")
+    home.write("sharedlease", "1\n")
+    home.write("mxgroupwait", "2\n")
+    with ScriptedServer(Script(dot=Slow(4.0, "250 ok"))) as mx:
+        shared_mx(zone, mx, ["renew.example"])
+        holder = start(home, "renew.example", "holder@example.org")
+        _wait_for(lambda: mx.active == 1)
+        second = finish(start(home, "renew.example", "second@example.org"))
+        first = finish(holder)
+    assert first.startswith(b"r\0K")
+    assert second.startswith(b"ZToo many deliveries to MX group mx:mx.shared.example at once")
+    assert mx.max_active == 1
