@@ -155,16 +155,15 @@ class Session:
         obj = self.writer.get_extra_info("ssl_object")
         if obj is not None:
             cipher = obj.cipher()
-            verified = (
-                "verified"
-                if self.tls.context.verify_mode == ssl.CERT_REQUIRED
-                else ("not verified")
-            )
+            checked = self.tls.context.verify_mode == ssl.CERT_REQUIRED
+            verified = "verified" if checked else "not verified"
             self.tls_info = f"TLS {obj.version()} {cipher[0] if cipher else '?'}, {verified}"
 
     def _buffered(self) -> bool:
-        buffer = getattr(self.reader, "_buffer", b"")
-        return bool(buffer)
+        """Bytes the StreamReader already holds beyond what we parsed. asyncio offers no
+        public way to ask, so this looks at its buffer; we always read everything it has
+        into our parser, so in practice this is only a second line of defence."""
+        return bool(getattr(self.reader, "_buffer", b""))
 
     async def run(self) -> SessionResult:
         recipients = self.recipients

@@ -8,7 +8,6 @@ that reduction is reimplemented here from qmail-rspawn.c so tests see what qmail
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -110,7 +109,3 @@ def run_args(program: str, home: str, args: list[str], message: bytes = b"") -> 
             timeout=60,
         )
     return Run(proc.stdout, proc.returncode, reduce_like_rspawn(proc.stdout, proc.returncode))
-
-
-def exists(path: str) -> bool:
-    return os.path.exists(path)
