@@ -281,7 +281,10 @@ async def _try_host(
     notes: list[str],
 ) -> Outcome | NextHost | None:
     """One address: an Outcome ends the delivery; NextHost or None moves on."""
-    policy = decide(settings.control.path, target.name)
+    try:
+        policy = decide(settings.control.path, target.name)
+    except ControlError as e:
+        return _final(report.control_error(str(e)))
     notes = list(notes)
     tls: TlsSetup | None = None
     if policy.mode is not Mode.PLAIN:

@@ -281,3 +281,21 @@ def test_unparseable_message_defers(home, zone):
         b"the first header line starts with white space (#4.3.0)\n\0"
     )
     assert mx.connections == []
+
+
+def test_a_key_store_we_cannot_enter_defers(tmp_path, monkeypatch):
+    """Run as root, the tests cannot lose permission for real: the kernel's answer is
+    stood in for at the os.stat boundary, for the key store folder only."""
+    control = tmp_path / "control"
+    keys.write_key(str(control), "example.com", "k")
+    folder = str(control / "domainkeys" / "example.com")
+    real_stat = os.stat
+
+    def stat(path, *args, **kwargs):
+        if str(path) == folder:
+            raise PermissionError(13, "Permission denied")
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    with pytest.raises(SigningError, match="domainkeys/example.com: Permission denied"):
+        sign(KeyStore(str(control / "domainkeys")), PLAIN)

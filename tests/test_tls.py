@@ -220,3 +220,22 @@ def test_tls_below_1_2_is_not_spoken(home, zone, tmp_path):
     assert run.qmail.startswith(b"K")
     assert b"retried without TLS" in run.reports[-1]
     assert not any(c.tls for c in mx.connections)
+
+
+def test_unreadable_tls_policy_is_an_error_not_plain_text(tmp_path, monkeypatch):
+    """Run as root, permission cannot be lost for real: os.stat answers EACCES here."""
+    from qremote.control import ControlError
+    from qremote.tls.policy import decide
+
+    real_stat = os.stat
+
+    def stat(path, *args, **kwargs):
+        if "/tlshosts/" in str(path):
+            raise PermissionError(13, "Permission denied")
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    control = tmp_path / "control"
+    control.mkdir()
+    with pytest.raises(ControlError, match=r"^control/tlshosts/mx.example.net.pem: Permission"):
+        decide(str(control), MX)

@@ -125,7 +125,15 @@ class KeyStore:
         if not domain or "/" in domain or domain.startswith("."):
             return []
         folder = os.path.join(self.root, domain)
-        if not os.path.isdir(folder):
+        try:
+            st = os.stat(folder)
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            # A key store we may not look into is a broken key, not a missing one:
+            # never send unsigned because of it.
+            raise KeyProblem(f"{_show(folder)}: {e.strerror}") from None
+        if not stat.S_ISDIR(st.st_mode):
             return []
         found = []
         for link in ("default", "ed25519"):
@@ -136,6 +144,11 @@ class KeyStore:
 
     def fallback(self) -> SigningKey | None:
         path = os.path.join(self.root, "default")
-        if os.path.isdir(path):
-            return None
+        try:
+            if stat.S_ISDIR(os.stat(path).st_mode):
+                return None  # a domain folder named "default", not the site-wide key
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise KeyProblem(f"{_show(path)}: {e.strerror}") from None
         return load(path, "", "default")

@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass
 from enum import Enum
 
+from qremote.control import ControlError
+
 
 class Mode(Enum):
     PLAIN = "plain"
@@ -35,15 +37,29 @@ def _safe_name(mx: str) -> str | None:
     return name
 
 
+def _exists(path: str) -> bool:
+    """Like os.path.exists, but a file we may not look at is an error, not an absence:
+    an unreadable tlshosts/ must not quietly turn required TLS into opportunistic."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as e:
+        parts = path.split(os.sep)
+        raise ControlError(f"{os.sep.join(parts[-3:])}: {e.strerror}") from None
+    return True
+
+
 def decide(control_path: str, mx: str) -> Policy:
+    """The policy for one MX host; ControlError when the files cannot be read."""
     name = _safe_name(mx)
     if name is None:
         return Policy(Mode.OPPORTUNISTIC)
-    if os.path.exists(os.path.join(control_path, "notlshosts", name)):
+    if _exists(os.path.join(control_path, "notlshosts", name)):
         return Policy(Mode.PLAIN)
     pem = os.path.join(control_path, "tlshosts", name + ".pem")
-    if os.path.exists(pem):
+    if _exists(pem):
         return Policy(Mode.REQUIRED, pem)
-    if os.path.exists(os.path.join(control_path, "tlshosts", "exhaustivelist")):
+    if _exists(os.path.join(control_path, "tlshosts", "exhaustivelist")):
         return Policy(Mode.PLAIN)
     return Policy(Mode.OPPORTUNISTIC)
