@@ -7,7 +7,7 @@ import ssl
 from functools import lru_cache
 
 from qremote.control import ControlError
-from qremote.tls.policy import Mode, Policy
+from qremote.tls.policy import Mode, Policy, exists
 
 
 @lru_cache(maxsize=256)
@@ -25,13 +25,13 @@ def _context(control_path: str, mode: Mode, ca_file: str | None, mtime: float) -
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     cert = os.path.join(control_path, "clientcert.pem")
-    if os.path.exists(cert):
+    if exists(cert):
         try:
             ctx.load_cert_chain(cert)
         except (OSError, ssl.SSLError) as e:
             raise ControlError(f"control/clientcert.pem: cannot load: {e}") from None
     ciphers_file = os.path.join(control_path, "tlsclientciphers")
-    if os.path.exists(ciphers_file):
+    if exists(ciphers_file):
         try:
             with open(ciphers_file) as f:
                 ciphers = f.readline().strip()

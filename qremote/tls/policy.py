@@ -37,7 +37,7 @@ def _safe_name(mx: str) -> str | None:
     return name
 
 
-def _exists(path: str) -> bool:
+def exists(path: str) -> bool:
     """Like os.path.exists, but a file we may not look at is an error, not an absence:
     an unreadable tlshosts/ must not quietly turn required TLS into opportunistic."""
     try:
@@ -55,11 +55,11 @@ def decide(control_path: str, mx: str) -> Policy:
     name = _safe_name(mx)
     if name is None:
         return Policy(Mode.OPPORTUNISTIC)
-    if _exists(os.path.join(control_path, "notlshosts", name)):
+    if exists(os.path.join(control_path, "notlshosts", name)):
         return Policy(Mode.PLAIN)
     pem = os.path.join(control_path, "tlshosts", name + ".pem")
-    if _exists(pem):
+    if exists(pem):
         return Policy(Mode.REQUIRED, pem)
-    if _exists(os.path.join(control_path, "tlshosts", "exhaustivelist")):
+    if exists(os.path.join(control_path, "tlshosts", "exhaustivelist")):
         return Policy(Mode.PLAIN)
     return Policy(Mode.OPPORTUNISTIC)
