@@ -70,6 +70,15 @@ def _keys(args: argparse.Namespace) -> str:
                 inactive=args.inactive,
             )
             return f"; key written to {path}\n{zone}"
+        if args.keys_command == "rotate":
+            import time
+
+            from qremote.keys.rotate import run
+
+            now = args.now if args.now is not None else int(time.time())
+            if run(qmail_home(), now, print) != 0:
+                raise CommandFailed("another rotation is running")
+            return ""
         if args.keys_command == "activate":
             return manage.activate(control, args.domain, args.selector)
         if args.keys_command == "dns":
@@ -126,6 +135,8 @@ def parser() -> argparse.ArgumentParser:
     dns = keys_sub.add_parser("dns", help="zone-file lines for a domain's keys")
     dns.add_argument("domain")
     keys_sub.add_parser("list", help="every key with its state, algorithm, size and age")
+    rot = keys_sub.add_parser("rotate", help="the cron job: one rotation step per domain")
+    rot.add_argument("--now", type=int, help="seconds since the epoch to act as (tests)")
     keys.set_defaults(func=_keys)
     return p
 

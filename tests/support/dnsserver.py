@@ -126,10 +126,10 @@ class _TcpServer(socketserver.ThreadingTCPServer):
 class DnsServer:
     """Start with ``with DnsServer() as dns:``; ``dns.zone`` holds the data."""
 
-    def __init__(self, ip: str = "127.0.0.1") -> None:
+    def __init__(self, ip: str = "127.0.0.1", port: int = 0) -> None:
         self.zone = Zone()
         self.ip = ip
-        self.udp = _UdpServer((ip, 0), _Udp)
+        self.udp = _UdpServer((ip, port), _Udp)
         self.port = self.udp.server_address[1]
         self.tcp = _TcpServer((ip, self.port), _Tcp)
         self.udp.zone = self.tcp.zone = self.zone  # type: ignore[attr-defined]

@@ -1,0 +1,328 @@
+"""``qremote keys rotate``: the cron job that rotates each domain's key, one step a run.
+
+For each domain whose active key is a ``<selector>.pem`` behind the ``default`` symlink:
+
+1. when the active key is older than the rotation period, make a new key (inactive);
+2. publish it: write ``<selector>.zone`` beside it and, when ``primary`` is configured,
+   send an RFC 2136 UPDATE signed with TSIG;
+3. verify: ask every authoritative name server of the domain directly; only when all of
+   them serve the exact record is ``default`` switched (atomically) to the new key;
+4. keep the old record published for the grace period (qmail's queuelifetime plus two
+   days by default: a message signed with it may still be in a queue), then withdraw it.
+
+Each run moves each domain at most one step further, writes its state file atomically
+after every step, logs one line per step, and holds a lock: it is safe to run as often as
+wanted, to interrupt, and to run twice at once. ``control/dkimrotate`` configures it::
+
+    period=90          days before a key is replaced
+    grace=9            days an old key stays published (default: queuelifetime + 2 days)
+    primary=192.0.2.53 DNS server that accepts UPDATE (ip or ip:port); omit to publish by hand
+    tsig=name:hmac-sha256:base64secret
+    ttl=3600
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import serialization
+
+from qremote.control import ControlDir, ControlError
+from qremote.keys import manage, records
+from qremote.routing.dnserrors import parse_nameserver
+
+DAY = 86400
+STATE_FILE = "rotation.json"
+
+
+@dataclass(frozen=True)
+class Config:
+    period: int = 90 * DAY
+    grace: int = 9 * DAY
+    primary: tuple[str, int] | None = None
+    tsig: tuple[str, str, str] | None = None
+    ttl: int = 3600
+
+
+def load_config(control: ControlDir) -> Config:
+    queuelifetime = control.integer("queuelifetime", 604800)
+    values: dict[str, str] = {}
+    for line in control.listing("dkimrotate"):
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise ControlError(f"control/dkimrotate: {line!r} is not name=value")
+        values[key.strip().lower()] = value.strip()
+    unknown = set(values) - {"period", "grace", "primary", "tsig", "ttl"}
+    if unknown:
+        raise ControlError(f"control/dkimrotate: unknown setting {sorted(unknown)[0]!r}")
+
+    def number(name: str, default: int, unit: int) -> int:
+        if name not in values:
+            return default
+        if not values[name].isdigit():
+            raise ControlError(f"control/dkimrotate: {name}={values[name]!r} is not a number")
+        return int(values[name]) * unit
+
+    primary = None
+    if values.get("primary"):
+        primary = parse_nameserver(values["primary"])
+    tsig = None
+    if values.get("tsig"):
+        parts = values["tsig"].split(":", 2)
+        if len(parts) != 3:
+            raise ControlError("control/dkimrotate: tsig must be name:algorithm:secret")
+        tsig = (parts[0], parts[1], parts[2])
+    if primary and not tsig:
+        raise ControlError("control/dkimrotate: primary needs tsig=name:algorithm:secret")
+    return Config(
+        period=number("period", 90 * DAY, DAY),
+        grace=number("grace", queuelifetime + 2 * DAY, DAY),
+        primary=primary,
+        tsig=tsig,
+        ttl=number("ttl", 3600, 1),
+    )
+
+
+# -- state -----------------------------------------------------------------------------------
+
+
+def _state_path(folder: str) -> str:
+    return os.path.join(folder, STATE_FILE)
+
+
+def load_state(folder: str) -> dict[str, dict]:
+    try:
+        with open(_state_path(folder)) as f:
+            return json.load(f)["selectors"]
+    except FileNotFoundError:
+        return {}
+
+
+def save_state(folder: str, selectors: dict[str, dict]) -> None:
+    tmp = _state_path(folder) + ".tmp"
+    data = json.dumps({"selectors": selectors}, indent=1, sort_keys=True).encode()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, _state_path(folder))
+
+
+# -- DNS -------------------------------------------------------------------------------------
+
+
+class DnsTrouble(Exception):
+    """A DNS step could not be done now; the run logs it and the next run retries."""
+
+
+def _load_key(path: str):
+    with open(path, "rb") as f:
+        return serialization.load_pem_private_key(f.read(), password=None)
+
+
+class Dns:
+    """The DNS side of rotation: UPDATE at the primary, checks at every authoritative NS."""
+
+    def __init__(self, config: Config, servers: list[tuple[str, int]]) -> None:
+        self.config = config
+        self.servers = servers
+
+    def _update(self, domain: str, build: Callable) -> None:
+        import dns.query
+        import dns.rcode
+        import dns.tsigkeyring
+        import dns.update
+
+        if self.config.primary is None or self.config.tsig is None:
+            return
+        name, algorithm, secret = self.config.tsig
+        keyring = dns.tsigkeyring.from_text({name: (algorithm, secret)})
+        update = dns.update.UpdateMessage(domain + ".", keyring=keyring, keyname=name)
+        build(update)
+        ip, port = self.config.primary
+        try:
+            answer = dns.query.tcp(update, ip, port=port, timeout=10)
+        except Exception as e:  # noqa: BLE001 - any failure: retried next run
+            raise DnsTrouble(f"UPDATE to {ip}:{port} failed: {e.__class__.__name__}") from None
+        if answer.rcode() != dns.rcode.NOERROR:
+            raise DnsTrouble(f"UPDATE refused by {ip}:{port}: {dns.rcode.to_text(answer.rcode())}")
+
+    def publish(self, domain: str, selector: str, key) -> None:
+        strings = _strings(records.record(key))
+        self._update(
+            domain,
+            lambda u: u.replace(f"{selector}._domainkey", self.config.ttl, "TXT", strings),
+        )
+
+    def withdraw(self, domain: str, selector: str) -> None:
+        self._update(domain, lambda u: u.delete(f"{selector}._domainkey", "TXT"))
+
+    def _resolver(self):
+        import dns.nameserver
+        import dns.resolver
+
+        if self.servers:
+            resolver = dns.resolver.Resolver(configure=False)
+            resolver.nameservers = [dns.nameserver.Do53Nameserver(i, p) for i, p in self.servers]
+        else:
+            resolver = dns.resolver.Resolver()
+        resolver.lifetime = 10
+        return resolver
+
+    def authoritative(self, domain: str) -> list[tuple[str, str]]:
+        """(name server, address) of every authoritative server of the domain."""
+        import dns.exception
+
+        resolver = self._resolver()
+        try:
+            names = [r.target.to_text() for r in resolver.resolve(domain, "NS")]
+            out = []
+            for ns in sorted(names):
+                for rdtype in ("A", "AAAA"):
+                    try:
+                        out += [(ns, r.address) for r in resolver.resolve(ns, rdtype)]
+                    except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
+                        pass
+        except dns.exception.DNSException as e:
+            raise DnsTrouble(f"cannot find the name servers of {domain}: {e}") from None
+        if not out:
+            raise DnsTrouble(f"no address for any name server of {domain}")
+        return out
+
+    def missing(self, domain: str, selector: str, key) -> list[str]:
+        """The name servers that do not serve exactly this key's record."""
+        import dns.message
+        import dns.query
+
+        wanted = records.record(key).encode()
+        name = f"{selector}._domainkey.{domain}."
+        lacking = []
+        for ns, address in self.authoritative(domain):
+            query = dns.message.make_query(name, "TXT")
+            query.flags &= ~0x0100  # no recursion: ask the server about its own zone
+            try:
+                answer = dns.query.tcp(query, address, port=53, timeout=5)
+                got = [b"".join(r.strings) for rr in answer.answer for r in rr]
+            except Exception:  # noqa: BLE001 - unreachable counts as not serving
+                got = []
+            if wanted not in got:
+                lacking.append(f"{ns.rstrip('.')} ({address})")
+        return lacking
+
+
+def _strings(text: str) -> str:
+    return " ".join(f'"{text[i : i + 255]}"' for i in range(0, len(text), 255))
+
+
+# -- the steps -------------------------------------------------------------------------------
+
+
+def _active_selector(folder: str) -> str | None:
+    link = os.path.join(folder, "default")
+    if not os.path.islink(link):
+        return None
+    target = os.path.basename(os.readlink(link))
+    return target[:-4] if target.endswith(".pem") else None
+
+
+def rotate_domain(
+    control: str, domain: str, config: Config, dns_side: Dns, now: int, log: Callable[[str], None]
+) -> None:
+    folder = os.path.join(control, "domainkeys", domain)
+    active = _active_selector(folder)
+    if active is None:
+        if os.path.exists(os.path.join(folder, "default")):
+            log(
+                f"{domain}: skipped: 'default' is a plain file; rotation needs <selector>.pem "
+                "and a default symlink"
+            )
+        return
+    state = load_state(folder)
+    if active not in state or state[active]["state"] != "active":
+        state[active] = {"state": "active", "since": state.get(active, {}).get("since", now)}
+        save_state(folder, state)
+
+    waiting = [s for s, v in state.items() if v["state"] in ("pending", "published")]
+    if not waiting and now - state[active]["since"] >= config.period:
+        today = datetime.datetime.fromtimestamp(now, datetime.UTC).date()
+        path, _ = manage.new_key(control, domain, kind="rsa", today=today, inactive=True)
+        selector = os.path.basename(path)[:-4]
+        state[selector] = {"state": "pending", "since": now}
+        save_state(folder, state)
+        log(f"{domain}: made {selector} (rsa 2048), pending")
+        waiting = [selector]
+
+    for selector in waiting:
+        key = _load_key(os.path.join(folder, f"{selector}.pem"))
+        if state[selector]["state"] == "pending":
+            with open(os.path.join(folder, f"{selector}.zone"), "w") as f:
+                f.write(records.zone_lines(domain, selector, key, config.ttl) + "\n")
+            try:
+                dns_side.publish(domain, selector, key)
+            except DnsTrouble as e:
+                log(f"{domain}: {selector} not published yet: {e}")
+                continue
+            how = "sent to the primary" if config.primary else f"publish {selector}.zone by hand"
+            state[selector] = {"state": "published", "since": now}
+            save_state(folder, state)
+            log(f"{domain}: {selector} published ({how})")
+        try:
+            lacking = dns_side.missing(domain, selector, key)
+        except DnsTrouble as e:
+            log(f"{domain}: {selector} not verified: {e}")
+            continue
+        if lacking:
+            log(f"{domain}: {selector} waiting: not yet served by {', '.join(lacking)}")
+            continue
+        manage.activate(control, domain, selector)
+        state[active] = {"state": "retiring", "since": now}
+        state[selector] = {"state": "active", "since": now}
+        save_state(folder, state)
+        log(f"{domain}: {selector} is active; {active} retiring")
+
+    for selector, info in sorted(state.items()):
+        if info["state"] == "retiring" and now - info["since"] >= config.grace:
+            try:
+                dns_side.withdraw(domain, selector)
+            except DnsTrouble as e:
+                log(f"{domain}: {selector} not withdrawn yet: {e}")
+                continue
+            zone = os.path.join(folder, f"{selector}.zone")
+            if os.path.exists(zone):
+                os.unlink(zone)
+            state[selector] = {"state": "retired", "since": now}
+            save_state(folder, state)
+            how = "" if config.primary else " (remove its record by hand)"
+            log(f"{domain}: {selector} withdrawn{how}, retired")
+
+
+def run(home: str, now: int, log: Callable[[str], None]) -> int:
+    """One run over every domain; 0, or 1 when another run holds the lock."""
+    control = ControlDir(os.path.join(home, "control"))
+    config = load_config(control)
+    servers = [parse_nameserver(line) for line in control.listing("nameservers")]
+    root = os.path.join(control.path, "domainkeys")
+    if not os.path.isdir(root):
+        log("no control/domainkeys: nothing to rotate")
+        return 0
+    lock = os.open(os.path.join(root, ".rotate.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log("another rotation is running; nothing done")
+            return 1
+        dns_side = Dns(config, servers)
+        for domain in sorted(os.listdir(root)):
+            if os.path.isdir(os.path.join(root, domain)) and not domain.startswith("."):
+                rotate_domain(control.path, domain, config, dns_side, now, log)
+        return 0
+    finally:
+        os.close(lock)
