@@ -116,6 +116,7 @@ def _keys(control: ControlDir) -> Iterator[str]:
                 if not os.path.lexists(os.path.join(path, "default")):
                     yield f"control/domainkeys/{name}: no 'default', so no active key"
                 active = store.domain_keys(name)
+                yield from _rotation(path, name, active)
                 if active and lookup is None:
                     lookup = _lookup(control)
                 for key in active:
@@ -124,6 +125,19 @@ def _keys(control: ControlDir) -> Iterator[str]:
                 store.fallback()
         except KeyProblem as e:
             yield str(e)
+
+
+def _rotation(folder: str, domain: str, active) -> Iterator[str]:
+    """A selector the rotation job is withdrawing must not be the one signing."""
+    from qremote.keys.manage import rotation_states
+
+    states = rotation_states(folder)
+    for key in active:
+        if states.get(key.selector) in ("retiring", "retired"):
+            yield (
+                f"control/domainkeys/{domain}: {key.selector} is active but the rotation job "
+                f"has it {states[key.selector]}: its DNS record is (or will be) withdrawn"
+            )
 
 
 def _lookup(control: ControlDir):

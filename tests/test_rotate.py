@@ -71,7 +71,10 @@ def signed(home) -> bytes:
     return sign_message(MSG, b"alice@example.com", store).headers + MSG
 
 
-def test_a_whole_rotation_with_no_window_of_failing_signatures(site, knot, second):
+def test_a_whole_rotation_with_no_window_of_failing_signatures(site, knot, second, tmp_path):
+    reveal = tmp_path / "revealed"
+    with open(os.path.join(site.control, "dkimrotate"), "a") as f:
+        f.write(f"revealdir={reveal}\n")
     printed = qremote(site, "keys", "new", "example.com", "--selector", "old").stdout
     record = "".join(s for s in printed.split('"')[1::2])
     knot.update(lambda u: u.replace("old._domainkey", 60, "TXT", txt_strings(record)))
@@ -88,6 +91,8 @@ def test_a_whole_rotation_with_no_window_of_failing_signatures(site, knot, secon
     assert new == "q20270415"
     assert knot.txt(f"{new}._domainkey.example.com")[0].startswith(b"v=DKIM1; k=rsa; p=")
     assert active(site) == "old"
+    listed = [line.split("\t")[:3] for line in qremote(site, "keys", "list").stdout.splitlines()]
+    assert listed == [["example.com", "old", "active"], ["example.com", new, "published"]]
     before = signed(site)
     assert verifiers.dkimpy(before, IP, 53) == [True]
 
@@ -107,8 +112,14 @@ def test_a_whole_rotation_with_no_window_of_failing_signatures(site, knot, secon
 
     assert rotate(site, switch + 9 * DAY - 1) == []
     assert knot.txt("old._domainkey.example.com") != []
-    assert rotate(site, switch + 9 * DAY) == ["example.com: old withdrawn, retired"]
+    revealed = reveal / "old._domainkey.example.com.pem"
+    assert rotate(site, switch + 9 * DAY) == [
+        "example.com: old withdrawn, retired",
+        f"example.com: old private key revealed in {revealed}",
+    ]
     assert knot.txt("old._domainkey.example.com") == []
+    assert revealed.read_bytes() == open(os.path.join(folder(site), "old.pem"), "rb").read()
+    assert qremote(site, "check").returncode == 0
     assert verifiers.dkimpy(after, IP, 53) == [True]
     with open(os.path.join(folder(site), "rotation.json")) as f:
         states = {k: v["state"] for k, v in json.load(f)["selectors"].items()}
@@ -153,3 +164,14 @@ def test_two_runs_at_once_do_not_both_act(site):
     assert done.returncode == 1
     assert done.stdout == "another rotation is running; nothing done\n"
     assert not os.path.exists(os.path.join(folder(site), "rotation.json"))
+
+
+def test_check_warns_when_the_signing_key_is_being_withdrawn(site):
+    qremote(site, "keys", "new", "example.com", "--selector", "k")
+    with open(os.path.join(folder(site), "rotation.json"), "w") as f:
+        json.dump({"selectors": {"k": {"state": "retiring", "since": T0}}}, f)
+    problems = qremote(site, "check").stderr.splitlines()
+    assert problems[0] == (
+        "control/domainkeys/example.com: k is active but the rotation job has it retiring: "
+        "its DNS record is (or will be) withdrawn"
+    )

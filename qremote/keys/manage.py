@@ -8,6 +8,7 @@ qmail-remote user when run as root. The first key of a domain becomes its active
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import pwd
 import time
@@ -142,8 +143,18 @@ def _info(domain: str, selector: str, state: str, path: str) -> KeyInfo | None:
     return KeyInfo(domain, selector, state, kind, records.key_size(key), age, key)
 
 
+def rotation_states(folder: str) -> dict[str, str]:
+    """pending, published, retiring, retired: what the rotation job last wrote."""
+    try:
+        with open(os.path.join(folder, "rotation.json")) as f:
+            return {k: v["state"] for k, v in json.load(f)["selectors"].items()}
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
 def domain_keys(control: str, domain: str) -> list[KeyInfo]:
-    """Every key file of a domain, ``active`` when ``default``/``ed25519`` selects it."""
+    """Every key file of a domain: ``active`` when ``default``/``ed25519`` selects it,
+    else the rotation job's state for it (pending, published, retiring, retired)."""
     folder = os.path.join(control, "domainkeys", _check_domain(domain))
     if not os.path.isdir(folder):
         return []
@@ -152,11 +163,12 @@ def domain_keys(control: str, domain: str) -> list[KeyInfo]:
         for link in ("default", "ed25519")
         if os.path.islink(os.path.join(folder, link))
     }
+    rotation = rotation_states(folder)
     found = [
         _info(
             domain,
             name[:-4],
-            "active" if name in active else "inactive",
+            "active" if name in active else rotation.get(name[:-4], "inactive"),
             os.path.join(folder, name),
         )
         for name in sorted(os.listdir(folder))

@@ -19,6 +19,8 @@ wanted, to interrupt, and to run twice at once. ``control/dkimrotate`` configure
     primary=192.0.2.53 DNS server that accepts UPDATE (ip or ip:port); omit to publish by hand
     tsig=name:hmac-sha256:base64secret
     ttl=3600
+    revealdir=/var/www/dkim-old  after withdrawal, copy the old private key there (world-
+                                 readable), as dkim-rotate does: old mail becomes repudiable
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class Config:
     primary: tuple[str, int] | None = None
     tsig: tuple[str, str, str] | None = None
     ttl: int = 3600
+    reveal_dir: str | None = None
 
 
 def load_config(control: ControlDir) -> Config:
@@ -57,7 +60,7 @@ def load_config(control: ControlDir) -> Config:
         if not sep:
             raise ControlError(f"control/dkimrotate: {line!r} is not name=value")
         values[key.strip().lower()] = value.strip()
-    unknown = set(values) - {"period", "grace", "primary", "tsig", "ttl"}
+    unknown = set(values) - {"period", "grace", "primary", "tsig", "ttl", "revealdir"}
     if unknown:
         raise ControlError(f"control/dkimrotate: unknown setting {sorted(unknown)[0]!r}")
 
@@ -85,6 +88,7 @@ def load_config(control: ControlDir) -> Config:
         primary=primary,
         tsig=tsig,
         ttl=number("ttl", 3600, 1),
+        reveal_dir=values.get("revealdir") or None,
     )
 
 
@@ -301,6 +305,25 @@ def rotate_domain(
             save_state(folder, state)
             how = "" if config.primary else " (remove its record by hand)"
             log(f"{domain}: {selector} withdrawn{how}, retired")
+            if config.reveal_dir:
+                _reveal(config.reveal_dir, folder, domain, selector, log)
+
+
+def _reveal(target: str, folder: str, domain: str, selector: str, log) -> None:
+    """Publish a withdrawn private key: nobody can sign with it any more, so its signatures
+    on old mail prove nothing (repudiability)."""
+    os.makedirs(target, exist_ok=True)
+    dest = os.path.join(target, f"{selector}._domainkey.{domain}.pem")
+    with open(os.path.join(folder, f"{selector}.pem"), "rb") as f:
+        data = f.read()
+    tmp = dest + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)
+    os.rename(tmp, dest)
+    log(f"{domain}: {selector} private key revealed in {dest}")
 
 
 def run(home: str, now: int, log: Callable[[str], None]) -> int:
