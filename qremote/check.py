@@ -104,7 +104,27 @@ def _tls(control: ControlDir) -> Iterator[str]:
             yield f"control/tlsclientciphers: OpenSSL accepts no cipher in {ciphers.strip()!r}"
 
 
-def _keys(control: ControlDir) -> Iterator[str]:
+def _owner(key, user: str) -> Iterator[str]:
+    """qmail-remote runs as ``user``: the key must be its own (mode 0600 is checked on load)."""
+    import pwd
+
+    try:
+        uid = pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return
+    st = os.stat(key.path)
+    if st.st_uid != uid:
+        try:
+            owner = pwd.getpwuid(st.st_uid).pw_name
+        except KeyError:
+            owner = str(st.st_uid)
+        yield (
+            f"control/domainkeys/{key.domain}/{os.path.basename(os.path.realpath(key.path))}: "
+            f"owned by {owner}, so {user} (qmail-remote) cannot read it; chown {user} it"
+        )
+
+
+def _keys(control: ControlDir, user: str = "qmailr") -> Iterator[str]:
     store = KeyStore(os.path.join(control.path, "domainkeys"))
     if not os.path.isdir(store.root):
         return
@@ -116,6 +136,8 @@ def _keys(control: ControlDir) -> Iterator[str]:
                 if not os.path.lexists(os.path.join(path, "default")):
                     yield f"control/domainkeys/{name}: no 'default', so no active key"
                 active = store.domain_keys(name)
+                for key in active:
+                    yield from _owner(key, user)
                 yield from _rotation(path, name, active)
                 if active and lookup is None:
                     lookup = _lookup(control)
@@ -177,10 +199,11 @@ def _install(home: str) -> Iterator[str]:
         yield f"{tcpto} is missing: tcpto is off (qmail's installer creates it)"
 
 
-def problems(home: str) -> list[str]:
+def problems(home: str, user: str = "qmailr") -> list[str]:
     control = ControlDir(os.path.join(home, "control"))
     found: list[str] = []
-    for check in (_basics, _bindings, _tls, _keys):
+    for check in (_basics, _bindings, _tls):
         found.extend(_guard(lambda check=check: check(control)))
+    found.extend(_guard(lambda: _keys(control, user)))
     found.extend(_install(home))
     return found

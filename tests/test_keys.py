@@ -122,3 +122,15 @@ def test_inactive_key_then_atomic_activation(home, zone, dns_server):
     assert verifiers.dkimpy(signed.headers + MSG, dns_server.ip, dns_server.port) == [True]
     missing = qremote(home, "keys", "activate", "example.com", "nope")
     assert missing.returncode == 1 and "nope.pem: not a usable key" in missing.stderr
+
+
+def test_check_names_a_key_qmailr_cannot_read(home, zone):
+    done = qremote(home, "keys", "new", "example.com", "--selector", "k1", "--user", "nobody")
+    publish_printed(zone, done.stdout)
+    assert qremote(home, "check", "--user", "nobody").returncode == 0  # keys new chowned it
+    os.chown(os.path.join(home.control, "domainkeys", "example.com", "k1.pem"), 0, 0)
+    check = qremote(home, "check", "--user", "nobody")
+    assert check.stderr.splitlines() == [
+        "control/domainkeys/example.com/k1.pem: owned by root, so nobody (qmail-remote) cannot "
+        "read it; chown nobody it"
+    ]

@@ -175,3 +175,15 @@ def test_check_warns_when_the_signing_key_is_being_withdrawn(site):
         "control/domainkeys/example.com: k is active but the rotation job has it retiring: "
         "its DNS record is (or will be) withdrawn"
     )
+
+
+def test_a_run_interrupted_after_the_switch_still_retires_the_old_key(site):
+    qremote(site, "keys", "new", "example.com", "--selector", "a")
+    rotate(site, T0)
+    qremote(site, "keys", "new", "example.com", "--selector", "b", "--inactive")
+    # As if a run died between switching the symlink and writing its state:
+    qremote(site, "keys", "activate", "example.com", "b")
+    assert rotate(site, T0 + DAY) == ["example.com: a retiring (switch completed)"]
+    with open(os.path.join(folder(site), "rotation.json")) as f:
+        states = {k: v["state"] for k, v in json.load(f)["selectors"].items()}
+    assert states == {"a": "retiring", "b": "active"}

@@ -45,7 +45,7 @@ def _sign(args: argparse.Namespace) -> str:
 def _check(args: argparse.Namespace) -> str:
     from qremote.check import problems
 
-    found = problems(qmail_home())
+    found = problems(qmail_home(), args.user)
     if found:
         raise CheckFailed("\n".join(found))
     return "qremote check: no problems found"
@@ -116,6 +116,7 @@ def parser() -> argparse.ArgumentParser:
     sign.add_argument("-v", "--verbose", action="store_true", help="say what was signed")
     sign.set_defaults(func=_sign)
     check = sub.add_parser("check", help="say what is wrong with this installation")
+    check.add_argument("--user", default="qmailr", help="user qmail runs qmail-remote as")
     check.set_defaults(func=_check)
     status = sub.add_parser("status", help="MX-group slots, waiters and tcpto entries")
     status.set_defaults(func=_status)

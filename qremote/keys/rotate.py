@@ -251,6 +251,11 @@ def rotate_domain(
     state = load_state(folder)
     if active not in state or state[active]["state"] != "active":
         state[active] = {"state": "active", "since": state.get(active, {}).get("since", now)}
+        # A run interrupted right after switching left the old key marked active.
+        for selector, info in state.items():
+            if selector != active and info["state"] == "active":
+                state[selector] = {"state": "retiring", "since": now}
+                log(f"{domain}: {selector} retiring (switch completed)")
         save_state(folder, state)
 
     waiting = [s for s, v in state.items() if v["state"] in ("pending", "published")]
