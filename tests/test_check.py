@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 from tests.support import keys
-
-
-def check(home) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "qremote.cli.qremote", "check"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "QMAILHOME": home.path},
-    )
 
 
 def test_clean_installation_has_no_problems(home, zone):
     keys.publish(zone, "example.com", "s1", keys.write_key(home.control, "example.com", "s1"))
     home.write("domainbindings", "example.com:127.0.0.7\n")
-    done = check(home)
+    done = home.qremote("check")
     assert done.returncode == 0, done.stderr
     assert done.stdout == "qremote check: no problems found\n"
 
@@ -35,7 +24,7 @@ def test_problems_are_listed_one_per_line(home):
     home.write("timeoutremote", "soon\n")
     keys.write_key(home.control, "example.com", "s1", mode=0o644)
     os.makedirs(os.path.join(home.control, "domainkeys", "empty.org"))
-    done = check(home)
+    done = home.qremote("check")
     assert done.returncode == 1
     lines = done.stderr.splitlines()
     expected_starts = [

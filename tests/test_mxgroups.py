@@ -240,17 +240,6 @@ def test_unreachable_redis_falls_back_to_local_caps_and_says_so(home, zone):
     )
 
 
-def qremote_cmd(home, *args: str) -> subprocess.CompletedProcess:
-    import sys
-
-    return subprocess.run(
-        [sys.executable, "-m", "qremote.cli.qremote", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "QMAILHOME": home.path},
-    )
-
-
 @pytest.mark.parametrize("backend", ["local", "shared"])
 def test_status_shows_slots_waiters_and_tcpto(home, zone, redis_server, backend):
     home.write("mxgroups", "*:1\n")
@@ -266,7 +255,7 @@ def test_status_shows_slots_waiters_and_tcpto(home, zone, redis_server, backend)
         _wait_for(lambda: busy.active == 1)
         waiter = start(home, "status.example")
         time.sleep(0.5)
-        done = qremote_cmd(home, "status")
+        done = home.qremote("status")
         for p in (holder, waiter):
             p.kill()
             p.wait()
@@ -284,7 +273,7 @@ def test_status_shows_slots_waiters_and_tcpto(home, zone, redis_server, backend)
 def test_check_reports_bad_group_lines(home):
     home.write("mxgroups", "good:3:.example.com\nnot a rule\n*:zero\n")
     home.write("sharedstate", "http://redis.example\n")
-    done = qremote_cmd(home, "check")
+    done = home.qremote("check")
     assert done.returncode == 1
     assert done.stderr.splitlines() == [
         "control/mxgroups line 2: 'not a rule' is not name:limit:pattern[,pattern...]",
@@ -326,7 +315,7 @@ def test_a_time_out_seen_by_one_host_is_shared_with_the_fleet(
     assert elapsed < 1  # the other host did not wait for the dead one
     with open(other.tcpto, "rb") as f:
         assert f.read() == b"\0" * 1024  # it learned from the fleet, not from a time-out
-    status = qremote_cmd(other, "status").stdout
+    status = other.qremote("status").stdout
     assert f"  {dead.ip} timed out " in status and "# recent timeouts: 2" in status
 
 

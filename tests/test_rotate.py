@@ -6,8 +6,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -43,17 +41,8 @@ def site(home, knot):
     return home
 
 
-def qremote(home, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "qremote.cli.qremote", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "QMAILHOME": home.path},
-    )
-
-
 def rotate(home, now: int) -> list[str]:
-    done = qremote(home, "keys", "rotate", "--now", str(now))
+    done = home.qremote("keys", "rotate", "--now", str(now))
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()
 
@@ -75,7 +64,7 @@ def test_a_whole_rotation_with_no_window_of_failing_signatures(site, knot, secon
     reveal = tmp_path / "revealed"
     with open(os.path.join(site.control, "dkimrotate"), "a") as f:
         f.write(f"revealdir={reveal}\n")
-    printed = qremote(site, "keys", "new", "example.com", "--selector", "old").stdout
+    printed = site.qremote("keys", "new", "example.com", "--selector", "old").stdout
     record = "".join(s for s in printed.split('"')[1::2])
     knot.update(lambda u: u.replace("old._domainkey", 60, "TXT", txt_strings(record)))
 
@@ -91,7 +80,7 @@ def test_a_whole_rotation_with_no_window_of_failing_signatures(site, knot, secon
     assert new == "q20270415"
     assert knot.txt(f"{new}._domainkey.example.com")[0].startswith(b"v=DKIM1; k=rsa; p=")
     assert active(site) == "old"
-    listed = [line.split("\t")[:3] for line in qremote(site, "keys", "list").stdout.splitlines()]
+    listed = [line.split("\t")[:3] for line in site.qremote("keys", "list").stdout.splitlines()]
     assert listed == [["example.com", "old", "active"], ["example.com", new, "published"]]
     before = signed(site)
     assert verifiers.dkimpy(before, IP, 53) == [True]
@@ -119,7 +108,7 @@ def test_a_whole_rotation_with_no_window_of_failing_signatures(site, knot, secon
     ]
     assert knot.txt("old._domainkey.example.com") == []
     assert revealed.read_bytes() == open(os.path.join(folder(site), "old.pem"), "rb").read()
-    assert qremote(site, "check").returncode == 0
+    assert site.qremote("check").returncode == 0
     assert verifiers.dkimpy(after, IP, 53) == [True]
     with open(os.path.join(folder(site), "rotation.json")) as f:
         states = {k: v["state"] for k, v in json.load(f)["selectors"].items()}
@@ -127,7 +116,7 @@ def test_a_whole_rotation_with_no_window_of_failing_signatures(site, knot, secon
 
 
 def test_an_interrupted_run_resumes(site, knot, second, home):
-    qremote(site, "keys", "new", "example.com", "--selector", "first")
+    site.qremote("keys", "new", "example.com", "--selector", "first")
     rotate(site, T0)
     good = open(os.path.join(site.control, "dkimrotate")).read()
     site.write("dkimrotate", good.replace(f"primary={IP}", "primary=127.5.0.9"))
@@ -143,7 +132,7 @@ def test_an_interrupted_run_resumes(site, knot, second, home):
 
 def test_without_a_primary_the_record_is_written_for_the_administrator(site, second):
     site.write("dkimrotate", "period=1\n")
-    qremote(site, "keys", "new", "example.com", "--selector", "hand")
+    site.qremote("keys", "new", "example.com", "--selector", "hand")
     rotate(site, T0)
     lines = rotate(site, T0 + DAY)
     new = lines[0].split()[2]
@@ -154,11 +143,11 @@ def test_without_a_primary_the_record_is_written_for_the_administrator(site, sec
 
 
 def test_two_runs_at_once_do_not_both_act(site):
-    qremote(site, "keys", "new", "example.com", "--selector", "k")
+    site.qremote("keys", "new", "example.com", "--selector", "k")
     lock = os.open(os.path.join(site.control, "domainkeys", ".rotate.lock"), os.O_RDWR | os.O_CREAT)
     fcntl.flock(lock, fcntl.LOCK_EX)
     try:
-        done = qremote(site, "keys", "rotate", "--now", str(T0 + 100 * DAY))
+        done = site.qremote("keys", "rotate", "--now", str(T0 + 100 * DAY))
     finally:
         os.close(lock)
     assert done.returncode == 1
@@ -167,10 +156,10 @@ def test_two_runs_at_once_do_not_both_act(site):
 
 
 def test_check_warns_when_the_signing_key_is_being_withdrawn(site):
-    qremote(site, "keys", "new", "example.com", "--selector", "k")
+    site.qremote("keys", "new", "example.com", "--selector", "k")
     with open(os.path.join(folder(site), "rotation.json"), "w") as f:
         json.dump({"selectors": {"k": {"state": "retiring", "since": T0}}}, f)
-    problems = qremote(site, "check").stderr.splitlines()
+    problems = site.qremote("check").stderr.splitlines()
     assert problems[0] == (
         "control/domainkeys/example.com: k is active but the rotation job has it retiring: "
         "its DNS record is (or will be) withdrawn"
@@ -178,11 +167,11 @@ def test_check_warns_when_the_signing_key_is_being_withdrawn(site):
 
 
 def test_a_run_interrupted_after_the_switch_still_retires_the_old_key(site):
-    qremote(site, "keys", "new", "example.com", "--selector", "a")
+    site.qremote("keys", "new", "example.com", "--selector", "a")
     rotate(site, T0)
-    qremote(site, "keys", "new", "example.com", "--selector", "b", "--inactive")
+    site.qremote("keys", "new", "example.com", "--selector", "b", "--inactive")
     # As if a run died between switching the symlink and writing its state:
-    qremote(site, "keys", "activate", "example.com", "b")
+    site.qremote("keys", "activate", "example.com", "b")
     assert rotate(site, T0 + DAY) == ["example.com: a retiring (switch completed)"]
     with open(os.path.join(folder(site), "rotation.json")) as f:
         states = {k: v["state"] for k, v in json.load(f)["selectors"].items()}

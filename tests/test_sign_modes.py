@@ -4,8 +4,6 @@ qmail-remote.orig: the same signer, the same key choice."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 from tests.support import keys, verifiers
 
@@ -62,20 +60,7 @@ def test_sign_only_with_a_broken_key_does_not_exec(home, zone, tmp_path):
 def test_qremote_sign_writes_the_signed_message(home, zone, dns_server):
     key = keys.write_key(home.control, "example.com", "s1")
     keys.publish(zone, "example.com", "s1", key)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "qremote.cli.qremote",
-            "sign",
-            "--sender",
-            "alice@example.com",
-            "-v",
-        ],
-        input=MSG,
-        capture_output=True,
-        env={**os.environ, "QMAILHOME": home.path},
-    )
+    done = home.qremote("sign", "--sender", "alice@example.com", "-v", input=MSG, text=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.endswith(MSG)
     assert done.stderr.decode().startswith("Signed: DKIM d=example.com s=s1 rsa-sha256")
@@ -84,12 +69,7 @@ def test_qremote_sign_writes_the_signed_message(home, zone, dns_server):
 
 def test_qremote_sign_refuses_with_one_line_and_no_output(home):
     keys.write_key(home.control, "example.com", "s1", mode=0o640)
-    done = subprocess.run(
-        [sys.executable, "-m", "qremote.cli.qremote", "sign", "--sender", "alice@example.com"],
-        input=MSG,
-        capture_output=True,
-        env={**os.environ, "QMAILHOME": home.path},
-    )
+    done = home.qremote("sign", "--sender", "alice@example.com", input=MSG, text=False)
     assert done.returncode == 1 and done.stdout == b""
     assert done.stderr.decode().count("\n") == 1
     assert "readable by group or others" in done.stderr.decode()

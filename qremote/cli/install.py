@@ -19,6 +19,7 @@ import sys
 import sysconfig
 
 import qremote
+from qremote.atomic import write_file
 
 MARKER = "# qremote wrapper: installed by `qremote install`"
 USAGE = b"DI (qmail-remote) was invoked improperly. (#5.3.5)\n\0"
@@ -64,36 +65,15 @@ main(home={home!r})
 """
 
 
-def _atomic_write(path: str, data: bytes, mode: int) -> None:
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.qremote-tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fchmod(fd, mode)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-    _fsync_dir(os.path.dirname(path))
-
-
 def _atomic_copy(src: str, dst: str) -> None:
     st = os.stat(src)
     with open(src, "rb") as f:
         data = f.read()
-    _atomic_write(dst, data, st.st_mode & 0o7777)
+    write_file(dst, data, st.st_mode & 0o7777)
     try:
         os.chown(dst, st.st_uid, st.st_gid)
     except PermissionError:
         pass
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def is_wrapper(path: str) -> bool:
@@ -160,7 +140,7 @@ def install(home: str, user: str = "qmailr", python: str | None = None) -> str:
         else:
             _atomic_copy(current, orig)
             created_orig = True
-    _atomic_write(current, wrapper_text(home, python).encode(), 0o755)
+    write_file(current, wrapper_text(home, python).encode(), 0o755)
     problem = check_as_user(current, home, user)
     if problem is not None:
         _atomic_copy(orig, current)
@@ -182,7 +162,7 @@ def _state_dirs(home: str, user: str) -> None:
     if os.path.isdir(lock):
         tcpto6 = os.path.join(lock, "tcpto6")
         if not os.path.exists(tcpto6):
-            _atomic_write(tcpto6, b"\0" * 2048, 0o644)
+            write_file(tcpto6, b"\0" * 2048, 0o644)
         paths.append(tcpto6)
     if os.geteuid() == 0:
         for path in paths:
@@ -198,5 +178,4 @@ def uninstall(home: str) -> str:
     if not os.path.exists(orig):
         raise InstallError(f"{orig} is missing: cannot restore the original qmail-remote")
     os.rename(orig, current)
-    _fsync_dir(bindir)
     return f"uninstalled: {current} is the original qmail-remote again"

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from qremote.atomic import write_file
 from qremote.keys import records
 
 MIN_BITS = 1024
@@ -80,14 +81,10 @@ def new_key(
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    tmp = os.path.join(folder, f".{selector}.pem.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, pem)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
+        write_file(path, pem, 0o600, replace=False)
+    except FileExistsError:
+        raise KeyError_(f"{path} exists already") from None
     if os.geteuid() == 0:
         try:
             pw = pwd.getpwnam(user)

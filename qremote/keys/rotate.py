@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import serialization
 
+from qremote.atomic import write_file
 from qremote.control import ControlDir, ControlError
 from qremote.keys import manage, records
 from qremote.routing.dnserrors import parse_nameserver
@@ -108,15 +109,8 @@ def load_state(folder: str) -> dict[str, dict]:
 
 
 def save_state(folder: str, selectors: dict[str, dict]) -> None:
-    tmp = _state_path(folder) + ".tmp"
     data = json.dumps({"selectors": selectors}, indent=1, sort_keys=True).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, _state_path(folder))
+    write_file(_state_path(folder), data, 0o600)
 
 
 # -- DNS -------------------------------------------------------------------------------------
@@ -320,14 +314,7 @@ def _reveal(target: str, folder: str, domain: str, selector: str, log) -> None:
     os.makedirs(target, exist_ok=True)
     dest = os.path.join(target, f"{selector}._domainkey.{domain}.pem")
     with open(os.path.join(folder, f"{selector}.pem"), "rb") as f:
-        data = f.read()
-    tmp = dest + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.rename(tmp, dest)
+        write_file(dest, f.read(), 0o644)
     log(f"{domain}: {selector} private key revealed in {dest}")
 
 

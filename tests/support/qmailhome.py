@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 
 from qremote.cli.install import wrapper_text
@@ -38,6 +40,16 @@ class QmailHome:
 
     def deliver(self, host: str, sender: str, recipients: list[str], message: bytes, **kw):
         return rspawn.run(self.program, self.path, host, sender, recipients, message, **kw)
+
+    def qremote(self, *args: str, input=None, text: bool = True) -> subprocess.CompletedProcess:
+        """Run the ``qremote`` admin command on this qmail home."""
+        return subprocess.run(
+            [sys.executable, "-m", "qremote.cli.qremote", *args],
+            input=input,
+            capture_output=True,
+            text=text,
+            env={**os.environ, "QMAILHOME": self.path},
+        )
 
 
 def make(path: str, nameserver: str | None = None) -> QmailHome:

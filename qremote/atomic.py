@@ -1,0 +1,38 @@
+"""Writing files the qmail way: a temporary file, fsync, then rename (or link) into place,
+so a reader sees the old content or the new, never a half-written file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+
+def write_file(path: str, data: bytes, mode: int = 0o644, replace: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically with ``mode``.
+
+    With ``replace=False`` an existing ``path`` is left alone and FileExistsError raised.
+    """
+    folder = os.path.dirname(path) or "."
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        if replace:
+            os.rename(tmp, path)
+        else:
+            os.link(tmp, path)  # fails if path exists: nothing is overwritten
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)  # gone after a rename; the spare name after a link
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
