@@ -223,10 +223,9 @@ async def _send(
             # The fleet's tcpto only when Redis answered for the slot (no fallback note).
             fleet = SharedTcpto(shared.client) if shared is not None and not taken.notes else None
             tcpto = Tcpto(TcptoFiles(settings.home), fleet)
+        job = _Job(settings, port, envelope, body, tcpto, origin, notes)
         try:
-            outcome = await _each_host(
-                settings, host, chosen, port, envelope, body, tcpto, origin, notes
-            )
+            outcome = await _each_host(job, host, chosen)
         finally:
             if taken.slot is not None:
                 taken.slot.release()
@@ -238,23 +237,28 @@ async def _send(
             await shared.close()
 
 
-async def _each_host(
-    settings: Settings,
-    host: str,
-    chosen: list[Target],
-    port: int,
-    envelope: Envelope,
-    body: bytes,
-    tcpto: Tcpto,
-    origin: source.Source,
-    notes: list[str],
-) -> Outcome:
+@dataclass
+class _Job:
+    """What every connection attempt of one delivery shares."""
+
+    settings: Settings
+    port: int
+    envelope: Envelope
+    body: bytes
+    tcpto: Tcpto
+    origin: source.Source
+    notes: list[str]
+    """Lines for every report from a remote host (what was signed, cap fallbacks)."""
+
+
+async def _each_host(job: _Job, host: str, chosen: list[Target]) -> Outcome:
     """Try the addresses in order, as qmail does, until one gives an answer."""
+    origin = job.origin
     refusals: list[NextHost] = []
     for target in chosen:
-        if not origin.serves(target.ip) or await tcpto.skip(target.ip):
+        if not origin.serves(target.ip) or await job.tcpto.skip(target.ip):
             continue
-        result = await _try_host(settings, target, port, envelope, body, tcpto, origin, notes)
+        result = await _try_host(job, target)
         if isinstance(result, Outcome):
             return result
         if result is not None:
@@ -270,22 +274,14 @@ async def _each_host(
     return _final(b"Z" + last[1:])
 
 
-async def _try_host(
-    settings: Settings,
-    target: Target,
-    port: int,
-    envelope: Envelope,
-    body: bytes,
-    tcpto: Tcpto,
-    origin: source.Source,
-    notes: list[str],
-) -> Outcome | NextHost | None:
+async def _try_host(job: _Job, target: Target) -> Outcome | NextHost | None:
     """One address: an Outcome ends the delivery; NextHost or None moves on."""
+    settings, tcpto = job.settings, job.tcpto
     try:
         policy = decide(settings.control.path, target.name)
     except ControlError as e:
         return _final(report.control_error(str(e)))
-    notes = list(notes)
+    notes = list(job.notes)
     tls: TlsSetup | None = None
     if policy.mode is not Mode.PLAIN:
         try:
@@ -299,18 +295,20 @@ async def _try_host(
             tls = TlsSetup(ctx, target.name, policy.mode is Mode.REQUIRED)
     while True:
         try:
-            reader, writer = await connect(target.ip, port, settings.timeout_connect, origin.ip)
+            reader, writer = await connect(
+                target.ip, job.port, settings.timeout_connect, job.origin.ip
+            )
         except ConnectFailed as e:
             await tcpto.record(target.ip, e.timed_out)
             return None
         await tcpto.record(target.ip, False)
         conv = Conversation(
             partner=target.ip,
-            envelope=envelope,
+            envelope=job.envelope,
             want_tls=tls is not None,
             require_tls=tls is not None and tls.required,
         )
-        session = Session(reader, writer, conv, body, settings.timeout_remote, tls)
+        session = Session(reader, writer, conv, job.body, settings.timeout_remote, tls)
         try:
             result = await session.run()
         except Dropped:

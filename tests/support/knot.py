@@ -9,14 +9,14 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 
 import dns.query
 import dns.tsigkeyring
 import dns.update
+
+from tests.support.ports import wait_for_port
 
 IP = "127.5.0.1"
 SECOND_IP = "127.5.0.2"
@@ -75,14 +75,8 @@ class Knot:
         self.proc = subprocess.Popen(
             [binary, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection((IP, 53), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("knotd did not start")
+        wait_for_port(IP, 53, "knotd")
+        return self
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None:

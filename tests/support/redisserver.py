@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 
+from tests.support.ports import wait_for_port
 from tests.support.smtpserver import free_port
 
 
@@ -39,14 +38,8 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        wait_for_port("127.0.0.1", self.port, "redis-server")
+        return self
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None:
