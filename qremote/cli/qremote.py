@@ -120,7 +120,7 @@ def parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_check)
     status = sub.add_parser("status", help="MX-group slots, waiters and tcpto entries")
     status.set_defaults(func=_status)
-    keys = sub.add_parser("keys", help="signing keys: new, dns, list")
+    keys = sub.add_parser("keys", help="signing keys: new, activate, dns, list, rotate")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     new = keys_sub.add_parser("new", help="make a key and print its DNS record")
     new.add_argument("domain")

@@ -84,19 +84,21 @@ async def mx_targets(
     exchangers = [(r.preference, r.exchange.to_text(omit_final_dot=True)) for r in records]
     if len(exchangers) == 1 and exchangers[0][1] in ("", "."):
         raise NullMx(host)
+    ordered = [(pref, name) for pref, name in order(exchangers, rng) if name not in ("", ".")]
+    found = await asyncio.gather(
+        *(addresses(resolver, name) for _, name in ordered), return_exceptions=True
+    )
     targets: list[Target] = []
     soft: DnsSoft | None = None
-    for pref, name in order(exchangers, rng):
-        if name in ("", "."):
+    for (pref, name), result in zip(ordered, found, strict=True):
+        if isinstance(result, DnsHard):
             continue
-        try:
-            found = await addresses(resolver, name)
-        except DnsHard:
+        if isinstance(result, DnsSoft):
+            soft = result
             continue
-        except DnsSoft as e:
-            soft = e
-            continue
-        targets.extend(Target(a, pref, name) for a in found)
+        if isinstance(result, BaseException):
+            raise result
+        targets.extend(Target(a, pref, name) for a in result)
     if not targets and soft is not None:
         raise soft
     return targets

@@ -22,7 +22,9 @@ def encode_body(message: bytes) -> bytes:
         raise PartialFinalLine
     if not message:
         return b".\r\n"
-    text = message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    if b"\r\n" in message:  # rare in a queue file: avoid the extra copy otherwise
+        message = message.replace(b"\r\n", b"\n")
+    text = message.replace(b"\n", b"\r\n")
     if text.startswith(b"."):
         text = b"." + text
     text = text.replace(b"\r\n.", b"\r\n..")
