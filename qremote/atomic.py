@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import os
 
+from qremote.fdutil import write_all
+
 
 def write_file(path: str, data: bytes, mode: int = 0o644, replace: bool = True) -> None:
     """Write ``data`` to ``path`` atomically with ``mode``.
@@ -16,9 +18,7 @@ def write_file(path: str, data: bytes, mode: int = 0o644, replace: bool = True) 
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
         os.fchmod(fd, mode)
         os.fsync(fd)
     finally:

@@ -171,7 +171,8 @@ def _lookup(control: ControlDir):
 
 def _published(lookup, key) -> Iterator[str]:
     """The active key's DNS record must exist and carry this key's public half."""
-    from qremote.keys.records import parse_record, public_value
+    from qremote.keys.records import public_value
+    from qremote.signing.tags import parse_tags
     from qremote.verify.txt import DnsTemporary
 
     name = f"{key.selector}._domainkey.{key.domain}"
@@ -183,7 +184,7 @@ def _published(lookup, key) -> Iterator[str]:
     if text is None:
         yield f"{name}: no TXT record; publish it (qremote keys dns {key.domain})"
         return
-    published = parse_record(text).get("p")
+    published = parse_tags(text).get(b"p", b"").decode("ascii", "replace")
     if not published:
         yield f"{name}: the DNS record has no key (revoked)"
     elif published != public_value(key.key):

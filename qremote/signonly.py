@@ -9,24 +9,10 @@ original program's reports are what qmail-rspawn reads.
 from __future__ import annotations
 
 import os
-import tempfile
 
 from qremote import report
+from qremote.fdutil import memory_file, stderr_to_devnull
 from qremote.signing.sign import SigningError, sign_message, store_for
-
-
-def _memory_file(data: bytes) -> int:
-    try:
-        fd = os.memfd_create("qremote-signed", 0)
-    except (AttributeError, OSError):
-        f = tempfile.TemporaryFile()
-        fd = os.dup(f.fileno())
-        f.close()
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-    os.lseek(fd, 0, os.SEEK_SET)
-    return fd
 
 
 def sign_and_exec(settings, argv: list[bytes], message: bytes, stderr: int | None) -> bytes:
@@ -41,7 +27,8 @@ def sign_and_exec(settings, argv: list[bytes], message: bytes, stderr: int | Non
         return report.sign_error(str(e)) + b"\0"
     program = os.path.join(settings.home, "bin", "qmail-remote.orig")
     try:
-        fd = _memory_file(signed.headers + message)
+        fd = memory_file("qremote-signed", signed.headers + message)
+        os.lseek(fd, 0, os.SEEK_SET)
         os.dup2(fd, 0)
         os.close(fd)
         if stderr is not None:
@@ -49,16 +36,7 @@ def sign_and_exec(settings, argv: list[bytes], message: bytes, stderr: int | Non
         os.execv(program, [program.encode(), *argv[1:]])
     except OSError as e:
         if stderr is not None:
-            _quiet_stderr()
+            stderr_to_devnull()
         reason = f"cannot run {program}: {e.strerror}"
         return b"Z" + reason.encode("utf-8", "replace") + b". (#4.3.0)\n\0"
     raise AssertionError("unreachable")
-
-
-def _quiet_stderr() -> None:
-    try:
-        fd = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(fd, 2)
-        os.close(fd)
-    except OSError:
-        pass

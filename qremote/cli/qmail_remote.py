@@ -11,19 +11,16 @@ from __future__ import annotations
 import os
 import sys
 
+from qremote.fdutil import stderr_to_devnull, write_all
+
 USAGE = b"DI (qmail-remote) was invoked improperly. (#5.3.5)\n\0"
 
 
 def _write_all(data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            n = os.write(1, view)
-        except InterruptedError:
-            continue
-        except OSError:
-            return
-        view = view[n:]
+    try:
+        write_all(1, data)
+    except OSError:
+        pass  # qmail-rspawn went away: nobody is left to tell
 
 
 def _silence_stderr() -> int | None:
@@ -34,12 +31,10 @@ def _silence_stderr() -> int | None:
     """
     try:
         saved = os.dup(2)
-        fd = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(fd, 2)
-        os.close(fd)
-        return saved
     except OSError:
-        return None
+        saved = None
+    stderr_to_devnull()
+    return saved
 
 
 def _read_message() -> bytes | None:

@@ -27,24 +27,24 @@ def record(key) -> str:
     return f"v=DKIM1; k={kind}; p={public_value(key)}"
 
 
+def chunks(text: str) -> list[str]:
+    """A TXT record's text as character-strings of at most 255 bytes each."""
+    return [text[i : i + STRING_MAX] for i in range(0, len(text), STRING_MAX)]
+
+
+def quoted(text: str) -> str:
+    """Zone-file and dnspython form of a long TXT value: ``"..." "..."``."""
+    return " ".join(f'"{c}"' for c in chunks(text))
+
+
 def zone_lines(domain: str, selector: str, key, ttl: int = 3600) -> str:
     """``<selector>._domainkey.<domain>. TTL IN TXT ( "..." "..." )``, strings <= 255 bytes."""
-    text = record(key)
-    chunks = [text[i : i + STRING_MAX] for i in range(0, len(text), STRING_MAX)]
+    parts = chunks(record(key))
     owner = f"{selector}._domainkey.{domain.rstrip('.')}."
-    if len(chunks) == 1:
-        return f'{owner} {ttl} IN TXT "{chunks[0]}"'
-    inner = "\n\t".join(f'"{c}"' for c in chunks)
+    if len(parts) == 1:
+        return f'{owner} {ttl} IN TXT "{parts[0]}"'
+    inner = "\n\t".join(f'"{c}"' for c in parts)
     return f"{owner} {ttl} IN TXT (\n\t{inner} )"
-
-
-def parse_record(text: bytes) -> dict[str, str]:
-    tags = {}
-    for part in text.decode("ascii", "replace").split(";"):
-        name, sep, value = part.partition("=")
-        if sep:
-            tags[name.strip()] = "".join(value.split())
-    return tags
 
 
 def key_size(key) -> int:

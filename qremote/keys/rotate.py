@@ -153,7 +153,7 @@ class Dns:
             raise DnsTrouble(f"UPDATE refused by {ip}:{port}: {dns.rcode.to_text(answer.rcode())}")
 
     def publish(self, domain: str, selector: str, key) -> None:
-        strings = _strings(records.record(key))
+        strings = records.quoted(records.record(key))
         self._update(
             domain,
             lambda u: u.replace(f"{selector}._domainkey", self.config.ttl, "TXT", strings),
@@ -213,10 +213,6 @@ class Dns:
             if wanted not in got:
                 lacking.append(f"{ns.rstrip('.')} ({address})")
         return lacking
-
-
-def _strings(text: str) -> str:
-    return " ".join(f'"{text[i : i + 255]}"' for i in range(0, len(text), 255))
 
 
 # -- the steps -------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from qremote.signing import canon
 from qremote.signing.choose import domain_of
 from qremote.signing.message import Header, MalformedMessage, Message, parse
-from qremote.verify.dkimcheck import _tags
+from qremote.signing.tags import parse_tags
 from qremote.verify.results import Result
 from qremote.verify.txt import DnsTemporary, TxtLookup
 
@@ -40,7 +40,7 @@ def _covered(after: list[Header], names: list[bytes] | None) -> list[Header]:
 
 def _one(msg: Message, index: int, lookup: TxtLookup) -> Result:
     sig_header = msg.headers[index]
-    tags = _tags(sig_header.value)
+    tags = parse_tags(sig_header.value)
     domain = tags.get(b"d", b"").decode("ascii", "replace").lower()
     selector = tags.get(b"s", b"").decode("ascii", "replace")
     c = tags.get(b"c", b"simple").decode("ascii", "replace").lower()
@@ -64,7 +64,7 @@ def _one(msg: Message, index: int, lookup: TxtLookup) -> Result:
         return Result("domainkeys", "temperror", f"key lookup: {e}", props)
     if record is None:
         return Result("domainkeys", "permerror", "no key published", props)
-    key_tags = _tags(record)
+    key_tags = parse_tags(record)
     p = key_tags.get(b"p")
     if p is None:
         return Result("domainkeys", "permerror", "key record has no p=", props)

@@ -13,10 +13,9 @@ import re
 
 import dkim
 
+from qremote.signing.tags import parse_tags
 from qremote.verify.results import Result
 from qremote.verify.txt import DnsTemporary, TxtLookup
-
-_TAG = re.compile(rb"\s*([A-Za-z][A-Za-z0-9_]*)\s*=\s*([^;]*)")
 
 
 class _Collect(logging.Handler):
@@ -28,15 +27,6 @@ class _Collect(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage())
-
-
-def _tags(value: bytes) -> dict[bytes, bytes]:
-    out = {}
-    for part in value.split(b";"):
-        m = _TAG.match(part)
-        if m:
-            out[m.group(1)] = re.sub(rb"\s+", b"", m.group(2))
-    return out
 
 
 def _props(tags: dict[bytes, bytes]) -> dict[str, str]:
@@ -73,9 +63,9 @@ def verify(message: bytes, lookup: TxtLookup) -> list[Result]:
     try:
         checker = dkim.DKIM(message, logger=logger)
     except dkim.DKIMException as e:
-        return [Result("dkim", "permerror", f"message: {e}", _props(_tags(s))) for s in sigs]
+        return [Result("dkim", "permerror", f"message: {e}", _props(parse_tags(s))) for s in sigs]
     for i, sig in enumerate(sigs):
-        props = _props(_tags(sig))
+        props = _props(parse_tags(sig))
         handler.messages.clear()
 
         def dnsfunc(name, timeout=5):

@@ -16,38 +16,23 @@ from __future__ import annotations
 import os
 import re
 import sys
-import tempfile
+
+from qremote.fdutil import memory_file, write_all
 
 EXIT_PERMANENT = 31  # qmail-smtpd: 554 mail server permanently rejected message (#5.3.0)
 EXIT_TEMPORARY = 71  # qmail-smtpd: 451 mail server temporarily rejected message (#4.3.0)
 CHUNK = 1 << 20
 
 
-def _memfile(name: str) -> int:
-    try:
-        return os.memfd_create(name, 0)
-    except (AttributeError, OSError):
-        f = tempfile.TemporaryFile()
-        fd = os.dup(f.fileno())
-        f.close()
-        return fd
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def spool(source: int) -> tuple[int, int]:
     """Copy fd ``source`` into a memory file; (fd, size)."""
-    fd = _memfile("qremote-dkimverify-in")
+    fd = memory_file("qremote-dkimverify-in")
     size = 0
     while True:
         chunk = os.read(source, CHUNK)
         if not chunk:
             break
-        _write_all(fd, chunk)
+        write_all(fd, chunk)
         size += len(chunk)
     return fd, size
 
@@ -62,7 +47,7 @@ def _copy_range(src: int, dst: int, offset: int, count: int) -> None:
             data = os.pread(src, min(count, CHUNK), offset)
             if not data:
                 return
-            _write_all(dst, data)
+            write_all(dst, data)
             n = len(data)
         offset += n
         count -= n
@@ -173,9 +158,9 @@ def build(home: str, message_fd: int, size: int) -> tuple[int, object]:
     end = header_block_end(message_fd, size)
     head = os.pread(message_fd, end, 0)
     head, _ = rename_forged(head, ours)
-    out = _memfile("qremote-dkimverify-out")
-    _write_all(out, results.header(ours, found))
-    _write_all(out, head)
+    out = memory_file("qremote-dkimverify-out")
+    write_all(out, results.header(ours, found))
+    write_all(out, head)
     _copy_range(message_fd, out, end, size - end)
     return out, verdict
 

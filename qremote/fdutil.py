@@ -1,0 +1,43 @@
+"""File-descriptor helpers shared by qmail-remote, sign-only mode and the verify filter.
+
+Standard library only, and nothing heavy: qmail-remote's start-up path imports this.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte (os.write may take fewer); OSError is the caller's to handle."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except InterruptedError:
+            continue
+
+
+def stderr_to_devnull() -> None:
+    """Point fd 2 at /dev/null: stray interpreter warnings must not land in a report."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, 2)
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def memory_file(name: str, data: bytes = b"") -> int:
+    """An anonymous file (memfd, else an unlinked temporary file) holding ``data``,
+    positioned at its end: nothing is left on disk whatever happens."""
+    try:
+        fd = os.memfd_create(name, 0)
+    except (AttributeError, OSError):
+        import tempfile
+
+        f = tempfile.TemporaryFile()
+        fd = os.dup(f.fileno())
+        f.close()
+    write_all(fd, data)
+    return fd
