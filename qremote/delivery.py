@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from dataclasses import dataclass, field
 
 from qremote import report
@@ -21,7 +22,8 @@ from qremote.routing.ipme import local_addresses
 from qremote.routing.mx import Target, usable
 from qremote.signing.sign import SignConfig, SigningError, load_config, sign_message, store_for
 from qremote.smtp.body import encode_body, has_partial_final_line, is_eight_bit
-from qremote.smtp.conversation import Conversation, Envelope, Finished, NextHost
+from qremote.smtp.conversation import Conversation, Envelope, Finished, NextHost, Stale, State
+from qremote.smtp.pool import ConnectionPool, Kept, Key, Limits
 from qremote.smtp.session import (
     ConnectFailed,
     Dropped,
@@ -34,7 +36,7 @@ from qremote.smtp.session import (
 from qremote.tcpto.shared import SharedTcpto
 from qremote.tcpto.store import Tcpto, TcptoFiles
 from qremote.tls import contexts
-from qremote.tls.policy import Mode, Policy, decide
+from qremote.tls.policy import Mode, decide
 
 
 @dataclass
@@ -56,6 +58,8 @@ class Settings:
     group_wait: int = 60
     shared_state: str | None = None
     shared_lease: int = 60
+    reuse: Limits = field(default_factory=Limits)
+    """Connection reuse; only a long-lived process (qremoted) has a pool to reuse from."""
 
 
 def load_settings(home: str) -> Settings:
@@ -84,7 +88,25 @@ def load_settings(home: str) -> Settings:
         group_wait=control.integer("mxgroupwait", 60),
         shared_state=(control.line("sharedstate") or "").strip() or None,
         shared_lease=control.integer("sharedlease", 60),
+        reuse=Limits(
+            idle=control.integer("reuseidle", 5),
+            messages=control.integer("reusemessages", 100),
+            age=control.integer("reuseage", 300),
+        ),
     )
+
+
+@dataclass
+class Resources:
+    """What a long-lived process (qremoted) keeps between deliveries; a standalone
+    qmail-remote has none and makes what it needs per delivery."""
+
+    resolver: object | None = None
+    """A dnspython resolver with a cache that honours TTLs."""
+    shared: object | None = None
+    """The Redis backend for ``control/sharedstate``; its owner closes it."""
+    pool: ConnectionPool | None = None
+    """Idle SMTP connections (connection reuse)."""
 
 
 @dataclass
@@ -139,8 +161,7 @@ async def deliver(
     sender: bytes,
     recipients: list[bytes],
     message: bytes,
-    resolver=None,
-    tcpto: Tcpto | None = None,
+    resources: Resources | None = None,
 ) -> Outcome:
     """Sign and deliver one message to one destination host.
 
@@ -164,8 +185,7 @@ async def deliver(
         sender,
         recipients,
         signed.headers + message,
-        resolver,
-        tcpto,
+        resources or Resources(),
         origin,
         [signed.note],
     )
@@ -177,8 +197,7 @@ async def _send(
     sender: bytes,
     recipients: list[bytes],
     message: bytes,
-    resolver,
-    tcpto: Tcpto | None,
+    resources: Resources,
     origin: source.Source,
     notes: list[str],
 ) -> Outcome:
@@ -187,7 +206,7 @@ async def _send(
     ``notes`` (what was signed) go into every report that comes from a remote host.
     """
     try:
-        targets, port, routed = await _targets(settings, resolver, host)
+        targets, port, routed = await _targets(settings, resources.resolver, host)
     except routes.RouteError as e:
         return _final(report.control_error(str(e)))
     except DnsHard as e:
@@ -211,29 +230,39 @@ async def _send(
         eight_bit=is_eight_bit(message),
     )
     group = group_rules.group_for(host, [t.name for t in chosen], settings.groups)
-    shared = caps.shared_backend(settings.shared_state, settings.shared_lease)
+    job = _Job(settings, port, envelope, body, origin, notes, group.name, resources.pool)
+    kept = job.pool.checkout(_reuse_keys(job, chosen)) if job.pool is not None else None
+    shared = resources.shared
+    if shared is None:
+        shared = caps.shared_backend(settings.shared_state, settings.shared_lease)
     try:
-        taken = await caps.take(settings.home, shared, group, float(settings.group_wait))
-        notes = notes + taken.notes
-        if taken.full:
-            return _final(
-                _with_notes(report.group_full(group.name, group.limit, settings.group_wait), notes)
-            )
-        if tcpto is None:
-            # The fleet's tcpto only when Redis answered for the slot (no fallback note).
-            fleet = SharedTcpto(shared.client) if shared is not None and not taken.notes else None
-            tcpto = Tcpto(TcptoFiles(settings.home), fleet)
-        job = _Job(settings, port, envelope, body, tcpto, origin, notes)
+        if kept is not None:
+            job.kept, job.slot, fallback = kept, kept.slot, False
+        else:
+            if job.pool is not None:
+                job.pool.evict_one(group.name)
+            taken = await caps.take(settings.home, shared, group, float(settings.group_wait))
+            job.notes = notes + taken.notes
+            if taken.full:
+                return _final(
+                    _with_notes(
+                        report.group_full(group.name, group.limit, settings.group_wait), job.notes
+                    )
+                )
+            job.slot, fallback = taken.slot, bool(taken.notes)
+        # The fleet's tcpto only when Redis answered for the slot (no fallback note).
+        fleet = SharedTcpto(shared.client) if shared is not None and not fallback else None
+        job.tcpto = Tcpto(TcptoFiles(settings.home), fleet)
         try:
             outcome = await _each_host(job, host, chosen)
         finally:
-            if taken.slot is not None:
-                taken.slot.release()
-        if tcpto.notes:
-            outcome.message = _with_notes(outcome.message, tcpto.notes)
+            if job.slot is not None and not job.slot_kept:
+                job.slot.release()
+        if job.tcpto.notes:
+            outcome.message = _with_notes(outcome.message, job.tcpto.notes)
         return outcome
     finally:
-        if shared is not None:
+        if shared is not None and shared is not resources.shared:
             await shared.close()
 
 
@@ -245,17 +274,67 @@ class _Job:
     port: int
     envelope: Envelope
     body: bytes
-    tcpto: Tcpto
     origin: source.Source
     notes: list[str]
     """Lines for every report from a remote host (what was signed, cap fallbacks)."""
+    group: str
+    pool: ConnectionPool | None
+    tcpto: Tcpto | None = None
+    slot: object | None = None
+    """The MX-group slot this delivery holds."""
+    kept: Kept | None = None
+    """An idle connection taken from the pool for this delivery, not yet used."""
+    slot_kept: bool = False
+    """The slot went back to the pool with the connection: do not release it."""
+
+
+def _tls_setup(settings: Settings, target: Target) -> tuple[TlsSetup | None, list[str]]:
+    """How to run STARTTLS with ``target``, and notes; ControlError when it must not go on."""
+    policy = decide(settings.control.path, target.name)
+    if policy.mode is Mode.PLAIN:
+        return None, []
+    try:
+        ctx = contexts.context_for(settings.control.path, policy)
+    except ControlError as e:
+        if policy.mode is Mode.REQUIRED:
+            raise
+        return None, [f"TLS not tried: {e}"]
+    return TlsSetup(ctx, target.name, policy.mode is Mode.REQUIRED), []
+
+
+def _key(job: _Job, target: Target, tls: TlsSetup | None) -> Key:
+    wanted = (tls.server_name, tls.required, id(tls.context)) if tls is not None else None
+    return Key(target.ip, job.port, job.origin.ip, job.origin.helo, wanted)
+
+
+def _reuse_keys(job: _Job, chosen: list[Target]) -> list[Key]:
+    """Keys of idle connections this delivery may use: to the addresses qmail would
+    try first (the lowest preference), set up as a new connection would be."""
+    keys = []
+    for target in chosen:
+        if target.pref != chosen[0].pref or not job.origin.serves(target.ip):
+            continue
+        try:
+            tls, _ = _tls_setup(job.settings, target)
+        except ControlError:
+            continue
+        keys.append(_key(job, target, tls))
+    return keys
 
 
 async def _each_host(job: _Job, host: str, chosen: list[Target]) -> Outcome:
-    """Try the addresses in order, as qmail does, until one gives an answer."""
+    """Try the addresses in order, as qmail does, until one gives an answer.
+
+    A kept connection's address goes first: it is one of those qmail picks from at
+    random among the lowest preference anyway.
+    """
     origin = job.origin
+    order = chosen
+    if job.kept is not None:
+        first = [t for t in chosen if t.ip == job.kept.key.ip][:1]
+        order = first + [t for t in chosen if t not in first]
     refusals: list[NextHost] = []
-    for target in chosen:
+    for target in order:
         if not origin.serves(target.ip) or await job.tcpto.skip(target.ip):
             continue
         result = await _try_host(job, target)
@@ -274,59 +353,90 @@ async def _each_host(job: _Job, host: str, chosen: list[Target]) -> Outcome:
     return _final(b"Z" + last[1:])
 
 
+async def _open(job: _Job, target: Target, tls: TlsSetup | None) -> Session | None:
+    """A new connection and conversation to ``target``; None when it cannot be reached."""
+    settings = job.settings
+    try:
+        reader, writer = await connect(target.ip, job.port, settings.timeout_connect, job.origin.ip)
+    except ConnectFailed as e:
+        await job.tcpto.record(target.ip, e.timed_out)
+        return None
+    await job.tcpto.record(target.ip, False)
+    conv = Conversation(
+        partner=target.ip,
+        envelope=job.envelope,
+        want_tls=tls is not None,
+        require_tls=tls is not None and tls.required,
+        keep_open=job.pool is not None and job.pool.limits.idle > 0,
+    )
+    return Session(reader, writer, conv, job.body, settings.timeout_remote, tls)
+
+
 async def _try_host(job: _Job, target: Target) -> Outcome | NextHost | None:
     """One address: an Outcome ends the delivery; NextHost or None moves on."""
-    settings, tcpto = job.settings, job.tcpto
     try:
-        policy = decide(settings.control.path, target.name)
+        tls, notes = _tls_setup(job.settings, target)
     except ControlError as e:
         return _final(report.control_error(str(e)))
-    notes = list(job.notes)
-    tls: TlsSetup | None = None
-    if policy.mode is not Mode.PLAIN:
-        try:
-            ctx = contexts.context_for(settings.control.path, policy)
-        except ControlError as e:
-            if policy.mode is Mode.REQUIRED:
-                return _final(report.control_error(str(e)))
-            notes.append(f"TLS not tried: {e}")
-            policy = Policy(Mode.PLAIN)
-        else:
-            tls = TlsSetup(ctx, target.name, policy.mode is Mode.REQUIRED)
+    notes = job.notes + notes
+    key = _key(job, target, tls)
+    kept, job.kept = job.kept, None
+    if kept is not None and kept.key != key:
+        job.pool.hang_up(kept.session)  # the TLS files changed since it was opened
+        kept = None
     while True:
+        if kept is not None:
+            session = kept.session
+            start = session.next_message(job.envelope, job.body)
+            born, carried = kept.born, kept.messages
+        else:
+            session = await _open(job, target, tls)
+            if session is None:
+                return None
+            start, born, carried = None, time.monotonic(), 0
+        conv = session.conv
         try:
-            reader, writer = await connect(
-                target.ip, job.port, settings.timeout_connect, job.origin.ip
-            )
-        except ConnectFailed as e:
-            await tcpto.record(target.ip, e.timed_out)
-            return None
-        await tcpto.record(target.ip, False)
-        conv = Conversation(
-            partner=target.ip,
-            envelope=job.envelope,
-            want_tls=tls is not None,
-            require_tls=tls is not None and tls.required,
-        )
-        session = Session(reader, writer, conv, job.body, settings.timeout_remote, tls)
-        try:
-            result = await session.run()
+            result = await session.run(start)
         except Dropped:
+            await session.close()
+            if kept is not None and conv.state is State.RSET:
+                kept = None  # it died while idle: nothing of this message was sent
+                continue
             return Outcome(
                 [r.report for r in session.recipients],
                 _with_notes(dropped_report(conv), notes),
             )
         except TlsFailed as e:
+            await session.close()
             if tls is not None and not tls.required:
                 notes.append(f"TLS to {target.ip} failed ({e}); retried without TLS")
                 tls = None
                 continue
             return _final(f"ZConnected to {target.ip} but TLS failed: {e}. (#4.7.0)\n".encode())
-        finally:
+        final = result.final
+        if isinstance(final, Stale):
             await session.close()
+            kept = None
+            continue
         if result.tls_info:
             notes.append(result.tls_info)
-        final = result.final
+        if kept is not None:
+            notes.append(f"Reused the connection to {target.ip} (message {carried + 1} on it).")
         if isinstance(final, Finished):
+            if final.open:
+                await _keep_or_quit(job, key, session, born, carried + 1)
+            else:
+                await session.close()
             return Outcome([r.report for r in result.recipients], _with_notes(final.report, notes))
+        await session.close()
         return NextHost(_with_notes(final.report, notes), final.permanent)
+
+
+async def _keep_or_quit(job: _Job, key: Key, session: Session, born: float, carried: int) -> None:
+    """Hand the connection and its MX-group slot to the pool, or end it."""
+    if job.pool is not None and job.slot is not None:
+        kept = Kept(key, session, job.slot, job.group, born, carried)
+        if job.pool.checkin(kept):
+            job.slot_kept = True
+            return
+    await session.quit()

@@ -29,6 +29,7 @@ class State(Enum):
     DATA = auto()
     BODY = auto()
     DONE = auto()
+    RSET = auto()
 
 
 @dataclass(frozen=True)
@@ -54,9 +55,20 @@ class RecipientReport:
 
 @dataclass(frozen=True)
 class Finished:
-    """The message report for this connection; QUIT has already been queued if useful."""
+    """The message report for this connection; QUIT has already been queued if useful.
+
+    ``open`` is True when QUIT was held back because the connection may carry another
+    message (:attr:`Conversation.keep_open`); the driver then keeps it or says QUIT.
+    """
 
     report: bytes
+    open: bool = False
+
+
+@dataclass(frozen=True)
+class Stale:
+    """A kept connection did not take RSET: drop it and connect afresh; nothing of this
+    message has been sent."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +83,7 @@ class NextHost:
     permanent: bool
 
 
-Action = Send | SendBody | StartTLS | RecipientReport | Finished | NextHost
+Action = Send | SendBody | StartTLS | RecipientReport | Finished | NextHost | Stale
 
 
 @dataclass
@@ -131,6 +143,9 @@ class Conversation:
     critical: bool = False
     """True between the final dot and its reply: a lost connection may mean a duplicate."""
     accepted: int = 0
+    keep_open: bool = False
+    """Hold back QUIT after the server answers the final dot, so a long-lived process
+    can send the next message over this connection (see :meth:`reset`)."""
     _pending: list[State] = field(default_factory=list)
     _rcpt_index: int = 0
 
@@ -146,10 +161,26 @@ class Conversation:
             State.RCPT: self._on_rcpt,
             State.DATA: self._on_data,
             State.BODY: self._on_body,
+            State.RSET: self._on_rset,
         }.get(self.state)
         if handler is None:
             return []
         return handler(reply)
+
+    def reset(self, envelope: Envelope) -> list[Action]:
+        """Start the next message on a connection kept open after :class:`Finished`.
+
+        RSET first (RFC 5321 section 4.1.1.5), on its own: if the connection went stale
+        while idle we find out before anything of the new message is sent. What EHLO
+        advertised, and the TLS state, still hold.
+        """
+        self.envelope = envelope
+        self.state = State.RSET
+        self.accepted = 0
+        self.critical = False
+        self._pending = []
+        self._rcpt_index = 0
+        return [Send(b"RSET\r\n")]
 
     def tls_started(self) -> list[Action]:
         """The handshake succeeded: say EHLO again and forget what was advertised."""
@@ -294,10 +325,22 @@ class Conversation:
         may have delivered the message (qmail's flagcritical)."""
         self.critical = True
 
+    def _on_rset(self, reply: Reply) -> list[Action]:
+        if reply.code != 250:
+            self.state = State.DONE
+            return [Send(b"QUIT\r\n"), Stale()]
+        return self._envelope()
+
     def _on_body(self, reply: Reply) -> list[Action]:
         self.critical = False
         if reply.positive:
-            return self._quit("K", "", " accepted message", reply)
-        if reply.permanent:
-            return self._quit("D", "", " failed after I sent the message", reply)
-        return self._quit("Z", "", " failed after I sent the message", reply)
+            letter, verb = "K", " accepted message"
+        else:
+            letter = "D" if reply.permanent else "Z"
+            verb = " failed after I sent the message"
+        if self.keep_open and reply.code != 421 and (reply.positive or reply.code >= 400):
+            # Any proper answer but 421 (the server is closing) leaves a usable session.
+            self.state = State.DONE
+            text = report.quit_report(letter, "", self.partner, verb, reply.text)
+            return [Finished(text, open=True)]
+        return self._quit(letter, "", verb, reply)

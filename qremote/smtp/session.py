@@ -18,11 +18,13 @@ from qremote import report
 from qremote.smtp.conversation import (
     Action,
     Conversation,
+    Envelope,
     Finished,
     NextHost,
     RecipientReport,
     Send,
     SendBody,
+    Stale,
     StartTLS,
 )
 from qremote.smtp.replies import ReplyParser
@@ -56,7 +58,7 @@ class TlsSetup:
 @dataclass
 class SessionResult:
     recipients: list[RecipientReport]
-    final: Finished | NextHost
+    final: Finished | NextHost | Stale
     tls_info: str = ""
 
 
@@ -165,12 +167,14 @@ class Session:
         into our parser, so in practice this is only a second line of defence."""
         return bool(getattr(self.reader, "_buffer", b""))
 
-    async def run(self) -> SessionResult:
+    async def run(self, start: list[Action] | None = None) -> SessionResult:
+        """Hold the conversation to its end: from the greeting, or from ``start`` (the
+        RSET of a kept connection, see :meth:`next_message`)."""
         recipients = self.recipients
         pending: list = []
-        actions: list[Action] = []
+        actions: list[Action] = start or []
         while True:
-            final = next((a for a in actions if isinstance(a, (Finished, NextHost))), None)
+            final = next((a for a in actions if isinstance(a, (Finished, NextHost, Stale))), None)
             restart: list[Action] | None = None
             for action in actions:
                 if isinstance(action, Send):
@@ -195,6 +199,22 @@ class Session:
             if not pending:
                 pending = await self._read_replies()
             actions = self.conv.receive(pending.pop(0))
+
+    def next_message(self, envelope: Envelope, body: bytes) -> list[Action]:
+        """Prepare a kept connection for another message; pass the result to :meth:`run`."""
+        self.body = body
+        self.recipients = []
+        return self.conv.reset(envelope)
+
+    @property
+    def closed(self) -> bool:
+        """True when the server has closed its side (an idle connection it timed out)."""
+        return self.reader.at_eof() or self.writer.is_closing()
+
+    async def quit(self) -> None:
+        """End a kept connection politely."""
+        await self._write_quietly(b"QUIT\r\n")
+        await self.close()
 
     async def _write_quietly(self, data: bytes) -> None:
         """QUIT after the outcome is known: a failure here changes nothing."""

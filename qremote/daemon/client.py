@@ -1,0 +1,114 @@
+"""The thin ``qmail-remote``'s half of the conversation with qremoted.
+
+It runs once per delivery, so it imports nothing but the interpreter's built-ins:
+``_socket`` instead of ``socket`` (which pulls in enum and selectors), no dataclasses.
+:func:`deliver` returns the report bytes, or None when the daemon did not take the
+delivery, in which case the caller delivers in-process: nothing was sent yet.
+"""
+
+import _socket
+import os
+import sys
+
+from qremote.daemon import wire
+
+SOCKET_NAME = "qremoted.sock"
+
+LOST = (
+    b"Zqremoted stopped answering during the delivery; the message may or may not have "
+    b"been sent, qmail will try again. (#4.3.0)\n\0"
+)
+"""After the daemon said ``A`` the message may be on its way: only a retry is safe."""
+
+
+def socket_path(home: str) -> str:
+    return os.path.join(home, "qremote", SOCKET_NAME)
+
+
+def _connect(path: str):
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def _send_request(sock, request: bytes, fd: int | None) -> None:
+    """Send the request, with ``fd`` attached to its first byte when given."""
+    sent = 0
+    if fd is not None:
+        rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd.to_bytes(4, sys.byteorder))]
+        sent = sock.sendmsg([request], rights)
+    if sent < len(request):
+        sock.sendall(request[sent:])
+
+
+def _answer(sock) -> tuple:
+    """Read frames until a final one; returns (accepted, kind, payload).
+
+    kind is None when the socket broke or spoke nonsense before a final frame.
+    """
+    reader = wire.FrameReader()
+    accepted = False
+    while True:
+        try:
+            data = sock.recv(1 << 16)
+        except InterruptedError:
+            continue
+        except OSError:
+            data = b""
+        if not data:
+            return accepted, None, b""
+        try:
+            frames = reader.feed(data)
+        except wire.WireError:
+            return accepted, None, b""
+        for kind, payload in frames:
+            if kind == wire.ACCEPTED:
+                accepted = True
+            else:
+                return accepted, kind, payload
+
+
+def deliver(home: str, args: list[bytes], fd: int = 0) -> bytes | None:
+    """Hand ``qmail-remote host sender recip...`` (args without argv[0]) and the queue
+    file on ``fd`` to qremoted; the report to write, or None to deliver in-process."""
+    sock = _connect(socket_path(home))
+    if sock is None:
+        return None
+    try:
+        try:
+            _send_request(sock, wire.deliver_request(args), fd)
+        except OSError:
+            pass  # the daemon may still have said something: read it
+        accepted, kind, payload = _answer(sock)
+    finally:
+        sock.close()
+    if kind == wire.REPORT and payload[:1] in (b"K", b"Z", b"D", b"r", b"h", b"s"):
+        if payload.endswith(b"\0"):
+            return payload
+    if accepted:
+        return LOST
+    return None
+
+
+def status(home: str) -> str | None:
+    """qremoted's own account of itself, or None when it is not running."""
+    sock = _connect(socket_path(home))
+    if sock is None:
+        return None
+    try:
+        try:
+            _send_request(sock, wire.frame(wire.STATUS), None)
+        except OSError:
+            return None
+        _, kind, payload = _answer(sock)
+    finally:
+        sock.close()
+    if kind == wire.TEXT:
+        return payload.decode("utf-8", "replace")
+    if kind == wire.REFUSED:
+        return "refused: " + payload.decode("utf-8", "replace")
+    return None

@@ -1,0 +1,70 @@
+"""The bytes between the thin ``qmail-remote`` and qremoted, without any I/O.
+
+Every message is a frame: one kind byte, a 4-byte big-endian length, the payload. The
+client sends one request frame; for a delivery its stdin descriptor rides along as
+SCM_RIGHTS on the first byte, so the queue file is never copied. The daemon answers:
+
+- ``N`` + reason: not taken (busy, shutting down, not allowed); the client delivers itself;
+- ``A``: accepted; from here on the message may be sent, so a broken socket means ``Z``;
+- ``R`` + report bytes, exactly what qmail-remote writes to qmail-rspawn;
+- ``T`` + text, the answer to a status request.
+
+Standard library only and no imports at all: the thin client loads this on every delivery.
+"""
+
+DELIVER = b"D"
+"""Request: argv[1:] (host, sender, recipients) joined by NUL; stdin passed alongside."""
+STATUS = b"S"
+"""Request: in-flight deliveries and cached connections, as text."""
+REFUSED = b"N"
+ACCEPTED = b"A"
+REPORT = b"R"
+TEXT = b"T"
+
+KINDS = frozenset([DELIVER, STATUS, REFUSED, ACCEPTED, REPORT, TEXT])
+HEADER = 5
+MAX_PAYLOAD = 1 << 24
+"""No report or argv comes near 16 MiB; anything larger is a broken peer."""
+
+
+class WireError(Exception):
+    """The peer sent something that is not a frame of this protocol."""
+
+
+def frame(kind: bytes, payload: bytes = b"") -> bytes:
+    return kind + len(payload).to_bytes(4, "big") + payload
+
+
+def deliver_request(args: list[bytes]) -> bytes:
+    """The request for ``qmail-remote host sender recip...`` (args without argv[0])."""
+    return frame(DELIVER, b"\0".join(args))
+
+
+def split_args(payload: bytes) -> list[bytes]:
+    return payload.split(b"\0")
+
+
+class FrameReader:
+    """Feed it bytes as they arrive; it returns the frames completed so far."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, data: bytes) -> list:
+        self._buf += data
+        frames = []
+        while len(self._buf) >= HEADER:
+            kind = self._buf[:1]
+            size = int.from_bytes(self._buf[1:HEADER], "big")
+            if kind not in KINDS or size > MAX_PAYLOAD:
+                raise WireError(f"not a qremote frame (kind {kind!r}, length {size})")
+            if len(self._buf) < HEADER + size:
+                break
+            frames.append((kind, self._buf[HEADER : HEADER + size]))
+            self._buf = self._buf[HEADER + size :]
+        return frames
+
+    @property
+    def pending(self) -> bool:
+        """True when a frame has started but is not complete."""
+        return bool(self._buf)

@@ -1,0 +1,136 @@
+"""Idle SMTP connections kept between deliveries by a long-lived process (qremoted).
+
+A connection is kept only after the server answered a message's final dot with anything
+but 421, and only while it stays within the limits below. It keeps the MX-group slot its
+delivery took, so idle connections count against the group's cap exactly like busy ones;
+a delivery that cannot use them may evict one to get a slot. Each connection is keyed by
+everything that made it what it is: address, port, source address, HELO name and the
+TLS setup that was asked for, so a message never rides a connection it would not have
+opened itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from qremote.smtp.session import Session
+
+
+@dataclass(frozen=True)
+class Limits:
+    """From ``control/reuseidle``, ``control/reusemessages``, ``control/reuseage``."""
+
+    idle: float = 5.0
+    """Seconds an unused connection stays open; 0 turns reuse off."""
+    messages: int = 100
+    """Messages one connection may carry, as Postfix's smtp_connection_reuse_count_limit."""
+    age: float = 300.0
+    """Seconds after which a connection is not used again, as Postfix's
+    smtp_connection_reuse_time_limit."""
+
+
+def keepable(limits: Limits, messages: int, age: float) -> bool:
+    """May a connection that has carried ``messages`` and is ``age`` seconds old be kept?"""
+    return limits.idle > 0 and messages < limits.messages and age < limits.age
+
+
+@dataclass(frozen=True)
+class Key:
+    ip: str
+    port: int
+    source: str | None
+    helo: str
+    tls: tuple | None
+    """What TLS was asked for (mode, server name, context), None for plain SMTP."""
+
+
+@dataclass(eq=False)
+class Kept:
+    key: Key
+    session: Session
+    slot: object
+    group: str
+    born: float
+    messages: int
+    idle_since: float = field(default_factory=time.monotonic)
+    timer: asyncio.TimerHandle | None = None
+
+
+class ConnectionPool:
+    """Idle connections by key; every method is called from the event loop's thread."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._idle: list[Kept] = []
+        self._closing: set[asyncio.Task] = set()
+
+    def checkout(self, keys: list[Key]) -> Kept | None:
+        """The idle connection for the first of ``keys`` that has one, taken out of the pool."""
+        for key in keys:
+            for kept in self._idle:
+                if kept.key == key and not kept.session.closed:
+                    self._remove(kept)
+                    return kept
+        return None
+
+    def checkin(self, kept: Kept) -> bool:
+        """Keep ``kept`` for the next message if the limits allow; False means the caller
+        still owns the connection and its slot."""
+        if not keepable(self.limits, kept.messages, time.monotonic() - kept.born):
+            return False
+        kept.idle_since = time.monotonic()
+        kept.timer = asyncio.get_running_loop().call_later(self.limits.idle, self._expire, kept)
+        self._idle.append(kept)
+        return True
+
+    def evict_one(self, group: str) -> bool:
+        """Close the longest-idle connection of ``group``, freeing its slot for a delivery
+        that cannot use it."""
+        for kept in self._idle:
+            if kept.group == group:
+                self._expire(kept)
+                return True
+        return False
+
+    def describe(self) -> list[str]:
+        now = time.monotonic()
+        return [
+            f"{k.key.ip}:{k.key.port} from {k.key.source or 'any'} group {k.group}: "
+            f"{k.messages} messages, open {now - k.born:.0f}s, idle {now - k.idle_since:.1f}s"
+            f"{', TLS' if k.session.tls_info else ''}"
+            for k in self._idle
+        ]
+
+    def __len__(self) -> int:
+        return len(self._idle)
+
+    def _remove(self, kept: Kept) -> None:
+        self._idle.remove(kept)
+        if kept.timer is not None:
+            kept.timer.cancel()
+            kept.timer = None
+
+    def _expire(self, kept: Kept) -> None:
+        if kept in self._idle:
+            self._remove(kept)
+        self.discard(kept)
+
+    def discard(self, kept: Kept) -> None:
+        """Free the slot at once; say QUIT and close in the background."""
+        kept.slot.release()
+        self.hang_up(kept.session)
+
+    def hang_up(self, session: Session) -> None:
+        """Say QUIT and close in the background (the caller keeps the slot)."""
+        task = asyncio.get_running_loop().create_task(session.quit())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        """Close every idle connection (shutdown or a control-file reload)."""
+        for kept in list(self._idle):
+            self._expire(kept)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
