@@ -1,5 +1,5 @@
-"""``qremote status``: MX-group slots and waiters (local and shared), and tcpto entries
-in qmail-tcpto's own words."""
+"""``qremote status``: MX-group slots and waiters (local and shared), tcpto entries in
+qmail-tcpto's own words, and qremoted's in-flight deliveries and cached connections."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import time
 
 from qremote.control import ControlDir
+from qremote.daemon import client
 from qremote.groups.filelocks import FileBackend
 from qremote.tcpto import table
 
@@ -74,4 +75,10 @@ def report(home: str) -> str:
     entries = tcpto_lines(home)
     lines.append("tcpto (queue/lock/tcpto, queue/lock/tcpto6):")
     lines.extend(f"  {e}" for e in entries or ["(no address is being avoided)"])
+    lines.append("qremoted (qremote/qremoted.sock):")
+    said = client.status(home)
+    if said is None:
+        lines.append("  not running: qmail-remote delivers in-process")
+    else:
+        lines.extend(f"  {line}" for line in said.splitlines())
     return "\n".join(lines)

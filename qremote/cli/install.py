@@ -121,7 +121,9 @@ def check_as_user(program: str, home: str, user: str) -> str | None:
     return None
 
 
-def install(home: str, user: str = "qmailr", python: str | None = None) -> str:
+def install(
+    home: str, user: str = "qmailr", python: str | None = None, service: str | None = None
+) -> str:
     bindir = os.path.join(home, "bin")
     current = os.path.join(bindir, "qmail-remote")
     orig = os.path.join(bindir, "qmail-remote.orig")
@@ -148,7 +150,30 @@ def install(home: str, user: str = "qmailr", python: str | None = None) -> str:
             os.unlink(orig)
         raise InstallError(f"not installed, original qmail-remote restored: {problem}")
     _state_dirs(home, user)
-    return f"installed: {current} is qremote, the original is {orig}"
+    said = f"installed: {current} is qremote, the original is {orig}"
+    if service:
+        _service_dir(home, service, user, python or sys.executable)
+        said += (
+            f"\nqremoted: {service} runs it; `ln -s {service} /service/` starts it "
+            "(qmail-remote delivers in-process until it runs)"
+        )
+    return said
+
+
+def _service_dir(home: str, service: str, user: str, python: str) -> None:
+    """A daemontools/runit directory: run (qremoted as ``user``) and log/run (multilog)."""
+    from qremote.daemon.service import log_script, run_script
+
+    command = f"{python} -m qremote.cli.qremote"
+    os.makedirs(os.path.join(service, "log", "main"), mode=0o755, exist_ok=True)
+    write_file(os.path.join(service, "run"), run_script(home, command, user).encode(), 0o755)
+    write_file(os.path.join(service, "log", "run"), log_script().encode(), 0o755)
+    try:
+        pw = pwd.getpwnam("qmaill")
+    except KeyError:
+        return
+    if os.geteuid() == 0:
+        os.chown(os.path.join(service, "log", "main"), pw.pw_uid, pw.pw_gid)
 
 
 def _state_dirs(home: str, user: str) -> None:

@@ -3,7 +3,8 @@
 qmail-rspawn turns a non-zero exit into a permanent bounce and reads stderr as part of
 the report, so this entry point writes only reports, to fd 1, and always exits 0. Any
 failure inside becomes a ``Z`` report: qmail-send retries, nothing is lost.
-Heavy modules are imported only after the arguments are known to be usable.
+When qremoted runs, this process only passes the delivery on (``qremote.daemon.client``
+imports nothing but built-ins); heavy modules are imported only for an in-process delivery.
 """
 
 from __future__ import annotations
@@ -85,12 +86,23 @@ def run(argv: list[bytes], home: str, stderr: int | None = None) -> bytes:
     return outcome.wire()
 
 
-def main(home: str | None = None) -> None:
+def main(home: str | None = None, daemon: bool = True) -> None:
+    """Hand the delivery to qremoted when it runs; otherwise, or when it does not take
+    the delivery, run it here. Either way exactly one report, and exit 0.
+
+    ``daemon=False`` always delivers in-process (the tests' standalone program).
+    """
     saved_stderr = _silence_stderr()
     try:
         argv = [os.fsencode(a) for a in sys.argv]
         qmail_home = os.environ.get("QMAILHOME") or home or "/var/qmail"
-        out = run(argv, qmail_home, saved_stderr)
+        out = None
+        if daemon and len(argv) >= 4:
+            from qremote.daemon import client
+
+            out = client.deliver(qmail_home, argv[1:])
+        if out is None:
+            out = run(argv, qmail_home, saved_stderr)
     except BaseException as e:  # noqa: BLE001 - every failure must become a Z report
         try:
             from qremote.report import internal_error

@@ -11,7 +11,7 @@ from qremote.control import qmail_home
 def _install(args: argparse.Namespace) -> str:
     from qremote.cli.install import install
 
-    return install(qmail_home(), user=args.user, python=args.python)
+    return install(qmail_home(), user=args.user, python=args.python, service=args.service)
 
 
 def _uninstall(args: argparse.Namespace) -> str:
@@ -88,6 +88,19 @@ def _keys(args: argparse.Namespace) -> str:
         raise CommandFailed(str(e)) from None
 
 
+def _daemon(args: argparse.Namespace) -> str:
+    """qremoted in the foreground, until SIGTERM."""
+    import asyncio
+
+    from qremote.daemon.server import Daemon, StartError
+
+    try:
+        asyncio.run(Daemon(qmail_home(), grace=args.grace).run())
+    except StartError as e:
+        raise CommandFailed(str(e)) from None
+    return ""
+
+
 def _status(args: argparse.Namespace) -> str:
     from qremote.status import report
 
@@ -108,6 +121,12 @@ def parser() -> argparse.ArgumentParser:
     inst = sub.add_parser("install", help="put qremote in place of bin/qmail-remote")
     inst.add_argument("--user", default="qmailr", help="user qmail runs qmail-remote as")
     inst.add_argument("--python", help="interpreter for the wrapper (default: this one)")
+    inst.add_argument(
+        "--service",
+        metavar="DIR",
+        help="also write a daemontools/runit directory that runs qremoted (e.g. "
+        "/var/qmail/supervise/qremoted); link it into /service to start it",
+    )
     inst.set_defaults(func=_install)
     uninst = sub.add_parser("uninstall", help="put the original qmail-remote back")
     uninst.set_defaults(func=_uninstall)
@@ -118,7 +137,17 @@ def parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="say what is wrong with this installation")
     check.add_argument("--user", default="qmailr", help="user qmail runs qmail-remote as")
     check.set_defaults(func=_check)
-    status = sub.add_parser("status", help="MX-group slots, waiters and tcpto entries")
+    daemon = sub.add_parser("daemon", help="run qremoted in the foreground (as qmailr)")
+    daemon.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        help="seconds in-flight deliveries get after SIGTERM before they are deferred",
+    )
+    daemon.set_defaults(func=_daemon)
+    status = sub.add_parser(
+        "status", help="MX-group slots, tcpto, and qremoted's deliveries and connections"
+    )
     status.set_defaults(func=_status)
     keys = sub.add_parser("keys", help="signing keys: new, activate, dns, list, rotate")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)

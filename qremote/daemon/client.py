@@ -21,18 +21,34 @@ LOST = (
 """After the daemon said ``A`` the message may be on its way: only a retry is safe."""
 
 
-def socket_path(home: str) -> str:
-    return os.path.join(home, "qremote", SOCKET_NAME)
+RELATIVE_PATH = "qremote/" + SOCKET_NAME
+"""Relative to the qmail home (qmail-remote's working directory): a Unix socket path
+may not exceed 107 bytes, a qmail home may be long."""
 
 
-def _connect(path: str):
+def _connect(home: str):
+    """A connection to qremoted, or None. Changes into ``home``, as qmail-remote does."""
+    try:
+        os.chdir(home)
+    except OSError:
+        return None
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
-        sock.connect(path)
+        sock.connect(RELATIVE_PATH)
     except OSError:
         sock.close()
         return None
     return sock
+
+
+def _connect_elsewhere(home: str):
+    """:func:`_connect` for a process that must keep its working directory."""
+    here = os.open(".", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return _connect(home)
+    finally:
+        os.fchdir(here)
+        os.close(here)
 
 
 def _send_request(sock, request: bytes, fd: int | None) -> None:
@@ -75,7 +91,7 @@ def _answer(sock) -> tuple:
 def deliver(home: str, args: list[bytes], fd: int = 0) -> bytes | None:
     """Hand ``qmail-remote host sender recip...`` (args without argv[0]) and the queue
     file on ``fd`` to qremoted; the report to write, or None to deliver in-process."""
-    sock = _connect(socket_path(home))
+    sock = _connect(home)
     if sock is None:
         return None
     try:
@@ -96,7 +112,7 @@ def deliver(home: str, args: list[bytes], fd: int = 0) -> bytes | None:
 
 def status(home: str) -> str | None:
     """qremoted's own account of itself, or None when it is not running."""
-    sock = _connect(socket_path(home))
+    sock = _connect_elsewhere(home)
     if sock is None:
         return None
     try:

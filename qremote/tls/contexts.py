@@ -11,7 +11,8 @@ from qremote.tls.policy import Mode, Policy, exists
 
 
 @lru_cache(maxsize=256)
-def _context(control_path: str, mode: Mode, ca_file: str | None, mtime: float) -> ssl.SSLContext:
+def _context(control_path: str, mode: Mode, ca_file: str | None, files: tuple) -> ssl.SSLContext:
+    """``files`` only keys the cache: the state of every file the context is built from."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if mode is Mode.REQUIRED:
@@ -49,11 +50,27 @@ def _rel(path: str | None) -> str:
     return os.sep.join(parts[-3:])
 
 
+def _state(path: str | None) -> tuple:
+    if not path:
+        return ()
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return (e.errno,)
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 def context_for(control_path: str, policy: Policy) -> ssl.SSLContext:
-    mtime = 0.0
-    if policy.ca_file:
-        try:
-            mtime = os.stat(policy.ca_file).st_mtime
-        except OSError:
-            mtime = -1.0
-    return _context(control_path, policy.mode, policy.ca_file, mtime)
+    """The context for ``policy``, built again when the CA file, ``clientcert.pem`` or
+    ``tlsclientciphers`` changed: qremoted lives long enough to see them change."""
+    files = (
+        _state(policy.ca_file),
+        _state(os.path.join(control_path, "clientcert.pem")),
+        _state(os.path.join(control_path, "tlsclientciphers")),
+    )
+    return _context(control_path, policy.mode, policy.ca_file, files)
+
+
+def forget() -> None:
+    """Build every context afresh (qremoted's SIGHUP)."""
+    _context.cache_clear()

@@ -41,6 +41,15 @@ class QmailHome:
     def deliver(self, host: str, sender: str, recipients: list[str], message: bytes, **kw):
         return rspawn.run(self.program, self.path, host, sender, recipients, message, **kw)
 
+    def deliver_standalone(self, host: str, sender: str, recipients: list[str], message: bytes):
+        """The same delivery, never through qremoted (its in-process path)."""
+        program = self.program + "-standalone"
+        if not os.path.exists(program):
+            with open(program, "w") as f:
+                f.write(wrapper_text(self.path).replace("main(home=", "main(daemon=False, home="))
+            os.chmod(program, 0o755)
+        return rspawn.run(program, self.path, host, sender, recipients, message)
+
     def qremote(self, *args: str, input=None, text: bool = True) -> subprocess.CompletedProcess:
         """Run the ``qremote`` admin command on this qmail home."""
         return subprocess.run(

@@ -53,6 +53,7 @@ class Script:
     data: Reply | None = None
     dot: Reply | None = None
     starttls: Reply | None = None
+    rset: Reply | None = None
 
 
 @dataclass
@@ -69,6 +70,8 @@ class Connection:
     commands: list[str] = field(default_factory=list)
     tls: bool = False
     client_cert: dict | None = None
+    quit: bool = False
+    """The client said QUIT (kept out of ``commands``, which ends with the envelope)."""
 
 
 class _Handler:
@@ -212,6 +215,17 @@ class _ScriptedSMTP(SMTP):
             await self.push(_sentinel(self.owner, self.owner.script.starttls))
             return
         await super().smtp_STARTTLS(arg)
+
+    async def smtp_RSET(self, arg: str) -> None:
+        self.owner._connection(self.session).commands.append("RSET")
+        if self.owner.script.rset is not None:
+            await self.push(_sentinel(self.owner, self.owner.script.rset))
+            return
+        await super().smtp_RSET(arg)
+
+    async def smtp_QUIT(self, arg: str) -> None:
+        self.owner._connection(self.session).quit = True
+        await super().smtp_QUIT(arg)
 
     async def smtp_DATA(self, arg: str) -> None:
         script = self.owner.script.data

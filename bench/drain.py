@@ -1,0 +1,125 @@
+"""bench/drain: draining a queue through the thin qmail-remote with qremoted, against the
+standalone (in-process) path, in the same run.
+
+N deliveries at concurrency C (as qmail-send with concurrencyremote C would start them:
+stdin a file, empty environment, cwd the qmail home) of a small signed message to an
+aiosmtpd server on loopback, found through MX lookup on a loopback DNS server. For each
+path it prints messages/s and the median CPU (user+sys) of one qmail-remote process, and
+for the daemon path also the daemon's CPU per delivery; then the bare interpreter's start
+(``python -c pass`` and ``python -IS -c pass``) for scale, and the ratios the issue asks for:
+
+    python bench/drain.py [-n 200] [-c 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tests.support import qmailhome  # noqa: E402
+from tests.support.daemon import Qremoted  # noqa: E402
+from tests.support.dnsserver import DnsServer  # noqa: E402
+from tests.support.keys import publish, write_key  # noqa: E402
+from tests.support.smtpserver import ScriptedServer  # noqa: E402
+
+MESSAGE = b"From: a@example.org\nTo: b@mx.test\nSubject: bench\n\n" + b"hello\n" * 50
+
+
+def one(argv: list[str], stdin_data: bytes, cwd: str) -> tuple[float, bytes]:
+    """Run one process as qmail-rspawn does; its own CPU seconds (wait4) and output."""
+    with tempfile.TemporaryFile() as stdin:
+        stdin.write(stdin_data)
+        stdin.seek(0)
+        proc = subprocess.Popen(
+            argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd, env={}
+        )
+        out = proc.stdout.read()
+        proc.stdout.close()
+        _, _, usage = os.wait4(proc.pid, 0)
+        proc.returncode = 0
+    return usage.ru_utime + usage.ru_stime, out
+
+
+def drain(argv: list[str], home: str, n: int, concurrency: int) -> tuple[float, list[float]]:
+    """n deliveries, ``concurrency`` at a time: (messages per second, CPU per process)."""
+    cpus: list[float] = []
+    failures: list[bytes] = []
+    left = iter(range(n))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if next(left, None) is None:
+                    return
+            cpu, out = one(argv, MESSAGE, home)
+            with lock:
+                cpus.append(cpu)
+                if not out.startswith(b"r\0K"):
+                    failures.append(out)
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    if failures:
+        raise SystemExit(f"{len(failures)} deliveries failed, e.g. {failures[0][:300]!r}")
+    return n / elapsed, cpus
+
+
+def proc_cpu(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-n", type=int, default=200)
+    ap.add_argument("-c", type=int, default=8, help="concurrent deliveries")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as top, ScriptedServer() as mx, DnsServer() as dns:
+        dns.zone.mx("mx.test", (10, "mx1.mx.test"))
+        dns.zone.a("mx1.mx.test", mx.ip)
+        home = qmailhome.make(os.path.join(top, "qmail"), dns.address)
+        publish(dns.zone, "example.org", "bench", write_key(home.control, "example.org", "bench"))
+        argv = [home.program, "mx.test", "a@example.org", "b@mx.test"]
+        standalone = [home.program + "-standalone", *argv[1:]]
+        home.deliver_standalone("mx.test", "a@example.org", ["b@mx.test"], MESSAGE)
+        bare = [one([sys.executable, "-c", "pass"], b"", top)[0] for _ in range(30)]
+        bare_is = [one([sys.executable, "-IS", "-c", "pass"], b"", top)[0] for _ in range(30)]
+        s_rate, s_cpu = drain(standalone, home.path, args.n, args.c)
+        with Qremoted(home) as daemon:
+            drain(argv, home.path, min(args.n, 20), args.c)  # warm: keys, DNS, connections
+            before = proc_cpu(daemon.proc.pid)
+            d_rate, d_cpu = drain(argv, home.path, args.n, args.c)
+            daemon_cpu = (proc_cpu(daemon.proc.pid) - before) / args.n
+            reused = daemon.log().count("Reused the connection")
+    ms = 1000
+    b, bi = statistics.median(bare), statistics.median(bare_is)
+    print(f"{args.n} deliveries at concurrency {args.c}, {len(mx.received)} received")
+    s_med, d_med = statistics.median(s_cpu) * ms, statistics.median(d_cpu) * ms
+    print(f"standalone:        {s_rate:7.1f} msg/s, CPU per qmail-remote {s_med:6.1f} ms")
+    print(
+        f"thin + qremoted:   {d_rate:7.1f} msg/s, CPU per qmail-remote {d_med:6.1f} ms"
+        f", qremoted {daemon_cpu * ms:.1f} ms per delivery, {reused} reused connections"
+    )
+    print(f"bare interpreter:  python -c pass {b * ms:.1f} ms, python -IS -c pass {bi * ms:.1f} ms")
+    print(f"throughput ratio (daemon / standalone): {d_rate / s_rate:.1f}x  (target 10x)")
+    print(f"client CPU ratio (thin client / python -c pass): {statistics.median(d_cpu) / b:.2f}x"
+          f"  (/ python -IS: {statistics.median(d_cpu) / bi:.2f}x; target within 2x)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,352 @@
+"""qremoted and the thin qmail-remote: the same reports as the standalone path, whatever
+state the daemon is in; connections reused; nothing lost when it dies."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+from qremote.daemon import client, wire
+from tests.support import qmailhome
+from tests.support.daemon import Qremoted
+from tests.support.expect import UNSIGNED
+from tests.support.smtpserver import Script, ScriptedServer, Slow
+
+MESSAGE = b"From: a@example.org\nTo: b@example.net\nSubject: hi\n\nbody\n"
+
+
+def accepted(ip: str, reused: int | None = None) -> bytes:
+    text = b"r\0K" + ip.encode() + b" accepted message.\n"
+    text += b"Remote host said: 250 2.0.0 Ok: queued as 1234\n" + UNSIGNED
+    if reused is not None:
+        text += f"Reused the connection to {ip} (message {reused} on it).\n".encode()
+    return text + b"\0"
+
+
+@pytest.fixture
+def mx(zone):
+    with ScriptedServer() as server:
+        zone.mx("example.net", (10, "mx1.example.net"))
+        zone.a("mx1.example.net", server.ip)
+        yield server
+
+
+@pytest.fixture
+def qremoted(home):
+    with Qremoted(home) as daemon:
+        yield daemon
+
+
+def send(home):
+    return home.deliver("example.net", "a@example.org", ["b@example.net"], MESSAGE)
+
+
+def in_background(fn, *args):
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.setdefault("run", fn(*args)))
+    thread.start()
+    return thread, result
+
+
+def wait_until(predicate, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+# -- the same reports ----------------------------------------------------------------------
+
+
+def test_daemon_delivery_reports_exactly_what_the_standalone_path_reports(home, mx, qremoted):
+    run = send(home)
+    assert run.status == 0
+    assert run.output == accepted(mx.ip)
+    [got] = mx.received
+    assert got.content == MESSAGE.replace(b"\n", b"\r\n")
+    log = qremoted.log()
+    assert re.search(r"delivery pid \d+ to example.net from <a@example.org> rcpt r: K", log)
+
+
+def test_without_a_daemon_the_thin_client_delivers_in_process(home, mx):
+    assert client.status(home.path) is None
+    run = send(home)
+    assert run.output == accepted(mx.ip)
+
+
+def test_a_stale_socket_left_by_a_dead_daemon_does_not_stop_mail(home, mx):
+    daemon = Qremoted(home).start()
+    daemon.kill()
+    assert os.path.exists(os.path.join(home.path, "qremote", "qremoted.sock"))
+    run = send(home)
+    assert run.output == accepted(mx.ip)
+
+
+# -- connection reuse ----------------------------------------------------------------------
+
+
+def test_messages_to_the_same_mx_share_one_connection_with_rset_between(home, mx, qremoted):
+    first, second, third = send(home), send(home), send(home)
+    assert first.output == accepted(mx.ip)
+    assert second.output == accepted(mx.ip, reused=2)
+    assert third.output == accepted(mx.ip, reused=3)
+    [conn] = mx.connections
+    assert [c.split()[0] for c in conn.commands] == [
+        "EHLO", "MAIL", "RCPT", "RSET", "MAIL", "RCPT", "RSET", "MAIL", "RCPT"
+    ]  # fmt: skip
+    assert len(mx.received) == 3
+    assert "cached connections: 1" in qremoted.status()
+
+
+def test_an_idle_connection_is_closed_after_reuseidle_seconds(home, mx):
+    home.write("reuseidle", "1\n")
+    with Qremoted(home) as daemon:
+        send(home)
+        assert "cached connections: 1" in daemon.status()
+        wait_until(lambda: mx.connections[0].quit)
+        assert "cached connections: 0" in daemon.status()
+        assert send(home).output == accepted(mx.ip)
+    assert len(mx.connections) == 2
+
+
+def test_reuseidle_0_turns_reuse_off(home, mx):
+    home.write("reuseidle", "0\n")
+    with Qremoted(home):
+        send(home)
+        send(home)
+    assert len(mx.connections) == 2
+    assert all(c.quit for c in mx.connections)
+
+
+def test_reusemessages_caps_what_one_connection_carries(home, mx):
+    home.write("reusemessages", "2\n")
+    with Qremoted(home):
+        runs = [send(home) for _ in range(3)]
+    assert runs[1].output == accepted(mx.ip, reused=2)
+    assert runs[2].output == accepted(mx.ip)
+    assert len(mx.connections) == 2
+    assert mx.connections[0].quit
+
+
+def test_a_kept_connection_refusing_rset_is_replaced_by_a_new_one(home, zone, qremoted):
+    with ScriptedServer(Script(rset="421 4.3.2 going away")) as server:
+        zone.mx("example.net", (10, "mx1.example.net"))
+        zone.a("mx1.example.net", server.ip)
+        send(home)
+        run = send(home)
+    assert run.output == accepted(server.ip)
+    assert len(server.connections) == 2
+    assert len(server.received) == 2
+
+
+def test_a_kept_connection_the_server_closed_is_replaced_by_a_new_one(home, zone, qremoted):
+    with ScriptedServer() as server:
+        zone.mx("example.net", (10, "mx1.example.net"))
+        zone.a("mx1.example.net", server.ip)
+        send(home)
+    with ScriptedServer(ip=server.ip) as again:
+        run = send(home)
+    assert run.output == accepted(server.ip)
+    assert len(again.received) == 1
+
+
+def test_a_server_that_answers_the_dot_with_421_is_not_reused(home, zone, qremoted):
+    with ScriptedServer(Script(dot="421 4.3.0 closing")) as server:
+        zone.mx("example.net", (10, "mx1.example.net"))
+        zone.a("mx1.example.net", server.ip)
+        first = send(home)
+        send(home)
+    assert first.qmail.startswith(b"Z")
+    assert len(server.connections) == 2
+    assert server.connections[0].quit
+
+
+def test_control_file_changes_are_seen_without_a_restart(home, mx, qremoted):
+    send(home)
+    home.write("helohost", "other.example.org\n")
+    send(home)
+    assert [c.commands[0] for c in mx.connections] == [
+        "EHLO me.example.org",
+        "EHLO other.example.org",
+    ]
+
+
+def test_mx_group_caps_hold_across_daemon_and_standalone_deliveries(home, zone, qremoted):
+    home.write("mxgroups", "*:3\n")
+    home.write("reuseidle", "1\n")
+    domains = [f"d{i}.example" for i in range(16)]
+    with ScriptedServer(Script(dot=Slow(0.3, "250 ok"))) as server:
+        for d in domains:
+            zone.mx(d, (10, "mx.shared.example"))
+        zone.a("mx.shared.example", server.ip)
+        threads = [
+            in_background(
+                home.deliver if i % 2 else home.deliver_standalone,
+                d,
+                "a@example.org",
+                [f"rcpt@{d}"],
+                MESSAGE,
+            )
+            for i, d in enumerate(domains)
+        ]
+        for thread, _ in threads:
+            thread.join()
+    assert all(r["run"].output.startswith(b"r\0K") for _, r in threads)
+    assert len(server.received) == 16
+    assert server.max_active <= 3
+    assert qremoted.log().count("delivery pid") == 8
+
+
+# -- the daemon's life -----------------------------------------------------------------------
+
+
+def test_killed_mid_delivery_the_client_reports_a_deferral_and_a_restart_delivers(home, zone):
+    with ScriptedServer(Script(dot=Slow(3, "250 ok"))) as server:
+        zone.mx("example.net", (10, "mx1.example.net"))
+        zone.a("mx1.example.net", server.ip)
+        daemon = Qremoted(home).start()
+        thread, result = in_background(send, home)
+        wait_until(lambda: len(server.received) == 1)
+        daemon.kill()
+        thread.join()
+    run = result["run"]
+    assert run.status == 0
+    assert run.output == client.LOST
+    assert run.qmail.startswith(b"Z")
+    with Qremoted(home), ScriptedServer(ip=server.ip) as again:
+        assert send(home).output == accepted(again.ip)
+
+
+def test_sigterm_lets_in_flight_deliveries_finish_within_the_grace(home, zone):
+    with ScriptedServer(Script(dot=Slow(1, "250 2.0.0 Ok: queued as 1234"))) as server:
+        zone.mx("example.net", (10, "mx1.example.net"))
+        zone.a("mx1.example.net", server.ip)
+        daemon = Qremoted(home, "--grace", "20").start()
+        thread, result = in_background(send, home)
+        wait_until(lambda: "1 in flight" in (daemon.status() or ""))
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait() == 0
+        thread.join()
+    assert result["run"].output == accepted(server.ip)
+    assert not os.path.exists(os.path.join(home.path, "qremote", "qremoted.sock"))
+    assert "stopped after 1 deliveries" in daemon.log()
+
+
+def test_sigterm_hands_back_what_outlasts_the_grace_as_a_deferral(home, zone):
+    with ScriptedServer(Script(dot=Slow(8, "250 ok"))) as server:
+        zone.mx("example.net", (10, "mx1.example.net"))
+        zone.a("mx1.example.net", server.ip)
+        daemon = Qremoted(home, "--grace", "0.5").start()
+        thread, result = in_background(send, home)
+        wait_until(lambda: len(server.received) == 1)
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait() == 0
+        thread.join()
+    run = result["run"]
+    assert run.status == 0
+    assert run.output.startswith(b"Zqremoted was stopped during the delivery")
+    assert run.qmail.startswith(b"Z")
+
+
+def test_a_second_daemon_for_the_same_home_refuses_to_start(home, qremoted):
+    second = home.qremote("daemon")
+    assert second.returncode == 1
+    assert second.stderr == f"qremote daemon: another qremoted is running for {home.path}\n"
+    assert qremoted.status() is not None
+
+
+def test_status_shows_in_flight_deliveries_and_cached_connections(home, zone, qremoted):
+    with ScriptedServer(Script(dot=Slow(1.5, "250 ok"))) as server:
+        zone.mx("example.net", (10, "mx1.example.net"))
+        zone.a("mx1.example.net", server.ip)
+        thread, _ = in_background(send, home)
+        wait_until(lambda: len(server.received) == 1)
+        busy = home.qremote("status").stdout
+        thread.join()
+        idle = home.qremote("status").stdout
+    assert "1 in flight" in busy
+    assert "to example.net from <a@example.org>, 1 recipients" in busy
+    assert "cached connections: 1" in idle
+    assert f"{server.ip}:25 from any group" in idle
+
+
+def test_status_says_when_the_daemon_is_not_running(home):
+    out = home.qremote("status").stdout
+    assert "qremoted (qremote/qremoted.sock):\n  not running" in out
+
+
+def test_sign_only_mode_is_left_to_the_client(home, mx, qremoted):
+    home.write("signonly", "")
+    orig = home.program + ".orig"
+    with open(orig, "w") as f:
+        f.write("#!/bin/sh\ncat > /dev/null\nprintf 'Korig ran.\\n\\0'\n")
+    os.chmod(orig, 0o755)
+    run = send(home)
+    assert run.output == b"Korig ran.\n\0"
+    assert "refused pid" in qremoted.log() and "sign-only mode" in qremoted.log()
+
+
+# -- who may talk to it ----------------------------------------------------------------------
+
+PROBE = r"""
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1])
+except OSError as e:
+    print("connect:", e.strerror)
+    sys.exit()
+s.sendall(b"S\0\0\0\0")
+print("answer:", s.recv(100))
+"""
+
+
+def as_nobody(path: str) -> str:
+    return subprocess.run(
+        ["/usr/bin/python3", "-I", "-c", PROBE, path],
+        user="nobody",
+        group="nogroup",
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+
+
+@pytest.fixture
+def open_home(dns_server, zone):
+    """A qmail home every user can walk into, so only the socket's own mode and the
+    daemon's peer check stand between ``nobody`` and qremoted."""
+    top = tempfile.mkdtemp(prefix="qremote-open-", dir="/tmp")
+    os.chmod(top, 0o755)
+    home = qmailhome.make(os.path.join(top, "qmail"), dns_server.address)
+    os.chmod(home.path, 0o755)
+    with Qremoted(home) as daemon:
+        os.chmod(os.path.join(home.path, "qremote"), 0o755)
+        yield home, daemon
+    shutil.rmtree(top)
+
+
+def test_the_socket_is_0600_so_other_users_cannot_even_connect(open_home):
+    home, _ = open_home
+    path = os.path.join(home.path, "qremote", "qremoted.sock")
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert as_nobody(path) == "connect: Permission denied\n"
+
+
+def test_a_user_other_than_qmailr_or_root_is_refused_by_peer_credentials(open_home):
+    home, daemon = open_home
+    path = os.path.join(home.path, "qremote", "qremoted.sock")
+    os.chmod(path, 0o666)  # a careless admin: the kernel's answer still decides
+    said = as_nobody(path)
+    assert said == f"answer: {wire.frame(wire.REFUSED, b'not allowed')!r}\n"
+    assert re.search(r"refused pid \d+: uid \d+ may not use qremoted", daemon.log())
