@@ -205,6 +205,27 @@ def test_mx_group_caps_hold_across_daemon_and_standalone_deliveries(home, zone, 
     assert qremoted.log().count("delivery pid") == 8
 
 
+def test_sighup_rereads_a_change_the_daemon_could_not_see(home, mx, qremoted):
+    path = home.write("helohost", "aaaa.example.org\n")
+    send(home)
+    stamp = os.stat(path)
+    with open(path, "r+") as f:  # same inode, size and mtime: invisible to the check
+        f.write("bbbb.example.org\n")
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    send(home)
+    qremoted.signal(signal.SIGHUP)
+    wait_until(lambda: "SIGHUP" in qremoted.log())
+    send(home)
+    helos = [c.commands[0] for c in mx.connections]
+    assert helos == ["EHLO aaaa.example.org", "EHLO bbbb.example.org"]
+
+
+def test_mx_answers_are_cached_by_the_daemon_within_their_ttl(home, mx, zone, qremoted):
+    send(home)
+    send(home)
+    assert zone.queries.count(("example.net", "MX")) == 1
+
+
 # -- the daemon's life -----------------------------------------------------------------------
 
 
@@ -223,6 +244,20 @@ def test_killed_mid_delivery_the_client_reports_a_deferral_and_a_restart_deliver
     assert run.qmail.startswith(b"Z")
     with Qremoted(home), ScriptedServer(ip=server.ip) as again:
         assert send(home).output == accepted(again.ip)
+
+
+def test_a_wedged_daemon_is_given_up_on_and_never_delivers_the_message_too(home, mx, qremoted):
+    qremoted.signal(signal.SIGSTOP)  # the kernel still queues connections for it
+    try:
+        started = time.monotonic()
+        run = send(home)
+        waited = time.monotonic() - started
+    finally:
+        qremoted.signal(signal.SIGCONT)
+    assert run.output == accepted(mx.ip)  # delivered in-process after ACCEPT_TIMEOUT
+    assert waited >= client.ACCEPT_TIMEOUT
+    wait_until(lambda: "stopped waiting before the delivery began" in qremoted.log())
+    assert len(mx.received) == 1
 
 
 def test_sigterm_lets_in_flight_deliveries_finish_within_the_grace(home, zone):
@@ -350,3 +385,77 @@ def test_a_user_other_than_qmailr_or_root_is_refused_by_peer_credentials(open_ho
     said = as_nobody(path)
     assert said == f"answer: {wire.frame(wire.REFUSED, b'not allowed')!r}\n"
     assert re.search(r"refused pid \d+: uid \d+ may not use qremoted", daemon.log())
+
+
+# -- a daemon that breaks: what the thin client does -----------------------------------------
+
+
+class BrokenDaemon:
+    """Listens on qremoted's socket and answers every client with ``answer`` bytes (after
+    reading its request), then closes: a stand-in for a daemon that dies or misbehaves."""
+
+    def __init__(self, home, answer: bytes) -> None:
+        import socket
+
+        self.answer = answer
+        self.requests: list[bytes] = []
+        path = os.path.join(home.path, "qremote", "qremoted.sock")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.bind(path)
+        self.sock.listen(8)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data, _, _, _ = conn.recvmsg(1 << 16, 64)
+                self.requests.append(data)
+                conn.sendall(self.answer)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"", b"garbage that is not a frame", wire.frame(wire.REFUSED, b"busy")],
+    ids=["closes at once", "speaks garbage", "refuses"],
+)
+def test_before_the_daemon_takes_a_delivery_the_client_delivers_in_process(home, mx, answer):
+    daemon = BrokenDaemon(home, answer)
+    try:
+        run = send(home)
+    finally:
+        daemon.close()
+    args = b"example.net\0a@example.org\0b@example.net"
+    assert daemon.requests == [wire.frame(wire.DELIVER, args)]
+    assert run.output == accepted(mx.ip)
+    assert len(mx.received) == 1
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        wire.frame(wire.ACCEPTED),
+        wire.frame(wire.ACCEPTED) + wire.frame(wire.REPORT, b""),
+        wire.frame(wire.ACCEPTED) + wire.frame(wire.REPORT, b"no letter, no NUL"),
+        wire.frame(wire.ACCEPTED) + b"R\0\0\0\x10r\0Khalf",
+    ],
+    ids=["dies after accepting", "empty report", "malformed report", "report cut short"],
+)
+def test_after_the_daemon_took_a_delivery_a_broken_answer_is_a_deferral(home, mx, answer):
+    daemon = BrokenDaemon(home, answer)
+    try:
+        run = send(home)
+    finally:
+        daemon.close()
+    assert run.status == 0
+    assert run.output == client.LOST
+    assert run.qmail == b"Z" + client.LOST[1:-1]
+    assert mx.received == []

@@ -114,3 +114,45 @@ def test_uninstall_puts_the_original_back_and_is_idempotent(qmail):
     assert not (qmail / "bin" / "qmail-remote.orig").exists()
     again = qremote(qmail, "uninstall")
     assert again.returncode == 0 and "not installed" in again.stdout
+
+
+def test_install_with_service_writes_a_supervise_directory_that_runs_qremoted(qmail, tmp_path):
+    service = tmp_path / "supervise" / "qremoted"
+    done = qremote(qmail, "install", "--user", "root", "--service", str(service))
+    assert done.returncode == 0, done.stderr
+    assert f"`ln -s {service} /service/` starts it" in done.stdout
+    run, log = service / "run", service / "log" / "run"
+    assert stat.S_IMODE(run.stat().st_mode) == 0o755
+    assert stat.S_IMODE(log.stat().st_mode) == 0o755
+    assert (service / "log" / "main").is_dir()
+    assert log.read_text() == "#!/bin/sh\nexec setuidgid qmaill multilog t ./main\n"
+    # Run it as supervise would, with a stand-in for daemontools' setuidgid.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "setuidgid").write_text('#!/bin/sh\nshift\nexec "$@"\n')
+    os.chmod(bin_dir / "setuidgid", 0o755)
+    proc = subprocess.Popen(
+        [str(run)],
+        cwd=service,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        line = proc.stdout.readline().decode()
+        assert line.startswith("qremoted ") and f"serving {qmail}/qremote/qremoted.sock" in line
+    finally:
+        proc.terminate()
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert err == b""  # run says exec 2>&1: everything goes to the log
+    assert out.decode().startswith("qremoted ") and "stopped after 0 deliveries" in out.decode()
+
+
+def test_the_shipped_run_scripts_are_the_ones_install_writes_for_the_usual_paths():
+    from qremote.daemon.service import log_script, run_script, systemd_unit
+
+    scripts = pathlib.Path(__file__).parent.parent / "scripts"
+    assert (scripts / "qremoted.run").read_text() == run_script("/var/qmail")
+    assert (scripts / "qremoted-log.run").read_text() == log_script()
+    assert (scripts / "qremoted.service").read_text() == systemd_unit()

@@ -239,3 +239,22 @@ def test_unreadable_tls_policy_is_an_error_not_plain_text(tmp_path, monkeypatch)
     control.mkdir()
     with pytest.raises(ControlError, match=r"^control/tlshosts/mx.example.net.pem: Permission"):
         decide(str(control), MX)
+
+
+def test_a_context_is_built_again_when_its_files_change(tmp_path):
+    """qremoted lives for months: a new client certificate or cipher list must take
+    effect without a restart, and an unchanged one must not cost a rebuild."""
+    from qremote.tls.contexts import context_for
+    from qremote.tls.policy import Mode, Policy
+
+    control = str(tmp_path)
+    policy = Policy(Mode.OPPORTUNISTIC)
+    first = context_for(control, policy)
+    assert context_for(control, policy) is first
+    (tmp_path / "tlsclientciphers").write_text("ECDHE+AESGCM\n")
+    second = context_for(control, policy)
+    assert second is not first
+    assert all("GCM" in c["name"] for c in second.get_ciphers() if c["protocol"] != "TLSv1.3")
+    cert, key = certs.self_signed("me.example.org")
+    (tmp_path / "clientcert.pem").write_bytes(cert + key)
+    assert context_for(control, policy) is not second

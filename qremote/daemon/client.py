@@ -20,6 +20,9 @@ LOST = (
 )
 """After the daemon said ``A`` the message may be on its way: only a retry is safe."""
 
+ACCEPT_TIMEOUT = 10.0
+"""Seconds qremoted has to say ``A``; it does so as soon as it has read the request."""
+
 
 RELATIVE_PATH = "qremote/" + SOCKET_NAME
 """Relative to the qmail home (qmail-remote's working directory): a Unix socket path
@@ -61,18 +64,35 @@ def _send_request(sock, request: bytes, fd: int | None) -> None:
         sock.sendall(request[sent:])
 
 
+def _give_up(sock) -> bytes:
+    """Stop waiting for ``A``, atomically: once our receiving side is shut, the daemon's
+    ``A`` can no longer be sent (it gets EPIPE and does not deliver), and whatever it sent
+    before is still here to be read."""
+    try:
+        sock.shutdown(_socket.SHUT_RD)
+        sock.setblocking(False)
+        return sock.recv(1 << 16)
+    except OSError:
+        return b""
+
+
 def _answer(sock) -> tuple:
     """Read frames until a final one; returns (accepted, kind, payload).
 
-    kind is None when the socket broke or spoke nonsense before a final frame.
+    kind is None when the socket broke or spoke nonsense before a final frame. A daemon
+    that has not said ``A`` within ACCEPT_TIMEOUT (stopped, wedged) is given up on; once
+    it has, the delivery is its own and only its time-outs apply.
     """
     reader = wire.FrameReader()
     accepted = False
+    sock.settimeout(ACCEPT_TIMEOUT)
     while True:
         try:
             data = sock.recv(1 << 16)
         except InterruptedError:
             continue
+        except TimeoutError:
+            data = b"" if accepted else _give_up(sock)
         except OSError:
             data = b""
         if not data:
@@ -84,6 +104,7 @@ def _answer(sock) -> tuple:
         for kind, payload in frames:
             if kind == wire.ACCEPTED:
                 accepted = True
+                sock.settimeout(None)
             else:
                 return accepted, kind, payload
 

@@ -322,9 +322,12 @@ class Daemon:
 
     # -- one client ----------------------------------------------------------------------
 
-    async def _send(self, conn: socket.socket, data: bytes) -> None:
-        with contextlib.suppress(OSError):
+    async def _send(self, conn: socket.socket, data: bytes) -> bool:
+        try:
             await asyncio.get_running_loop().sock_sendall(conn, data)
+        except OSError:
+            return False
+        return True
 
     async def _serve(self, conn: socket.socket) -> None:
         fds: list[int] = []
@@ -376,9 +379,12 @@ class Daemon:
             return
         host = args[0].decode("utf-8", "surrogateescape")
         sender = args[1].decode("utf-8", "replace")
+        if not await self._send(conn, wire.frame(wire.ACCEPTED)):
+            # The client gave up waiting and delivers it itself (see client._give_up).
+            self.log(f"pid {pid} stopped waiting before the delivery began; not delivered here")
+            return
         task = asyncio.current_task()
         self.inflight[task] = InFlight(pid, host, sender, len(args) - 2)
-        await self._send(conn, wire.frame(wire.ACCEPTED))
         try:
             out = await self._outcome(host, args, fds[0])
         except asyncio.CancelledError:

@@ -1,0 +1,131 @@
+"""The daemon's pure pieces fed plain data: the client-daemon frames, a conversation kept
+open and reset for the next message, the pool's limits, who may connect."""
+
+from __future__ import annotations
+
+import pytest
+
+from qremote.daemon import wire
+from qremote.daemon.server import allowed, control_signature
+from qremote.smtp.conversation import Conversation, Envelope, Finished, Send, SendBody, Stale
+from qremote.smtp.pool import Limits, keepable
+from qremote.smtp.replies import ReplyParser
+
+
+def r(text: bytes):
+    [reply] = ReplyParser().feed(text)
+    return reply
+
+
+# -- frames ----------------------------------------------------------------------------------
+
+
+def test_a_request_carries_host_sender_and_recipients_separated_by_nul():
+    data = wire.deliver_request([b"example.net", b"", b"a@example.net", b"b@example.net"])
+    [(kind, payload)] = wire.FrameReader().feed(data)
+    assert kind == wire.DELIVER
+    assert wire.split_args(payload) == [b"example.net", b"", b"a@example.net", b"b@example.net"]
+
+
+def test_frames_arrive_in_any_slicing():
+    stream = wire.frame(wire.ACCEPTED) + wire.frame(wire.REPORT, b"r\0Kok\n\0")
+    reader = wire.FrameReader()
+    got = []
+    for i in range(len(stream)):
+        got += reader.feed(stream[i : i + 1])
+        assert reader.pending == (i + 1 not in (5, len(stream)))  # frame boundaries
+    assert got == [(wire.ACCEPTED, b""), (wire.REPORT, b"r\0Kok\n\0")]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"X\0\0\0\0", b"R\xff\xff\xff\xff", b"HTTP/1.1 200 OK\r\n"],
+    ids=["unknown kind", "absurd length", "another protocol"],
+)
+def test_anything_else_is_a_wire_error(data):
+    with pytest.raises(wire.WireError):
+        wire.FrameReader().feed(data)
+
+
+# -- who may connect -------------------------------------------------------------------------
+
+
+def test_only_the_daemons_own_user_and_root_are_served():
+    assert allowed(0, 1005)
+    assert allowed(1005, 1005)
+    assert not allowed(65534, 1005)
+
+
+def test_the_control_signature_changes_on_edit_replace_add_and_remove(tmp_path):
+    (tmp_path / "me").write_text("a\n")
+    first = control_signature(str(tmp_path))
+    (tmp_path / "me").write_text("ab\n")
+    edited = control_signature(str(tmp_path))
+    (tmp_path / "new").write_text("ab\n")
+    (tmp_path / "new").rename(tmp_path / "me")
+    replaced = control_signature(str(tmp_path))
+    (tmp_path / "helohost").write_text("x\n")
+    added = control_signature(str(tmp_path))
+    (tmp_path / "helohost").unlink()
+    assert len({first, edited, replaced, added}) == 4
+    assert control_signature(str(tmp_path)) == replaced
+    assert control_signature(str(tmp_path / "missing")) == ()
+
+
+# -- a conversation kept open ----------------------------------------------------------------
+
+
+def kept_open() -> Conversation:
+    """A conversation that has just sent its first message's dot."""
+    c = Conversation("192.0.2.1", Envelope("me.example", b"a@x", [b"b@y"]), keep_open=True)
+    c.receive(r(b"220 hi\r\n"))
+    c.receive(r(b"250-mx\r\n250 PIPELINING\r\n"))
+    c.receive(r(b"250 ok\r\n"))
+    c.receive(r(b"250 ok\r\n"))
+    assert c.receive(r(b"354 go\r\n")) == [SendBody()]
+    c.dot_sending()
+    return c
+
+
+def test_kept_open_the_answer_to_the_dot_is_reported_without_quit():
+    c = kept_open()
+    assert c.receive(r(b"250 queued\r\n")) == [
+        Finished(b"K192.0.2.1 accepted message.\nRemote host said: 250 queued\n", open=True)
+    ]
+
+
+def test_a_refused_message_also_leaves_the_connection_usable():
+    [fin] = kept_open().receive(r(b"554 spam\r\n"))
+    assert fin.open and fin.report.startswith(b"D192.0.2.1 failed after I sent the message.")
+
+
+def test_421_after_the_dot_means_the_server_is_closing_so_quit():
+    acts = kept_open().receive(r(b"421 bye\r\n"))
+    assert acts[0] == Send(b"QUIT\r\n")
+    assert not acts[1].open and acts[1].report.startswith(b"Z")
+
+
+def test_the_next_message_starts_with_rset_alone_then_the_pipelined_envelope():
+    c = kept_open()
+    c.receive(r(b"250 queued\r\n"))
+    assert c.reset(Envelope("me.example", b"c@x", [b"d@y"])) == [Send(b"RSET\r\n")]
+    assert c.receive(r(b"250 reset\r\n")) == [Send(b"MAIL FROM:<c@x>\r\nRCPT TO:<d@y>\r\nDATA\r\n")]
+    assert not c.critical
+
+
+def test_a_connection_that_refuses_rset_is_stale():
+    c = kept_open()
+    c.receive(r(b"250 queued\r\n"))
+    c.reset(Envelope("me.example", b"c@x", [b"d@y"]))
+    assert c.receive(r(b"421 idle too long\r\n")) == [Send(b"QUIT\r\n"), Stale()]
+
+
+# -- pool limits -----------------------------------------------------------------------------
+
+
+def test_a_connection_is_kept_while_under_its_message_and_age_limits():
+    limits = Limits(idle=5, messages=3, age=60)
+    assert keepable(limits, messages=2, age=59)
+    assert not keepable(limits, messages=3, age=1)
+    assert not keepable(limits, messages=1, age=60)
+    assert not keepable(Limits(idle=0), messages=1, age=0)
