@@ -256,6 +256,8 @@ async def _send(
         try:
             outcome = await _each_host(job, host, chosen)
         finally:
+            if job.kept is not None:  # taken from the pool but never used
+                job.pool.hang_up(job.kept.session)
             if job.slot is not None and not job.slot_kept:
                 job.slot.release()
         if job.tcpto.notes:
@@ -335,7 +337,10 @@ async def _each_host(job: _Job, host: str, chosen: list[Target]) -> Outcome:
         order = first + [t for t in chosen if t not in first]
     refusals: list[NextHost] = []
     for target in order:
-        if not origin.serves(target.ip) or await job.tcpto.skip(target.ip):
+        if not origin.serves(target.ip):
+            continue
+        live = job.kept is not None and job.kept.key.ip == target.ip
+        if not live and await job.tcpto.skip(target.ip):
             continue
         result = await _try_host(job, target)
         if isinstance(result, Outcome):

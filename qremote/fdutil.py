@@ -3,8 +3,6 @@
 Standard library only, and nothing heavy: qmail-remote's start-up path imports this.
 """
 
-from __future__ import annotations
-
 import os
 
 

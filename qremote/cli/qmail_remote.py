@@ -7,8 +7,6 @@ When qremoted runs, this process only passes the delivery on (``qremote.daemon.c
 imports nothing but built-ins); heavy modules are imported only for an in-process delivery.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 

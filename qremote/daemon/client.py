@@ -119,7 +119,7 @@ def deliver(home: str, args: list[bytes], fd: int = 0) -> bytes | None:
         try:
             _send_request(sock, wire.deliver_request(args), fd)
         except OSError:
-            pass  # the daemon may still have said something: read it
+            return None  # it cannot have begun on a request it did not get whole
         accepted, kind, payload = _answer(sock)
     finally:
         sock.close()

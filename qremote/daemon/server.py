@@ -105,7 +105,7 @@ class Generation:
 
         self.settings = settings
         resolver = resolve.make_resolver(settings.nameservers)
-        resolver.cache = dns.resolver.Cache()  # honours each answer's TTL
+        resolver.cache = dns.resolver.LRUCache(100_000)  # honours each answer's TTL
         self.resources = Resources(resolver, shared, ConnectionPool(settings.reuse))
 
 
@@ -276,6 +276,8 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._reload)
         accepting = loop.create_task(self._accept(listener))
         self.log(f"qremoted {os.getpid()} serving {self.home}/qremote/{SOCKET_NAME}")
+        if self.uid == 0:
+            self.log("running as root: run it as qmailr, or the files it creates are root's")
         if ready is not None:
             ready.set()
         try:

@@ -90,7 +90,8 @@ class SharedBackend:
         self.client = aredis.Redis.from_url(
             url, socket_connect_timeout=2, socket_timeout=2, decode_responses=True
         )
-        self._pending: list[asyncio.Task] = []
+        self._pending: set[asyncio.Task] = set()
+        """Releases still on their way (a long-lived qremoted must not collect them all)."""
 
     async def _script(self, body: str, keys: list[str], args: list) -> object:
         return await self.client.eval(body, len(keys), *keys, *args)
@@ -133,10 +134,12 @@ class SharedBackend:
 
     def release_soon(self, group: str, lease: str) -> None:
         slots, _, _ = _keys(group)
-        self._pending.append(asyncio.get_running_loop().create_task(self.client.zrem(slots, lease)))
+        task = asyncio.get_running_loop().create_task(self.client.zrem(slots, lease))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     async def close(self) -> None:
-        for task in self._pending:
+        for task in list(self._pending):
             with contextlib.suppress(Exception):
                 await task
         with contextlib.suppress(Exception):

@@ -68,9 +68,11 @@ class ConnectionPool:
 
     def checkout(self, keys: list[Key]) -> Kept | None:
         """The idle connection for the first of ``keys`` that has one, taken out of the pool."""
+        for kept in [k for k in self._idle if k.session.closed]:
+            self._expire(kept)  # the server closed it while idle: free its slot now
         for key in keys:
             for kept in self._idle:
-                if kept.key == key and not kept.session.closed:
+                if kept.key == key:
                     self._remove(kept)
                     return kept
         return None
