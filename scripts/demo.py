@@ -4,7 +4,9 @@ It builds a throw-away qmail home with qremote installed, makes an RSA and an Ed
 for example.com and publishes them on a loopback DNS server, starts an SMTP server with
 STARTTLS on a 127.0.0.x address listed as the MX of example.net, runs the installed
 qmail-remote exactly as qmail-rspawn would, and verifies the message that arrived with
-dkimpy and Perl's Mail::DKIM. Exit status 0 means every check passed.
+dkimpy and Perl's Mail::DKIM. Then it starts qremoted and sends the message twice more
+through the thin client (the second over the kept connection). Exit status 0 means every
+check passed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tests.support import certs, keys, qmailhome, verifiers  # noqa: E402
+from tests.support.daemon import Qremoted  # noqa: E402
 from tests.support.dnsserver import DnsServer  # noqa: E402
 from tests.support.smtpserver import ScriptedServer, free_port  # noqa: E402
 
@@ -49,6 +52,14 @@ def main() -> int:
             if port != 25:
                 home.write("smtproutes", f"example.net:{mx.ip}:{port}\n")
             run = home.deliver("example.net", "alice@example.com", ["bob@example.net"], MESSAGE)
+            # The same again with qremoted running: the thin client hands it over, and the
+            # second message rides the connection the first one left open.
+            with Qremoted(home) as daemon:
+                via_daemon = [
+                    home.deliver("example.net", "alice@example.com", ["bob@example.net"], MESSAGE)
+                    for _ in range(2)
+                ]
+                log = daemon.log()
         print("qmail-remote said:")
         for report in run.reports:
             print("  " + report.decode("utf-8", "replace").replace("\n", "\n  ").rstrip())
@@ -57,9 +68,23 @@ def main() -> int:
         used_tls = any(c.tls for c in mx.connections)
         print(f"STARTTLS used: {used_tls}")
         ok &= used_tls
-        if not mx.received:
-            print("FAILED: nothing arrived")
+        print("\nthrough qremoted:")
+        for i, again in enumerate(via_daemon):
+            first = again.reports[-1].decode("utf-8", "replace").splitlines()
+            reused = [line for line in first if line.startswith("Reused")]
+            print(f"  message {i + 2}: {first[0]} {' '.join(reused)}")
+            ok &= again.status == 0 and again.qmail.startswith(b"K")
+        ok &= bool(reused) and log.count("delivery pid") == 2
+        print(f"  qremoted logged {log.count('delivery pid')} deliveries")
+        if len(mx.received) != 3:
+            print(f"FAILED: {len(mx.received)} of 3 messages arrived")
             return 1
+        print("  dkimpy on what arrived through qremoted:", end="")
+        for got in mx.received[1:]:
+            both = verifiers.dkimpy(got.content, dns.ip, dns.port)
+            print(" pass" if len(both) == 2 and all(both) else " FAIL", end="")
+            ok &= len(both) == 2 and all(both)
+        print()
         arrived = mx.received[0].content
         print("\nDKIM under dkimpy:")
         py = verifiers.dkimpy(arrived, dns.ip, dns.port)

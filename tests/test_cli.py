@@ -101,7 +101,10 @@ def test_large_message_arrives_intact(home, zone):
 
 
 def test_wrapper_that_cannot_import_still_reports_and_exits_zero(home, tmp_path):
-    broken = wrapper_text(home.path).replace("sys.path[:0] = [", "sys.path[:] = ['/nonexistent', ")
+    # The package's own paths are lost: nothing of qremote can be imported.
+    broken = wrapper_text(home.path).replace(
+        "sys.path[:0] = [", "sys.path[:] = ['/nonexistent']\n_lost = ["
+    )
     with open(home.program, "w") as f:
         f.write(broken)
     run = rspawn.run_args(home.program, home.path, ["example.net", "a@b", "c@d"], MSG)

@@ -260,6 +260,47 @@ def test_a_wedged_daemon_is_given_up_on_and_never_delivers_the_message_too(home,
     assert len(mx.received) == 1
 
 
+def test_killing_the_daemon_in_a_burst_loses_and_bounces_nothing(home, zone):
+    """Killed with deliveries in flight, then down, then back: every delivery ends with
+    one report, K only for what the server has, never D; a retry of the deferred ones
+    (as qmail would) gets every message there."""
+    domains = [f"d{i}.example" for i in range(18)]
+    with ScriptedServer(Script(dot=Slow(0.5, "250 2.0.0 Ok: queued as 1234"))) as server:
+        for d in domains:
+            zone.mx(d, (10, "mx.burst.example"))
+        zone.a("mx.burst.example", server.ip)
+
+        def one(domain: str):
+            message = MESSAGE.replace(b"Subject: hi", f"Subject: {domain}".encode())
+            return home.deliver(domain, "a@example.org", [f"rcpt@{domain}"], message)
+
+        def burst(batch: list[str]) -> list:
+            return [(d, *in_background(one, d)) for d in batch]
+
+        daemon = Qremoted(home).start()
+        in_flight = burst(domains[:6])
+        wait_until(lambda: len(server.received) >= 3)
+        daemon.kill()
+        while_down = burst(domains[6:12])
+        for _, thread, _ in in_flight + while_down:
+            thread.join()
+        with Qremoted(home):
+            after = burst(domains[12:])
+            for _, thread, _ in after:
+                thread.join()
+        runs = {d: result["run"] for d, _, result in in_flight + while_down + after}
+        assert all(r.status == 0 for r in runs.values())
+        assert all(runs[d].qmail.startswith(b"K") for d in domains[6:])
+        assert any(runs[d].output == client.LOST for d in domains[:6])
+        assert {r.qmail[:1] for r in runs.values()} <= {b"K", b"Z"}
+        subjects = {m.content.split(b"Subject: ")[1].split(b"\r\n")[0] for m in server.received}
+        assert {d.encode() for d, r in runs.items() if r.qmail.startswith(b"K")} <= subjects
+        deferred = [d for d, r in runs.items() if r.qmail.startswith(b"Z")]
+        assert all(one(d).qmail.startswith(b"K") for d in deferred)  # qmail's retry
+        subjects = {m.content.split(b"Subject: ")[1].split(b"\r\n")[0] for m in server.received}
+    assert subjects == {d.encode() for d in domains}
+
+
 def test_sigterm_lets_in_flight_deliveries_finish_within_the_grace(home, zone):
     with ScriptedServer(Script(dot=Slow(1, "250 2.0.0 Ok: queued as 1234"))) as server:
         zone.mx("example.net", (10, "mx1.example.net"))
