@@ -231,7 +231,9 @@ async def _send(
     )
     group = group_rules.group_for(host, [t.name for t in chosen], settings.groups)
     job = _Job(settings, port, envelope, body, origin, notes, group.name, resources.pool)
-    kept = job.pool.checkout(_reuse_keys(job, chosen)) if job.pool is not None else None
+    kept = None
+    if job.pool is not None:
+        kept = job.pool.checkout(group.name, _reuse_keys(job, chosen))
     shared = resources.shared
     if shared is None:
         shared = caps.shared_backend(settings.shared_state, settings.shared_lease)

@@ -169,6 +169,21 @@ def test_a_server_that_answers_the_dot_with_421_is_not_reused(home, zone, qremot
     assert server.connections[0].quit
 
 
+def test_a_connection_is_reused_only_within_its_mx_group(home, zone, qremoted):
+    """Its slot counts against the group it was opened for."""
+    home.write("mxgroups", "special:5:@d1.example\n")
+    with ScriptedServer() as server:
+        for d in ("d1.example", "d2.example"):
+            zone.mx(d, (10, "mx.shared.example"))
+        zone.a("mx.shared.example", server.ip)
+        runs = [
+            home.deliver(d, "a@example.org", [f"b@{d}"], MESSAGE)
+            for d in ("d1.example", "d2.example", "d1.example")
+        ]
+    assert [b"Reused" in r.output for r in runs] == [False, False, True]
+    assert len(server.connections) == 2
+
+
 def test_control_file_changes_are_seen_without_a_restart(home, mx, qremoted):
     send(home)
     home.write("helohost", "other.example.org\n")
@@ -177,6 +192,7 @@ def test_control_file_changes_are_seen_without_a_restart(home, mx, qremoted):
         "EHLO me.example.org",
         "EHLO other.example.org",
     ]
+    wait_until(lambda: mx.connections[0].quit)  # opened under the old settings: closed
 
 
 def test_mx_group_caps_hold_across_daemon_and_standalone_deliveries(home, zone, qremoted):

@@ -110,6 +110,8 @@ class Generation:
 
 
 class SettingsCache:
+    """The current :class:`Generation`, rebuilt when ``control/`` changes or on SIGHUP."""
+
     def __init__(self, home: str) -> None:
         self.home = home
         self.control = os.path.join(home, "control")
@@ -119,10 +121,15 @@ class SettingsCache:
         """Redis backends by (url, lease), kept for the process: in-flight deliveries may
         still hold leases renewed through an older one."""
         self.retired: list[ConnectionPool] = []
+        self._closing: set[asyncio.Task] = set()
 
     def get(self) -> Generation:
-        """The current generation, reloaded first if control/ changed (ControlError if
-        a file is bad; the previous generation stays in use for nothing)."""
+        """The current generation, reloaded first if control/ changed.
+
+        A bad control file raises ControlError (the delivery is deferred with qmail's
+        text) and is read again on the next delivery. On a reload the old pool's idle
+        connections are closed: they were opened under the old settings.
+        """
         signature = control_signature(self.control)
         if self.current is None or signature != self._signature:
             settings = load_settings(self.home)
@@ -133,6 +140,9 @@ class SettingsCache:
             self.retired = [pool for pool in self.retired if len(pool)]
             if old is not None and old.resources.pool is not None:
                 self.retired.append(old.resources.pool)
+                task = asyncio.get_running_loop().create_task(old.resources.pool.close())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
         return self.current
 
     def forget(self) -> None:

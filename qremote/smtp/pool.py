@@ -66,13 +66,14 @@ class ConnectionPool:
         self._idle: list[Kept] = []
         self._closing: set[asyncio.Task] = set()
 
-    def checkout(self, keys: list[Key]) -> Kept | None:
-        """The idle connection for the first of ``keys`` that has one, taken out of the pool."""
+    def checkout(self, group: str, keys: list[Key]) -> Kept | None:
+        """The idle connection of ``group`` for the first of ``keys`` that has one, taken
+        out of the pool. The group must match too: its slot counts against that group."""
         for kept in [k for k in self._idle if k.session.closed]:
             self._expire(kept)  # the server closed it while idle: free its slot now
         for key in keys:
             for kept in self._idle:
-                if kept.key == key:
+                if kept.key == key and kept.group == group:
                     self._remove(kept)
                     return kept
         return None
