@@ -21,7 +21,7 @@ from qremote.routing.dnserrors import DnsHard, DnsSoft, NullMx, ip_literal, pars
 from qremote.routing.ipme import local_addresses
 from qremote.routing.mx import Target, usable
 from qremote.signing.sign import SignConfig, SigningError, load_config, sign_message, store_for
-from qremote.smtp.body import encode_body, has_partial_final_line, is_eight_bit
+from qremote.smtp.body import Body, has_partial_final_line, is_eight_bit
 from qremote.smtp.conversation import Conversation, Envelope, Finished, NextHost, Stale, State
 from qremote.smtp.pool import ConnectionPool, Kept, Key, Limits
 from qremote.smtp.session import (
@@ -184,7 +184,7 @@ async def deliver(
         host,
         sender,
         recipients,
-        signed.headers + message,
+        (signed.headers, message),
         resources or Resources(),
         origin,
         [signed.note],
@@ -196,12 +196,13 @@ async def _send(
     host: str,
     sender: bytes,
     recipients: list[bytes],
-    message: bytes,
+    parts: tuple[bytes, ...],
     resources: Resources,
     origin: source.Source,
     notes: list[str],
 ) -> Outcome:
-    """Route and transmit an already signed message.
+    """Route and transmit an already signed message: ``parts`` are the signature fields
+    and the queue file, sent one after the other (never joined into a copy).
 
     ``notes`` (what was signed) go into every report that comes from a remote host.
     """
@@ -221,13 +222,13 @@ async def _send(
     if chosen is None:
         return _final(report.AMBIGUOUS_MX)
 
-    body = encode_body(message)
+    body = Body(*parts)
     envelope = Envelope(
         helo=origin.helo,
         sender=sender,
         recipients=recipients,
-        size=len(body),
-        eight_bit=is_eight_bit(message),
+        size=body.size,
+        eight_bit=any(is_eight_bit(p) for p in parts),
     )
     group = group_rules.group_for(host, [t.name for t in chosen], settings.groups)
     job = _Job(settings, port, envelope, body, origin, notes, group.name, resources.pool)
@@ -259,7 +260,7 @@ async def _send(
             outcome = await _each_host(job, host, chosen)
         finally:
             if job.kept is not None:  # taken from the pool but never used
-                job.pool.hang_up(job.kept.session)
+                await job.kept.session.quit()
             if job.slot is not None and not job.slot_kept:
                 job.slot.release()
         if job.tcpto.notes:
@@ -277,7 +278,7 @@ class _Job:
     settings: Settings
     port: int
     envelope: Envelope
-    body: bytes
+    body: Body
     origin: source.Source
     notes: list[str]
     """Lines for every report from a remote host (what was signed, cap fallbacks)."""
@@ -389,7 +390,7 @@ async def _try_host(job: _Job, target: Target) -> Outcome | NextHost | None:
     key = _key(job, target, tls)
     kept, job.kept = job.kept, None
     if kept is not None and kept.key != key:
-        job.pool.hang_up(kept.session)  # the TLS files changed since it was opened
+        await kept.session.quit()  # the TLS files changed since it was opened
         kept = None
     while True:
         if kept is not None:

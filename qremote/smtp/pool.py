@@ -89,8 +89,8 @@ class ConnectionPool:
         return True
 
     def evict_one(self, group: str) -> bool:
-        """Close the longest-idle connection of ``group``, freeing its slot for a delivery
-        that cannot use it."""
+        """Close the longest-idle connection of ``group``, freeing its slot (once closed)
+        for a delivery that cannot use it."""
         for kept in self._idle:
             if kept.group == group:
                 self._expire(kept)
@@ -121,13 +121,18 @@ class ConnectionPool:
         self.discard(kept)
 
     def discard(self, kept: Kept) -> None:
-        """Free the slot at once; say QUIT and close in the background."""
-        kept.slot.release()
-        self.hang_up(kept.session)
+        """Say QUIT and close in the background, then free the slot: not before, or the
+        group could briefly hold one connection more than its cap."""
+        self._background(self._close(kept))
 
-    def hang_up(self, session: Session) -> None:
-        """Say QUIT and close in the background (the caller keeps the slot)."""
-        task = asyncio.get_running_loop().create_task(session.quit())
+    async def _close(self, kept: Kept) -> None:
+        try:
+            await kept.session.quit()
+        finally:
+            kept.slot.release()
+
+    def _background(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 

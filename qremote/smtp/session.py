@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 from qremote import report
+from qremote.smtp.body import Body
 from qremote.smtp.conversation import (
     Action,
     Conversation,
@@ -28,8 +29,6 @@ from qremote.smtp.conversation import (
     StartTLS,
 )
 from qremote.smtp.replies import ReplyParser
-
-BODY_CHUNK = 1 << 16
 
 
 class ConnectFailed(Exception):
@@ -91,7 +90,7 @@ class Session:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         conversation: Conversation,
-        body: bytes,
+        body: Body,
         timeout: float,
         tls: TlsSetup | None = None,
     ) -> None:
@@ -114,12 +113,10 @@ class Session:
             raise Dropped(str(e)) from None
 
     async def _send_body(self) -> None:
-        body = self.body
-        head, dot = body[:-3], body[-3:]
-        for i in range(0, len(head), BODY_CHUNK):
-            await self._write(head[i : i + BODY_CHUNK])
+        for piece in self.body.pieces():
+            await self._write(piece)
         self.conv.dot_sending()
-        await self._write(dot)
+        await self._write(b".\r\n")
 
     async def _read_replies(self) -> list:
         deadline = time.monotonic() + self.timeout
@@ -200,7 +197,7 @@ class Session:
                 pending = await self._read_replies()
             actions = self.conv.receive(pending.pop(0))
 
-    def next_message(self, envelope: Envelope, body: bytes) -> list[Action]:
+    def next_message(self, envelope: Envelope, body: Body) -> list[Action]:
         """Prepare a kept connection for another message; pass the result to :meth:`run`."""
         self.body = body
         self.recipients = []
