@@ -37,24 +37,26 @@ class Options:
     """Seconds until ``x=``; 0 leaves ``x=`` out."""
 
 
+_LISTED = [(name, name.encode(), name in OVERSIGNED) for name in DEFAULT_HEADERS]
+"""(name, lookup key, over-signed) for each default field: built once, not per message."""
+
+
 def header_list(message: Message) -> list[str]:
+    present = message.by_name
     names: list[str] = []
-    for name in DEFAULT_HEADERS:
-        count = len(message.get(name.encode()))
-        if name in OVERSIGNED:
-            count += 1
-        names.extend([name] * count)
+    for name, key, over in _LISTED:
+        count = len(present.get(key, ())) + over
+        if count:
+            names.extend([name] * count)
     return names
 
 
 def selected(message: Message, names: list[str]) -> list[Header]:
     """RFC 6376 5.4.2: for each listed name, the last instance not yet used."""
-    remaining: dict[str, list[Header]] = {}
-    for h in message.headers:
-        remaining.setdefault(h.key.decode("ascii", "replace"), []).append(h)
+    remaining = {key: list(fields) for key, fields in message.by_name.items()}
     out = []
     for name in names:
-        stack = remaining.get(name)
+        stack = remaining.get(name.encode())
         if stack:
             out.append(stack.pop())
     return out

@@ -17,17 +17,21 @@ from qremote.signing.dkim import DEFAULT_HEADERS, FOLD_AT, fold_tags, fold_value
 from qremote.signing.keys import SigningKey
 from qremote.signing.message import Message
 
+_KEYS = [(name, name.encode()) for name in DEFAULT_HEADERS]
+
 
 def header_list(message: Message) -> list[str]:
-    return [name for name in DEFAULT_HEADERS if message.get(name.encode())]
+    present = message.by_name
+    return [name for name, key in _KEYS if key in present]
 
 
 def sign(message: Message, domain: str, key: SigningKey, canonicalization: str = "nofws") -> bytes:
     """The complete ``DomainKey-Signature:`` field, folded, ending in CRLF."""
     assert isinstance(key.key, rsa.RSAPrivateKey)
     names = header_list(message)
+    present = message.by_name
     data = b"".join(
-        canon.dk_header(h, canonicalization) for name in names for h in message.get(name.encode())
+        canon.dk_header(h, canonicalization) for name in names for h in present[name.encode()]
     )
     data += canon.dk_body(message.body, canonicalization)
     signature = base64.b64encode(key.key.sign(data, padding.PKCS1v15(), hashes.SHA1()))

@@ -38,7 +38,8 @@ class Message:
     """Everything after the empty line, CRLF line ends."""
 
     @cached_property
-    def _by_name(self) -> dict[bytes, list[Header]]:
+    def by_name(self) -> dict[bytes, list[Header]]:
+        """Fields by lowercase name, each list in message order."""
         index: dict[bytes, list[Header]] = {}
         for h in self.headers:
             index.setdefault(h.key, []).append(h)
@@ -46,7 +47,7 @@ class Message:
 
     def get(self, name: bytes) -> list[Header]:
         """All fields of that name, in message order."""
-        return self._by_name.get(name.lower(), [])
+        return self.by_name.get(name.lower(), [])
 
 
 def to_wire(message: bytes) -> bytes:
