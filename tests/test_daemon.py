@@ -76,6 +76,17 @@ def test_daemon_delivery_reports_exactly_what_the_standalone_path_reports(home, 
     assert re.search(r"delivery pid \d+ to example.net from <a@example.org> rcpt r: K", log)
 
 
+def test_a_request_larger_than_one_socket_read_arrives_whole(home, mx, qremoted):
+    recipients = [f"recipient-number-{i:05d}@example.net" for i in range(2500)]  # ~100 KB
+    run = home.deliver("example.net", "a@example.org", recipients, MESSAGE)
+    assert run.reports[:-1] == [b"r"] * 2500
+    assert run.reports[-1].startswith(b"K")
+    assert mx.received[0].rcpt_tos == recipients
+    assert re.search(
+        r"delivery pid \d+ to example.net from <a@example.org> rcpt 2500r: K", qremoted.log()
+    )
+
+
 def test_without_a_daemon_the_thin_client_delivers_in_process(home, mx):
     assert client.status(home.path) is None
     run = send(home)

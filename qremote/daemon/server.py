@@ -409,6 +409,8 @@ class Daemon:
         await self._send(conn, wire.frame(wire.REPORT, out))
         reports = out.split(b"\0")[:-1]
         letters = "".join(r[:1].decode("ascii", "replace") for r in reports[:-1])
+        if len(letters) > 10:  # keep the line short: counts instead
+            letters = " ".join(f"{letters.count(c)}{c}" for c in "rhs" if c in letters)
         self.log(
             f"delivery pid {pid} to {host} from <{sender}> rcpt {letters or '-'}: "
             f"{_one_line(reports[-1] if reports else out)} ({time.monotonic() - started:.2f}s)"
