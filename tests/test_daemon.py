@@ -15,7 +15,7 @@ import time
 import pytest
 
 from qremote.daemon import client, wire
-from tests.support import qmailhome
+from tests.support import certs, qmailhome
 from tests.support.daemon import Qremoted
 from tests.support.expect import UNSIGNED
 from tests.support.smtpserver import Script, ScriptedServer, Slow
@@ -193,6 +193,23 @@ def test_a_connection_is_reused_only_within_its_mx_group(home, zone, qremoted):
         ]
     assert [b"Reused" in r.output for r in runs] == [False, False, True]
     assert len(server.connections) == 2
+
+
+@pytest.mark.parametrize("required", [False, True], ids=["opportunistic", "verified"])
+def test_a_new_connection_resumes_the_tls_session_of_the_last_one(home, zone, tmp_path, required):
+    home.write("reuseidle", "0\n")  # a new connection each time
+    authority = certs.Authority.create()
+    if required:
+        home.write("tlshosts/mx1.example.net.pem", authority.pem().decode())
+    tls = certs.server_context(*authority.issue("mx1.example.net"), str(tmp_path / "server"))
+    with Qremoted(home), ScriptedServer(tls_context=tls) as server:
+        zone.mx("example.net", (10, "mx1.example.net"))
+        zone.a("mx1.example.net", server.ip)
+        first, second = send(home), send(home)
+    verified = "verified" if required else "not verified"
+    assert f"TLSv1.3 TLS_AES_256_GCM_SHA384, {verified}\n" in first.output.decode()
+    assert f"TLSv1.3 TLS_AES_256_GCM_SHA384, {verified}, resumed\n" in second.output.decode()
+    assert [c.tls for c in server.connections] == [True, True]
 
 
 def test_control_file_changes_are_seen_without_a_restart(home, mx, qremoted):

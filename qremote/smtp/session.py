@@ -156,7 +156,10 @@ class Session:
             cipher = obj.cipher()
             checked = self.tls.context.verify_mode == ssl.CERT_REQUIRED
             verified = "verified" if checked else "not verified"
-            self.tls_info = f"TLS {obj.version()} {cipher[0] if cipher else '?'}, {verified}"
+            resumed = ", resumed" if obj.session_reused else ""
+            self.tls_info = (
+                f"TLS {obj.version()} {cipher[0] if cipher else '?'}, {verified}{resumed}"
+            )
 
     def _buffered(self) -> bool:
         """Bytes the StreamReader already holds beyond what we parsed. asyncio offers no
@@ -220,7 +223,18 @@ class Session:
         except Dropped:
             pass
 
+    def _remember_tls(self) -> None:
+        """Hand the TLS session to the context for the next connection to this server
+        (a ticket arrives after the handshake, so this is done at the end)."""
+        if self.tls is None or not self.tls_info:
+            return
+        remember = getattr(self.tls.context, "remember", None)
+        obj = self.writer.get_extra_info("ssl_object")
+        if remember is not None and obj is not None:
+            remember(self.tls.server_name, obj)
+
     async def close(self) -> None:
+        self._remember_tls()
         try:
             self.writer.close()
             await asyncio.wait_for(self.writer.wait_closed(), 5)

@@ -9,11 +9,47 @@ from functools import lru_cache
 from qremote.control import ControlError
 from qremote.tls.policy import Mode, Policy, exists
 
+SESSIONS_KEPT = 1000
+
+
+class ResumingContext(ssl.SSLContext):
+    """A client context that offers each server the last session it gave us, so a
+    long-lived qremoted resumes TLS instead of repeating the full handshake.
+
+    asyncio's STARTTLS takes no session argument; it does call :meth:`wrap_bio`, which is
+    where the session is put in. Sessions are keyed by server name; a session the server
+    no longer knows just means a full handshake.
+    """
+
+    def wrap_bio(self, incoming, outgoing, server_side=False, server_hostname=None, session=None):
+        if session is None and not server_side and server_hostname:
+            session = self._sessions().get(server_hostname)
+        return super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+
+    def _sessions(self) -> dict:
+        if "sessions" not in self.__dict__:
+            self.__dict__["sessions"] = {}
+        return self.__dict__["sessions"]
+
+    def remember(self, server_hostname: str, ssl_object) -> None:
+        """Keep the connection's session (with its ticket) for the next connection."""
+        try:
+            session = ssl_object.session
+        except (AttributeError, ValueError):
+            return
+        if session is None or not session.has_ticket:
+            return
+        sessions = self._sessions()
+        sessions.pop(server_hostname, None)
+        sessions[server_hostname] = session
+        if len(sessions) > SESSIONS_KEPT:
+            del sessions[next(iter(sessions))]
+
 
 @lru_cache(maxsize=256)
 def _context(control_path: str, mode: Mode, ca_file: str | None, files: tuple) -> ssl.SSLContext:
     """``files`` only keys the cache: the state of every file the context is built from."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx = ResumingContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if mode is Mode.REQUIRED:
         try:
