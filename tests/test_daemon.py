@@ -403,6 +403,21 @@ def test_status_says_when_the_daemon_is_not_running(home):
     assert "qremoted (qremote/qremoted.sock):\n  not running" in out
 
 
+def test_a_pipe_on_stdin_is_left_to_the_client(home, mx, qremoted):
+    """The daemon reads the queue file at its own pace without moving its offset; a pipe
+    allows neither, so the client delivers it itself."""
+    proc = subprocess.run(
+        [home.program, "example.net", "a@example.org", "b@example.net"],
+        input=MESSAGE,
+        capture_output=True,
+        cwd=home.path,
+        env={},
+        timeout=60,
+    )
+    assert proc.stdout == accepted(mx.ip)
+    assert "stdin is not a regular file" in qremoted.log()
+
+
 def test_sign_only_mode_is_left_to_the_client(home, mx, qremoted):
     home.write("signonly", "")
     orig = home.program + ".orig"
