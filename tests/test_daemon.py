@@ -403,6 +403,19 @@ def test_status_says_when_the_daemon_is_not_running(home):
     assert "qremoted (qremote/qremoted.sock):\n  not running" in out
 
 
+def test_a_client_speaking_nonsense_is_dropped_and_the_daemon_serves_on(home, mx, qremoted):
+    import socket
+
+    for junk in (b"GET / HTTP/1.0\r\n\r\n", b"D\0\0", b""):
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(os.path.join(home.path, "qremote", "qremoted.sock"))
+            s.sendall(junk)
+            s.shutdown(socket.SHUT_WR)
+            assert s.recv(100) == b""
+    assert qremoted.log().count("dropped pid") == 3
+    assert send(home).output == accepted(mx.ip)
+
+
 def test_a_pipe_on_stdin_is_left_to_the_client(home, mx, qremoted):
     """The daemon reads the queue file at its own pace without moving its offset; a pipe
     allows neither, so the client delivers it itself."""

@@ -342,29 +342,35 @@ class Daemon:
         return True
 
     async def _serve(self, conn: socket.socket) -> None:
+        """One client, start to end; whatever goes wrong is logged, never raised."""
         fds: list[int] = []
         try:
-            pid, uid = peer_credentials(conn)
-            if not allowed(uid, self.uid):
-                self.log(f"refused pid {pid}: uid {uid} may not use qremoted")
-                await self._send(conn, wire.frame(wire.REFUSED, b"not allowed"))
-                return
-            try:
-                kind, payload = await asyncio.wait_for(read_request(conn, fds), REQUEST_TIMEOUT)
-            except (TimeoutError, wire.WireError, OSError, ConnectionError) as e:
-                self.log(f"dropped pid {pid}: {e.__class__.__name__}: {e}")
-                return
-            if kind == wire.STATUS:
-                await self._send(conn, wire.frame(wire.TEXT, self.status().encode()))
-            elif kind == wire.DELIVER:
-                await self._deliver(conn, pid, wire.split_args(payload), fds[:1])
-            else:
-                await self._send(conn, wire.frame(wire.REFUSED, b"unknown request"))
+            await self._handle(conn, fds)
+        except Exception as e:  # noqa: BLE001 - one bad client must not reach the loop
+            self.log(f"client failed: {e.__class__.__name__}: {e}")
         finally:
             for fd in fds:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             conn.close()
+
+    async def _handle(self, conn: socket.socket, fds: list[int]) -> None:
+        pid, uid = peer_credentials(conn)
+        if not allowed(uid, self.uid):
+            self.log(f"refused pid {pid}: uid {uid} may not use qremoted")
+            await self._send(conn, wire.frame(wire.REFUSED, b"not allowed"))
+            return
+        try:
+            kind, payload = await asyncio.wait_for(read_request(conn, fds), REQUEST_TIMEOUT)
+        except (TimeoutError, wire.WireError, OSError, ConnectionError) as e:
+            self.log(f"dropped pid {pid}: {e.__class__.__name__}: {e}")
+            return
+        if kind == wire.STATUS:
+            await self._send(conn, wire.frame(wire.TEXT, self.status().encode()))
+        elif kind == wire.DELIVER:
+            await self._deliver(conn, pid, wire.split_args(payload), fds[:1])
+        else:
+            await self._send(conn, wire.frame(wire.REFUSED, b"unknown request"))
 
     def _refusal(self, args: list[bytes], fds: list[int]) -> str | None:
         """Why the client should deliver this one itself, or None to take it."""
