@@ -116,9 +116,9 @@ class ConnectionPool:
             kept.timer = None
 
     def _expire(self, kept: Kept) -> None:
-        if kept in self._idle:
+        if kept in self._idle:  # once only: its slot must be released exactly once
             self._remove(kept)
-        self.discard(kept)
+            self.discard(kept)
 
     def discard(self, kept: Kept) -> None:
         """Say QUIT and close in the background, then free the slot: not before, or the
