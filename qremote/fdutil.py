@@ -1,17 +1,18 @@
 """File-descriptor helpers shared by qmail-remote, sign-only mode and the verify filter.
 
-Standard library only, and nothing heavy: qmail-remote's start-up path imports this.
+Standard library only, and nothing heavy: qmail-remote's start-up path imports this, so
+it uses ``posix`` (built into the interpreter) rather than ``os`` (a module to load).
 """
 
-import os
+import posix
 
 
 def write_all(fd: int, data: bytes) -> None:
-    """Write every byte (os.write may take fewer); OSError is the caller's to handle."""
+    """Write every byte (a write may take fewer); OSError is the caller's to handle."""
     view = memoryview(data)
     while view:
         try:
-            view = view[os.write(fd, view) :]
+            view = view[posix.write(fd, view) :]
         except InterruptedError:
             continue
 
@@ -19,9 +20,9 @@ def write_all(fd: int, data: bytes) -> None:
 def stderr_to_devnull() -> None:
     """Point fd 2 at /dev/null: stray interpreter warnings must not land in a report."""
     try:
-        fd = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(fd, 2)
-        os.close(fd)
+        fd = posix.open("/dev/null", posix.O_WRONLY)
+        posix.dup2(fd, 2)
+        posix.close(fd)
     except OSError:
         pass
 
@@ -30,12 +31,12 @@ def memory_file(name: str, data: bytes = b"") -> int:
     """An anonymous file (memfd, else an unlinked temporary file) holding ``data``,
     positioned at its end: nothing is left on disk whatever happens."""
     try:
-        fd = os.memfd_create(name, 0)
+        fd = posix.memfd_create(name, 0)
     except (AttributeError, OSError):
         import tempfile
 
         f = tempfile.TemporaryFile()
-        fd = os.dup(f.fileno())
+        fd = posix.dup(f.fileno())
         f.close()
     write_all(fd, data)
     return fd

@@ -7,7 +7,7 @@ When qremoted runs, this process only passes the delivery on (``qremote.daemon.c
 imports nothing but built-ins); heavy modules are imported only for an in-process delivery.
 """
 
-import os
+import posix
 import sys
 
 from qremote.fdutil import stderr_to_devnull, write_all
@@ -29,7 +29,7 @@ def _silence_stderr() -> int | None:
     qmail-remote.orig in sign-only mode.
     """
     try:
-        saved = os.dup(2)
+        saved = posix.dup(2)
     except OSError:
         saved = None
     stderr_to_devnull()
@@ -40,7 +40,7 @@ def _read_message() -> bytes | None:
     chunks = []
     while True:
         try:
-            chunk = os.read(0, 1 << 20)
+            chunk = posix.read(0, 1 << 20)
         except InterruptedError:
             continue
         except OSError:
@@ -57,6 +57,8 @@ def run(argv: list[bytes], home: str, stderr: int | None = None) -> bytes:
     """
     if len(argv) < 4:
         return USAGE
+    import os
+
     from qremote import report
 
     try:
@@ -92,8 +94,10 @@ def main(home: str | None = None, daemon: bool = True) -> None:
     """
     saved_stderr = _silence_stderr()
     try:
-        argv = [os.fsencode(a) for a in sys.argv]
-        qmail_home = os.environ.get("QMAILHOME") or home or "/var/qmail"
+        encoding = sys.getfilesystemencoding()
+        argv = [a.encode(encoding, "surrogateescape") for a in sys.argv]
+        env_home = posix.environ.get(b"QMAILHOME", b"").decode(encoding, "surrogateescape")
+        qmail_home = env_home or home or "/var/qmail"
         out = None
         if daemon and len(argv) >= 4:
             from qremote.daemon import client
@@ -109,7 +113,7 @@ def main(home: str | None = None, daemon: bool = True) -> None:
         except BaseException:  # noqa: BLE001
             out = b"ZInternal error in qmail-remote. (#4.3.0)\n\0"
     _write_all(out)
-    os._exit(0)
+    posix._exit(0)
 
 
 if __name__ == "__main__":

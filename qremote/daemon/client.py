@@ -1,13 +1,13 @@
 """The thin ``qmail-remote``'s half of the conversation with qremoted.
 
-It runs once per delivery, so it imports nothing but the interpreter's built-ins:
+It runs once per delivery, so it imports next to nothing: ``posix`` instead of ``os``,
 ``_socket`` instead of ``socket`` (which pulls in enum and selectors), no dataclasses.
 :func:`deliver` returns the report bytes, or None when the daemon did not take the
 delivery, in which case the caller delivers in-process: nothing was sent yet.
 """
 
 import _socket
-import os
+import posix
 import sys
 
 from qremote.daemon import wire
@@ -32,7 +32,7 @@ may not exceed 107 bytes, a qmail home may be long."""
 def _connect(home: str):
     """A connection to qremoted, or None. Changes into ``home``, as qmail-remote does."""
     try:
-        os.chdir(home)
+        posix.chdir(home)
     except OSError:
         return None
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
@@ -46,12 +46,12 @@ def _connect(home: str):
 
 def _connect_elsewhere(home: str):
     """:func:`_connect` for a process that must keep its working directory."""
-    here = os.open(".", os.O_RDONLY | os.O_CLOEXEC)
+    here = posix.open(".", posix.O_RDONLY | posix.O_CLOEXEC)
     try:
         return _connect(home)
     finally:
-        os.fchdir(here)
-        os.close(here)
+        posix.fchdir(here)
+        posix.close(here)
 
 
 def _send_request(sock, request: bytes, fd: int | None) -> None:
