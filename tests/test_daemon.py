@@ -18,6 +18,7 @@ from qremote.daemon import client, wire
 from tests.support import certs, qmailhome
 from tests.support.daemon import Qremoted
 from tests.support.expect import UNSIGNED
+from tests.support.redisserver import RedisServer
 from tests.support.smtpserver import Script, ScriptedServer, Slow
 
 MESSAGE = b"From: a@example.org\nTo: b@example.net\nSubject: hi\n\nbody\n"
@@ -210,6 +211,25 @@ def test_a_new_connection_resumes_the_tls_session_of_the_last_one(home, zone, tm
     assert f"TLSv1.3 TLS_AES_256_GCM_SHA384, {verified}\n" in first.output.decode()
     assert f"TLSv1.3 TLS_AES_256_GCM_SHA384, {verified}, resumed\n" in second.output.decode()
     assert [c.tls for c in server.connections] == [True, True]
+
+
+def test_an_idle_connection_holds_its_shared_lease_until_it_closes(home, mx):
+    with RedisServer() as redis:
+        home.write("sharedstate", redis.url + "\n")
+        home.write("reuseidle", "2\n")
+        with Qremoted(home):
+            first, second = send(home), send(home)
+            idle = shared_groups(home)
+            wait_until(lambda: mx.connections[0].quit)
+            wait_until(lambda: shared_groups(home) == "  (no deliveries holding or waiting)")
+    assert b"Reused" in second.output and b"Shared state" not in first.output
+    assert re.fullmatch(r"  \S+ +in use +1 +waiting +0", idle)
+
+
+def shared_groups(home) -> str:
+    """The shared MX-group lines of ``qremote status``."""
+    shared = re.compile(r"MX groups, shared .*?:\n(.*?)\ntcpto", re.S)
+    return shared.search(home.qremote("status").stdout).group(1)
 
 
 def test_control_file_changes_are_seen_without_a_restart(home, mx, qremoted):
