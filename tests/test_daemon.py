@@ -88,6 +88,36 @@ def test_a_request_larger_than_one_socket_read_arrives_whole(home, mx, qremoted)
     )
 
 
+@pytest.mark.parametrize(
+    "case",
+    ["bad control file", "recipient refused", "no such domain", "partial final line", "bounce"],
+)
+def test_every_kind_of_outcome_reads_the_same_through_the_daemon(home, zone, case):
+    """Byte for byte what the in-process path writes, whatever the outcome."""
+    message, sender, domain = MESSAGE, "a@example.org", "example.net"
+    script = Script()
+    if case == "bad control file":
+        home.write("timeoutremote", "soon\n")
+    elif case == "recipient refused":
+        script = Script(rcpt=["550 5.1.1 no such user", None])
+    elif case == "no such domain":
+        domain = "missing.example"
+    elif case == "partial final line":
+        message = MESSAGE + b"no line end"
+    else:
+        sender = ""
+    with ScriptedServer(script) as server:
+        zone.mx("example.net", (10, "mx1.example.net"))
+        zone.a("mx1.example.net", server.ip)
+        rcpts = ["x@example.net", "b@example.net"]
+        alone = home.deliver_standalone(domain, sender, rcpts, message)
+        with Qremoted(home) as daemon:
+            through = home.deliver(domain, sender, rcpts, message)
+            assert "delivery pid" in daemon.log()
+    assert through.output == alone.output
+    assert through.status == alone.status == 0
+
+
 def test_without_a_daemon_the_thin_client_delivers_in_process(home, mx):
     assert client.status(home.path) is None
     run = send(home)
