@@ -233,7 +233,7 @@ async def _send(
     group = group_rules.group_for(host, [t.name for t in chosen], settings.groups)
     job = _Job(settings, port, envelope, body, origin, notes, group.name, resources.pool)
     kept = None
-    if job.pool is not None:
+    if job.pool is not None and job.pool.holds(group.name):
         kept = job.pool.checkout(group.name, _reuse_keys(job, chosen))
     shared = resources.shared
     if shared is None:
@@ -421,6 +421,9 @@ async def _try_host(job: _Job, target: Target) -> Outcome | NextHost | None:
                 tls = None
                 continue
             return _final(f"ZConnected to {target.ip} but TLS failed: {e}. (#4.7.0)\n".encode())
+        except BaseException:
+            session.abort()  # cancelled (qremoted stopping) or a bug: never leave it open
+            raise
         final = result.final
         if isinstance(final, Stale):
             await session.close()

@@ -78,6 +78,10 @@ class ConnectionPool:
                     return kept
         return None
 
+    def holds(self, group: str) -> bool:
+        """Whether any idle connection of ``group`` is kept (cheap: no keys needed)."""
+        return any(k.group == group for k in self._idle)
+
     def checkin(self, kept: Kept) -> bool:
         """Keep ``kept`` for the next message if the limits allow; False means the caller
         still owns the connection and its slot."""

@@ -233,6 +233,12 @@ class Session:
         if remember is not None and obj is not None:
             remember(self.tls.server_name, obj)
 
+    def abort(self) -> None:
+        """Drop the connection at once, without waiting (cancellation paths)."""
+        transport = self.writer.transport
+        if transport is not None:
+            transport.abort()
+
     async def close(self) -> None:
         self._remember_tls()
         try:
