@@ -20,6 +20,7 @@ from tests.support.daemon import Qremoted
 from tests.support.expect import UNSIGNED
 from tests.support.redisserver import RedisServer
 from tests.support.smtpserver import Script, ScriptedServer, Slow
+from tests.support.waiting import wait_until
 
 MESSAGE = b"From: a@example.org\nTo: b@example.net\nSubject: hi\n\nbody\n"
 
@@ -55,13 +56,6 @@ def in_background(fn, *args):
     thread = threading.Thread(target=lambda: result.setdefault("run", fn(*args)))
     thread.start()
     return thread, result
-
-
-def wait_until(predicate, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.05)
 
 
 # -- the same reports ----------------------------------------------------------------------

@@ -16,6 +16,7 @@ from qremote.groups import rules
 from tests.support import qmailhome
 from tests.support.redisserver import RedisServer
 from tests.support.smtpserver import STALL, Script, ScriptedServer, Slow
+from tests.support.waiting import wait_until
 
 MSG = b"Subject: t\n\nbody\n"
 
@@ -110,7 +111,7 @@ def test_two_groups_do_not_block_each_other(home, zone):
         zone.mx("free.example", (10, "mx.free.example"))
         zone.a("mx.free.example", free.ip)
         holder = start(home, "busy.example")
-        _wait_for(lambda: busy.active == 1)
+        wait_until(lambda: busy.active == 1)
         t0 = time.monotonic()
         out = finish(start(home, "free.example"))
         elapsed = time.monotonic() - t0
@@ -128,7 +129,7 @@ def test_a_full_group_defers_after_mxgroupwait(home, zone):
         zone.mx("busy.example", (10, "mx.busy.example"))
         zone.a("mx.busy.example", busy.ip)
         holder = start(home, "busy.example")
-        _wait_for(lambda: busy.active == 1)
+        wait_until(lambda: busy.active == 1)
         out = finish(start(home, "busy.example"))
         holder.kill()
         holder.wait()
@@ -146,7 +147,7 @@ def test_a_process_killed_mid_delivery_frees_its_slot(home, zone):
         zone.mx("busy.example", (10, "mx.busy.example"))
         zone.a("mx.busy.example", busy.ip)
         holder = start(home, "busy.example")
-        _wait_for(lambda: busy.active == 1)
+        wait_until(lambda: busy.active == 1)
         holder.send_signal(signal.SIGKILL)
         holder.wait()
         busy.script.dot = None
@@ -159,7 +160,7 @@ def test_waiters_are_served_in_order(home, zone):
     with ScriptedServer(Script(dot=Slow(0.8, "250 ok"))) as mx:
         shared_mx(zone, mx, ["q.example"])
         holder = start(home, "q.example", "holder@example.org")
-        _wait_for(lambda: mx.active == 1)
+        wait_until(lambda: mx.active == 1)
         waiters = []
         for i in range(4):
             waiters.append(start(home, "q.example", f"w{i}@example.org"))
@@ -173,14 +174,6 @@ def test_waiters_are_served_in_order(home, zone):
         "w2@example.org",
         "w3@example.org",
     ]
-
-
-def _wait_for(condition, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.02)
 
 
 # -- the shared (Redis) backend ----------------------------------------------------------------
@@ -218,7 +211,7 @@ def test_a_dead_hosts_lease_expires(home, zone, redis_server):
         zone.mx("lease.example", (10, "mx.lease.example"))
         zone.a("mx.lease.example", busy.ip)
         holder = start(home, "lease.example")
-        _wait_for(lambda: busy.active == 1)
+        wait_until(lambda: busy.active == 1)
         holder.send_signal(signal.SIGKILL)
         holder.wait()
         busy.script.dot = None
@@ -252,7 +245,7 @@ def test_status_shows_slots_waiters_and_tcpto(home, zone, redis_server, backend)
         zone.mx("status.example", (10, "mx.status.example"))
         zone.a("mx.status.example", busy.ip)
         holder = start(home, "status.example")
-        _wait_for(lambda: busy.active == 1)
+        wait_until(lambda: busy.active == 1)
         waiter = start(home, "status.example")
         time.sleep(0.5)
         done = home.qremote("status")
@@ -328,7 +321,7 @@ def test_a_running_delivery_renews_its_lease(home, zone, redis_server):
     with ScriptedServer(Script(dot=Slow(4.0, "250 ok"))) as mx:
         shared_mx(zone, mx, ["renew.example"])
         holder = start(home, "renew.example", "holder@example.org")
-        _wait_for(lambda: mx.active == 1)
+        wait_until(lambda: mx.active == 1)
         second = finish(start(home, "renew.example", "second@example.org"))
         first = finish(holder)
     assert first.startswith(b"r\0K")
