@@ -50,7 +50,7 @@ def _basics(control: ControlDir) -> Iterator[str]:
     except ControlError as e:
         yield str(e)
     yield from group_rules.parse(control.lines("mxgroups") or [])[1]
-    for name in ("mxgroupwait", "sharedlease"):
+    for name in ("mxgroupwait", "sharedlease", "reuseidle", "reusemessages", "reuseage"):
         try:
             control.integer(name, 60)
         except ControlError as e:
@@ -200,6 +200,39 @@ def _install(home: str) -> Iterator[str]:
         yield f"{tcpto} is missing: tcpto is off (qmail's installer creates it)"
 
 
+def _daemon(home: str, user: str) -> Iterator[str]:
+    """qremoted's socket, when there is one: qmail-remote (as ``user``) must be able to
+    use it, and something must answer on it; otherwise every delivery runs in-process."""
+    import pwd
+    import stat
+
+    from qremote.daemon import client
+
+    path = os.path.join(home, client.RELATIVE_PATH)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        yield f"{path} is not a socket: qremoted cannot listen there"
+        return
+    try:
+        uid = pwd.getpwnam(user).pw_uid
+    except KeyError:
+        uid = None
+    if uid not in (None, 0) and st.st_uid != uid:
+        try:
+            owner = pwd.getpwuid(st.st_uid).pw_name
+        except KeyError:
+            owner = str(st.st_uid)
+        yield (
+            f"{path}: owned by {owner}, so {user} (qmail-remote) cannot use qremoted and "
+            f"delivers in-process; run qremoted as {user}"
+        )
+    if client.status(home) is None:
+        yield f"{path}: no qremoted answers (it was killed?); deliveries run in-process"
+
+
 def problems(home: str, user: str = "qmailr") -> list[str]:
     control = ControlDir(os.path.join(home, "control"))
     found: list[str] = []
@@ -207,4 +240,5 @@ def problems(home: str, user: str = "qmailr") -> list[str]:
         found.extend(_guard(lambda check=check: check(control)))
     found.extend(_guard(lambda: _keys(control, user)))
     found.extend(_install(home))
+    found.extend(_daemon(home, user))
     return found

@@ -40,3 +40,33 @@ def test_problems_are_listed_one_per_line(home):
     assert len(lines) == len(expected_starts), lines
     for line, start in zip(lines, expected_starts, strict=True):
         assert line.startswith(start), (line, start)
+
+
+def test_a_qremoted_socket_nobody_answers_on_is_a_problem(home):
+    from tests.support.daemon import Qremoted
+
+    daemon = Qremoted(home).start()
+    assert home.qremote("check", "--user", "root").returncode == 0
+    daemon.kill()  # a killed daemon leaves its socket behind
+    done = home.qremote("check", "--user", "root")
+    assert done.returncode == 1
+    sock = os.path.join(home.path, "qremote", "qremoted.sock")
+    assert done.stderr == (
+        f"{sock}: no qremoted answers (it was killed?); deliveries run in-process\n"
+    )
+
+
+def test_a_qremoted_socket_qmail_remotes_user_cannot_use_is_a_problem(home):
+    from tests.support.daemon import Qremoted
+
+    with Qremoted(home):  # runs as root here; qmail-remote runs as nobody
+        done = home.qremote("check", "--user", "nobody")
+    sock = os.path.join(home.path, "qremote", "qremoted.sock")
+    assert f"{sock}: owned by root, so nobody (qmail-remote) cannot use qremoted" in done.stderr
+
+
+def test_reuse_settings_must_be_whole_numbers(home):
+    home.write("reuseidle", "a while\n")
+    done = home.qremote("check")
+    assert done.returncode == 1
+    assert done.stderr.startswith("control/reuseidle: 'a while' is not a whole number")
