@@ -15,7 +15,9 @@ def write_file(path: str, data: bytes, mode: int = 0o644, replace: bool = True) 
     With ``replace=False`` an existing ``path`` is left alone and FileExistsError raised.
     """
     folder = os.path.dirname(path) or "."
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    # pid and a random part: two writers of one path, processes or threads, never meet.
+    unique = f"{os.getpid()}.{os.urandom(4).hex()}"
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{unique}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         write_all(fd, data)

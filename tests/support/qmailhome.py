@@ -5,15 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 from dataclasses import dataclass
 
 from qremote.atomic import write_file
 from qremote.cli.install import wrapper_text
 
 from . import rspawn
-
-_making = threading.Lock()
 
 
 @dataclass
@@ -48,10 +45,9 @@ class QmailHome:
     def deliver_standalone(self, host: str, sender: str, recipients: list[str], message: bytes):
         """The same delivery, never through qremoted (its in-process path)."""
         program = self.program + "-standalone"
-        with _making:  # tests call this from many threads at once
-            if not os.path.exists(program):
-                text = wrapper_text(self.path).replace("main(home=", "main(daemon=False, home=")
-                write_file(program, text.encode(), 0o755)
+        if not os.path.exists(program):  # threads may race here: the write is atomic
+            text = wrapper_text(self.path).replace("main(home=", "main(daemon=False, home=")
+            write_file(program, text.encode(), 0o755)
         return rspawn.run(program, self.path, host, sender, recipients, message)
 
     def qremote(self, *args: str, input=None, text: bool = True) -> subprocess.CompletedProcess:
