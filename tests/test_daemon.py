@@ -314,6 +314,31 @@ def test_mx_answers_are_cached_by_the_daemon_within_their_ttl(home, mx, zone, qr
     assert zone.queries.count(("example.net", "MX")) == 1
 
 
+def test_a_long_run_leaks_no_descriptors(home, zone):
+    """Queue files, client sockets, SMTP connections and slot locks all go back."""
+    home.write("reuseidle", "1\n")
+    with ScriptedServer() as server:
+        for i in range(4):
+            zone.mx(f"d{i}.example", (10, f"mx{i % 2}.example"))
+        zone.a("mx0.example", server.ip)
+        zone.a("mx1.example", "127.0.0.1")  # refused: a connection attempt every time
+        with Qremoted(home) as daemon:
+            fds = os.path.join("/proc", str(daemon.proc.pid), "fd")
+            send(home)
+            wait_until(lambda: "cached connections: 0" in daemon.status())
+            # At rest: stdin, the log twice, epoll, the loop's self-pipe pair, the lock and
+            # the listening socket; waiting for exactly that lets the status query close.
+            wait_until(lambda: len(os.listdir(fds)) == 8)
+            before = len(os.listdir(fds))
+            for n in range(60):
+                d = f"d{n % 4}.example"
+                home.deliver(d, "a@example.org", [f"b@{d}"], MESSAGE)
+            wait_until(lambda: "cached connections: 0" in daemon.status())
+            # The status connection just used may still be closing on the daemon's side.
+            wait_until(lambda: len(os.listdir(fds)) <= before, timeout=5)
+    assert len(server.received) == 30
+
+
 # -- the daemon's life -----------------------------------------------------------------------
 
 
