@@ -143,7 +143,7 @@ def test_messages_to_the_same_mx_share_one_connection_with_rset_between(home, mx
 
 
 def test_an_idle_connection_is_closed_after_reuseidle_seconds(home, mx):
-    home.write("reuseidle", "1\n")
+    home.write("reuseidle", "3\n")
     with Qremoted(home) as daemon:
         send(home)
         assert "cached connections: 1" in daemon.status()
@@ -240,7 +240,7 @@ def test_a_new_connection_resumes_the_tls_session_of_the_last_one(home, zone, tm
 def test_an_idle_connection_holds_its_shared_lease_until_it_closes(home, mx):
     with RedisServer() as redis:
         home.write("sharedstate", redis.url + "\n")
-        home.write("reuseidle", "2\n")
+        home.write("reuseidle", "4\n")
         with Qremoted(home):
             first, second = send(home), send(home)
             idle = shared_groups(home)
@@ -378,7 +378,7 @@ def test_killing_the_daemon_in_a_burst_loses_and_bounces_nothing(home, zone):
     one report, K only for what the server has, never D; a retry of the deferred ones
     (as qmail would) gets every message there."""
     domains = [f"d{i}.example" for i in range(18)]
-    with ScriptedServer(Script(dot=Slow(0.5, "250 2.0.0 Ok: queued as 1234"))) as server:
+    with ScriptedServer(Script(dot=Slow(2, "250 2.0.0 Ok: queued as 1234"))) as server:
         for d in domains:
             zone.mx(d, (10, "mx.burst.example"))
         zone.a("mx.burst.example", server.ip)
@@ -453,7 +453,7 @@ def test_a_second_daemon_for_the_same_home_refuses_to_start(home, qremoted):
 
 
 def test_status_shows_in_flight_deliveries_and_cached_connections(home, zone, qremoted):
-    with ScriptedServer(Script(dot=Slow(1.5, "250 ok"))) as server:
+    with ScriptedServer(Script(dot=Slow(4, "250 ok"))) as server:
         zone.mx("example.net", (10, "mx1.example.net"))
         zone.a("mx1.example.net", server.ip)
         thread, _ = in_background(send, home)

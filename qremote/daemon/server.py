@@ -285,9 +285,9 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload)
         accepting = loop.create_task(self._accept(listener))
-        self.log(f"qremoted {os.getpid()} serving {self.home}/qremote/{SOCKET_NAME}")
         if self.uid == 0:
             self.log("running as root: run it as qmailr, or the files it creates are root's")
+        self.log(f"qremoted {os.getpid()} serving {self.home}/qremote/{SOCKET_NAME}")
         if ready is not None:
             ready.set()
         try:
