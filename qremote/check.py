@@ -104,20 +104,28 @@ def _tls(control: ControlDir) -> Iterator[str]:
             yield f"control/tlsclientciphers: OpenSSL accepts no cipher in {ciphers.strip()!r}"
 
 
-def _owner(key, user: str) -> Iterator[str]:
-    """qmail-remote runs as ``user``: the key must be its own (mode 0600 is checked on load)."""
+def _foreign_owner(st: os.stat_result, user: str, root_suffices: bool = False) -> str | None:
+    """The owner of a file ``user`` needs as its own, when it is someone else (by name, or
+    uid); None when it is ``user``'s or ``user`` is unknown here. ``root_suffices``: a
+    ``user`` that is root is served whoever owns the file."""
     import pwd
 
     try:
         uid = pwd.getpwnam(user).pw_uid
     except KeyError:
-        return
-    st = os.stat(key.path)
-    if st.st_uid != uid:
-        try:
-            owner = pwd.getpwuid(st.st_uid).pw_name
-        except KeyError:
-            owner = str(st.st_uid)
+        return None
+    if st.st_uid == uid or (root_suffices and uid == 0):
+        return None
+    try:
+        return pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        return str(st.st_uid)
+
+
+def _owner(key, user: str) -> Iterator[str]:
+    """qmail-remote runs as ``user``: the key must be its own (mode 0600 is checked on load)."""
+    owner = _foreign_owner(os.stat(key.path), user)
+    if owner is not None:
         yield (
             f"control/domainkeys/{key.domain}/{os.path.basename(os.path.realpath(key.path))}: "
             f"owned by {owner}, so {user} (qmail-remote) cannot read it; chown {user} it"
@@ -203,7 +211,6 @@ def _install(home: str) -> Iterator[str]:
 def _daemon(home: str, user: str) -> Iterator[str]:
     """qremoted's socket, when there is one: qmail-remote (as ``user``) must be able to
     use it, and something must answer on it; otherwise every delivery runs in-process."""
-    import pwd
     import stat
 
     from qremote.daemon import client
@@ -216,15 +223,8 @@ def _daemon(home: str, user: str) -> Iterator[str]:
     if not stat.S_ISSOCK(st.st_mode):
         yield f"{path} is not a socket: qremoted cannot listen there"
         return
-    try:
-        uid = pwd.getpwnam(user).pw_uid
-    except KeyError:
-        uid = None
-    if uid not in (None, 0) and st.st_uid != uid:
-        try:
-            owner = pwd.getpwuid(st.st_uid).pw_name
-        except KeyError:
-            owner = str(st.st_uid)
+    owner = _foreign_owner(st, user, root_suffices=True)
+    if owner is not None:
         yield (
             f"{path}: owned by {owner}, so {user} (qmail-remote) cannot use qremoted and "
             f"delivers in-process; run qremoted as {user}"

@@ -56,12 +56,6 @@ class Qremoted:
         self.signal(signal.SIGKILL)
         self.wait()
 
-    def stop(self) -> int:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.signal(signal.SIGTERM)
-        return self.wait()
-
     def __enter__(self) -> Qremoted:
         return self.start()
 
