@@ -176,6 +176,15 @@ def test_missing_key_means_unsigned_and_says_so(tmp_path):
     assert signed.note == "Not signed: no key for example.com in control/domainkeys."
 
 
+def test_a_file_where_a_domain_folder_belongs_holds_no_key(tmp_path):
+    store = tmp_path / "control" / "domainkeys"
+    store.mkdir(parents=True)
+    (store / "example.com").write_bytes(b"not a folder\n")
+    signed, message = sign(KeyStore(str(store)), PLAIN)
+    assert signed.headers == b"" and message == PLAIN
+    assert signed.note == "Not signed: no key for example.com in control/domainkeys."
+
+
 @pytest.mark.parametrize("mode", [0o640, 0o604, 0o644])
 def test_key_readable_by_others_is_refused(tmp_path, mode):
     control = tmp_path / "control"
@@ -285,17 +294,17 @@ def test_unparseable_message_defers(home, zone):
 
 def test_a_key_store_we_cannot_enter_defers(tmp_path, monkeypatch):
     """Run as root, the tests cannot lose permission for real: the kernel's answer is
-    stood in for at the os.stat boundary, for the key store folder only."""
+    stood in for at the os.lstat boundary, for entries of the key store folder only."""
     control = tmp_path / "control"
     keys.write_key(str(control), "example.com", "k")
     folder = str(control / "domainkeys" / "example.com")
-    real_stat = os.stat
+    real_lstat = os.lstat
 
-    def stat(path, *args, **kwargs):
-        if str(path) == folder:
+    def lstat(path, *args, **kwargs):
+        if os.path.dirname(str(path)) == folder:
             raise PermissionError(13, "Permission denied")
-        return real_stat(path, *args, **kwargs)
+        return real_lstat(path, *args, **kwargs)
 
-    monkeypatch.setattr(os, "stat", stat)
-    with pytest.raises(SigningError, match="domainkeys/example.com: Permission denied"):
+    monkeypatch.setattr(os, "lstat", lstat)
+    with pytest.raises(SigningError, match="domainkeys/example.com/default: Permission denied"):
         sign(KeyStore(str(control / "domainkeys")), PLAIN)

@@ -16,7 +16,8 @@ _LONE_CR = re.compile(rb"\r(?!\n)")
 
 def _squeeze(text: bytes) -> bytes:
     """Every run of SP/HTAB becomes one SP (with bytes.replace: far faster than re)."""
-    text = text.replace(b"\t", b" ")
+    if b"\t" in text:
+        text = text.replace(b"\t", b" ")
     while b"  " in text:
         text = text.replace(b"  ", b" ")
     return text
@@ -39,9 +40,11 @@ def dkim_header_simple(header: Header) -> bytes:
 
 def dkim_header_relaxed(header: Header) -> bytes:
     """Lowercase name, unfold, squeeze white space, trim around the colon and the end."""
-    value = _FOLD.sub(b"", header.value)
+    value = header.value
     if value.endswith(b"\r\n"):
         value = value[:-2]
+    if b"\n" in value:  # folded
+        value = _FOLD.sub(b"", value)
     value = _squeeze(value).strip(b" ")
     return header.key + b":" + value + b"\r\n"
 
@@ -61,7 +64,9 @@ def dkim_body_relaxed(body: bytes) -> bytes:
         return b""
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
-    body = _squeeze(body).replace(b" \r\n", b"\r\n")
+    body = _squeeze(body)
+    if b" \r\n" in body:
+        body = body.replace(b" \r\n", b"\r\n")
     body = _strip_trailing_empty_lines(body)
     return b"" if body == b"\r\n" else body
 
@@ -79,13 +84,16 @@ def dk_header(header: Header, canon: str) -> bytes:
     return header.raw
 
 
-def dk_body(body: bytes, canon: str) -> bytes:
+def dk_body(body: bytes, canon: str, bare_cr: bool | None = None) -> bytes:
     """The empty separator line and the body; trailing empty lines are ignored, and with
-    them the separator itself when nothing follows it."""
+    them the separator itself when nothing follows it. ``bare_cr`` says whether the body
+    has a CR outside a CRLF, when the caller knows (:attr:`Message.bare_cr`)."""
     text = b"\r\n" + body
     if canon == "nofws":
         text = text.translate(None, b" \t")
-        if b"\r" in text.replace(b"\r\n", b""):
+        if bare_cr is None:
+            bare_cr = b"\r" in text.replace(b"\r\n", b"")
+        if bare_cr:
             text = _LONE_CR.sub(b"", text)
     text = _strip_trailing_empty_lines(text)
     return b"" if text == b"\r\n" else text

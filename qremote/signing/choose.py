@@ -14,6 +14,7 @@ from collections.abc import Callable
 from qremote.signing.keys import SigningKey
 
 _ADDR = re.compile(rb"<([^<>]*)>")
+_NOT_IN_DOMAIN = re.compile(r"[ \t;()\[\]\\\"']")
 
 
 def domain_of(address: bytes) -> str | None:
@@ -30,7 +31,7 @@ def domain_of(address: bytes) -> str | None:
         decoded = domain.decode("ascii").lower()
     except UnicodeDecodeError:
         return None
-    if not decoded or any(c in decoded for c in " \t;()[]\\\"'"):
+    if not decoded or _NOT_IN_DOMAIN.search(decoded):
         return None
     return decoded
 

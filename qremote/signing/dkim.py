@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass
+from typing import cast
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
@@ -37,45 +38,55 @@ class Options:
     """Seconds until ``x=``; 0 leaves ``x=`` out."""
 
 
-_LISTED = [(name, name.encode(), name in OVERSIGNED) for name in DEFAULT_HEADERS]
-"""(name, lookup key, over-signed) for each default field: built once, not per message."""
+_LISTED = [(name.encode(), name in OVERSIGNED) for name in DEFAULT_HEADERS]
+"""(name, over-signed) for each default field: built once, not per message."""
 
 
-def header_list(message: Message) -> list[str]:
+def header_list(message: Message) -> list[bytes]:
+    """The ``h=`` names, lowercase, each as often as it is signed."""
     present = message.by_name
-    names: list[str] = []
-    for name, key, over in _LISTED:
-        count = len(present.get(key, ())) + over
-        if count:
-            names.extend([name] * count)
+    names: list[bytes] = []
+    for name, over in _LISTED:
+        fields = present.get(name)
+        if fields:
+            names += [name] * (len(fields) + over)
+        elif over:
+            names.append(name)
     return names
 
 
-def selected(message: Message, names: list[str]) -> list[Header]:
+def selected(message: Message, names: list[bytes]) -> list[Header]:
     """RFC 6376 5.4.2: for each listed name, the last instance not yet used."""
-    remaining = {key: list(fields) for key, fields in message.by_name.items()}
+    present = message.by_name
+    used: dict[bytes, int] = {}
     out = []
     for name in names:
-        stack = remaining.get(name.encode())
-        if stack:
-            out.append(stack.pop())
+        fields = present.get(name)
+        if fields:
+            n = used.get(name, 0) + 1
+            if n <= len(fields):
+                out.append(fields[-n])
+                used[name] = n
     return out
 
 
 def fold_tags(prefix: bytes, tags: list[bytes]) -> bytes:
-    """Join ``tag=value`` items with ``; `` and fold lines before FOLD_AT columns."""
-    out = prefix
-    line_len = len(prefix)
+    """``prefix`` then the ``tag=value`` items joined with ``; ``, folding before FOLD_AT
+    columns (never before the first item: it stays on the prefix's line)."""
+    pieces = [prefix]
+    column = len(prefix)
+    last = len(tags) - 1
     for i, tag in enumerate(tags):
-        piece = tag + (b";" if i < len(tags) - 1 else b"")
-        if line_len + 1 + len(piece) > FOLD_AT and line_len > len(prefix):
-            out += b"\r\n\t" + piece
-            line_len = 1 + len(piece)
+        piece = tag + b";" if i < last else tag
+        if i and column + 1 + len(piece) > FOLD_AT:
+            pieces.append(b"\r\n\t")
+            column = 1
         else:
-            sep = b" " if out != prefix or prefix.endswith(b":") else b""
-            out += sep + piece
-            line_len += len(sep) + len(piece)
-    return out
+            pieces.append(b" ")
+            column += 1
+        pieces.append(piece)
+        column += len(piece)
+    return b"".join(pieces)
 
 
 def fold_value(value: bytes, first: int) -> bytes:
@@ -111,17 +122,16 @@ def sign(
     ]
     if options.expire_after:
         tags.append(b"x=%d" % (now + options.expire_after))
-    tags += [b"h=" + b":".join(n.encode() for n in names), b"bh=" + bh, b"b="]
+    tags += [b"h=" + b":".join(names), b"bh=" + bh, b"b="]
     unsigned = fold_tags(b"DKIM-Signature:", tags)
     header_canon = canon.DKIM_HEADER[options.header_canon]
     data = b"".join(header_canon(h) for h in selected(message, names))
     sig_field = Header(b"DKIM-Signature", unsigned + b"\r\n")
     data += header_canon(sig_field)[:-2]
-    if isinstance(key.key, rsa.RSAPrivateKey):
-        signature = key.key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    if key.is_rsa:
+        signature = cast(rsa.RSAPrivateKey, key.key).sign(data, padding.PKCS1v15(), hashes.SHA256())
     else:
-        assert isinstance(key.key, ed25519.Ed25519PrivateKey)
-        signature = key.key.sign(hashlib.sha256(data).digest())
+        signature = cast(ed25519.Ed25519PrivateKey, key.key).sign(hashlib.sha256(data).digest())
     b64 = base64.b64encode(signature)
     last_line = len(unsigned) - unsigned.rfind(b"\n") - 1
     return unsigned + fold_value(b64, max(FOLD_AT - last_line, 8)) + b"\r\n"

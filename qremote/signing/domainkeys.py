@@ -8,6 +8,7 @@ order, every occurrence of a name together in message order, so we sign the same
 from __future__ import annotations
 
 import base64
+from typing import cast
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -17,31 +18,32 @@ from qremote.signing.dkim import DEFAULT_HEADERS, FOLD_AT, fold_tags, fold_value
 from qremote.signing.keys import SigningKey
 from qremote.signing.message import Message
 
-_KEYS = [(name, name.encode()) for name in DEFAULT_HEADERS]
+_KEYS = [name.encode() for name in DEFAULT_HEADERS]
 
 
-def header_list(message: Message) -> list[str]:
+def header_list(message: Message) -> list[bytes]:
+    """The ``h=`` names present in the message, lowercase, each once."""
     present = message.by_name
-    return [name for name, key in _KEYS if key in present]
+    return [name for name in _KEYS if name in present]
 
 
 def sign(message: Message, domain: str, key: SigningKey, canonicalization: str = "nofws") -> bytes:
     """The complete ``DomainKey-Signature:`` field, folded, ending in CRLF."""
-    assert isinstance(key.key, rsa.RSAPrivateKey)
+    if not key.is_rsa:
+        raise ValueError(f"DomainKeys needs an RSA key, {key.path} is not one")
     names = header_list(message)
     present = message.by_name
-    data = b"".join(
-        canon.dk_header(h, canonicalization) for name in names for h in present[name.encode()]
-    )
-    data += canon.dk_body(message.body, canonicalization)
-    signature = base64.b64encode(key.key.sign(data, padding.PKCS1v15(), hashes.SHA1()))
+    data = b"".join(canon.dk_header(h, canonicalization) for name in names for h in present[name])
+    data += canon.dk_body(message.body, canonicalization, message.bare_cr)
+    rsa_key = cast(rsa.RSAPrivateKey, key.key)
+    signature = base64.b64encode(rsa_key.sign(data, padding.PKCS1v15(), hashes.SHA1()))
     tags = [
         b"a=rsa-sha1",
         b"c=" + canonicalization.encode(),
         b"d=" + domain.encode(),
         b"s=" + key.selector.encode(),
         b"q=dns",
-        b"h=" + b":".join(n.encode() for n in names),
+        b"h=" + b":".join(names),
         b"b=",
     ]
     unsigned = fold_tags(b"DomainKey-Signature:", tags)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
@@ -33,14 +33,16 @@ class SigningKey:
     selector: str
     path: str
     key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+    is_rsa: bool = field(init=False, repr=False, compare=False)
+    """Decided once: an isinstance check against cryptography's abstract key classes
+    costs more than it looks, and every message asks."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_rsa", isinstance(self.key, rsa.RSAPrivateKey))
 
     @property
     def algorithm(self) -> str:
-        return "rsa-sha256" if isinstance(self.key, rsa.RSAPrivateKey) else "ed25519-sha256"
-
-    @property
-    def is_rsa(self) -> bool:
-        return isinstance(self.key, rsa.RSAPrivateKey)
+        return "rsa-sha256" if self.is_rsa else "ed25519-sha256"
 
 
 _cache: dict[tuple, SigningKey] = {}
@@ -54,9 +56,11 @@ def load(path: str, domain: str, link: str) -> SigningKey | None:
     """
     try:
         lst = os.lstat(path)
-    except FileNotFoundError:
-        return None
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # no such entry, or no such domain folder
     except OSError as e:
+        # A key store we may not look into is a broken key, not a missing one:
+        # never send unsigned because of it.
         raise KeyProblem(f"{_show(path)}: {e.strerror}") from None
     selector = link
     st = lst
@@ -124,17 +128,9 @@ class KeyStore:
         domain = domain.lower().rstrip(".")
         if not domain or "/" in domain or domain.startswith("."):
             return []
+        # No stat of the folder itself: a missing folder (or a file in its place)
+        # shows as a missing entry, and this runs for every message.
         folder = os.path.join(self.root, domain)
-        try:
-            st = os.stat(folder)
-        except FileNotFoundError:
-            return []
-        except OSError as e:
-            # A key store we may not look into is a broken key, not a missing one:
-            # never send unsigned because of it.
-            raise KeyProblem(f"{_show(folder)}: {e.strerror}") from None
-        if not stat.S_ISDIR(st.st_mode):
-            return []
         found = []
         for link in ("default", "ed25519"):
             key = load(os.path.join(folder, link), domain, link)

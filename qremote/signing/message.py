@@ -7,15 +7,17 @@ CRLF exactly as qmail-remote's body transfer does (an existing CRLF stays one li
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 
 
 class MalformedMessage(ValueError):
     """The header section cannot be read as header fields; the text says where."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Header:
+    """One header field. Not frozen: a message has a handful of these and a frozen
+    dataclass pays for its immutability on every construction; nothing changes them."""
+
     name: bytes
     """The field name as written (no colon, trailing blanks kept)."""
     raw: bytes
@@ -24,7 +26,7 @@ class Header:
     """The name as compared: lowercase, blanks before the colon removed."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "key", self.name.rstrip(b" \t").lower())
+        self.key = self.name.rstrip(b" \t").lower()
 
     @property
     def value(self) -> bytes:
@@ -36,14 +38,11 @@ class Message:
     headers: list[Header]
     body: bytes
     """Everything after the empty line, CRLF line ends."""
-
-    @cached_property
-    def by_name(self) -> dict[bytes, list[Header]]:
-        """Fields by lowercase name, each list in message order."""
-        index: dict[bytes, list[Header]] = {}
-        for h in self.headers:
-            index.setdefault(h.key, []).append(h)
-        return index
+    bare_cr: bool
+    """The body holds a CR that is not part of a CRLF line end (DomainKeys ``nofws``
+    drops those; knowing they are absent saves it a pass over the body)."""
+    by_name: dict[bytes, list[Header]] = field(repr=False, compare=False)
+    """Fields by lowercase name, each list in message order."""
 
     def get(self, name: bytes) -> list[Header]:
         """All fields of that name, in message order."""
@@ -51,14 +50,22 @@ class Message:
 
 
 def to_wire(message: bytes) -> bytes:
+    if b"\r" not in message:  # the usual queue file: LF only, one pass
+        return message.replace(b"\n", b"\r\n")
     return message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def _has_bare_cr(message: bytes, body: bytes) -> bool:
+    """In wire form every LF follows a CR, so a body with more CRs than LFs has a bare
+    one; a message without any CR cannot."""
+    return b"\r" in message and body.count(b"\r") != body.count(b"\n")
 
 
 def parse(message: bytes) -> Message:
     """Split a queue-file message (LF or CRLF line ends) into header fields and body."""
     wire = to_wire(message)
     if wire.startswith(b"\r\n"):
-        return Message([], wire[2:])
+        return Message([], wire[2:], _has_bare_cr(message, wire[2:]), {})
     end = wire.find(b"\r\n\r\n")
     if end < 0:
         head, body = wire, b""
@@ -83,7 +90,10 @@ def parse(message: bytes) -> Message:
         current = [line]
     if current:
         headers.append(_header(current))
-    return Message(headers, body)
+    index: dict[bytes, list[Header]] = {}
+    for h in headers:
+        index.setdefault(h.key, []).append(h)
+    return Message(headers, body, _has_bare_cr(message, body), index)
 
 
 def _header(lines: list[bytes]) -> Header:

@@ -88,7 +88,7 @@ def sign_message(
         for key in keys:
             fields.insert(0, dkim.sign(parsed, domain, key, stamp, config.dkim, body_hash))
             done.append(f"DKIM d={domain} s={key.selector} {key.algorithm}")
-        dk = _domainkey(parsed, store, config, keys, domain)
+        dk = _domainkey(parsed, store, config, keys, domain, from_domain)
         if dk is not None:
             fields.append(dk[0])
             done.append(dk[1])
@@ -100,7 +100,7 @@ def sign_message(
     return Signed(headers, "Signed: " + "; ".join(done) + ".")
 
 
-def _domainkey(parsed, store: KeyStore, config: SignConfig, keys, domain):
+def _domainkey(parsed, store: KeyStore, config: SignConfig, keys, domain, from_domain):
     """DomainKeys signs as the Sender: (else From:) domain, with that domain's RSA key,
     and not at all when that field is folded over several lines."""
     if not config.domainkeys:
@@ -113,7 +113,7 @@ def _domainkey(parsed, store: KeyStore, config: SignConfig, keys, domain):
         # DomainKeys verifiers read the identity from the field's first line only
         # (Mail::DKIM does): a folded one would give "bad identity", worse than none.
         return None
-    dk_domain = domain_of(identity[0].value)
+    dk_domain = domain_of(identity[0].value) if sender_fields else from_domain
     if not dk_domain:
         return None
     if dk_domain == domain:

@@ -83,7 +83,7 @@ def _one(msg: Message, index: int, lookup: TxtLookup) -> Result:
     if b"h" in tags:
         names = [n.strip().lower() for n in tags[b"h"].split(b":") if n.strip()]
     data = b"".join(canon.dk_header(h, c) for h in _covered(after, names))
-    data += canon.dk_body(msg.body, c)
+    data += canon.dk_body(msg.body, c, msg.bare_cr)
     try:
         key.verify(signature, data, padding.PKCS1v15(), hashes.SHA1())
     except InvalidSignature:
