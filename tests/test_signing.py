@@ -77,6 +77,21 @@ def test_every_canonicalization_verifies_under_both(signer, dns_server, name, dk
         assert by_kind[("domainkeys", "q2026")] == "pass"
 
 
+@pytest.mark.parametrize("dk_c", ["nofws", "simple"])
+def test_a_partial_final_line_is_signed_as_it_will_be_sent(signer, dns_server, dk_c):
+    """qmail-remote refuses such a message, but ``qremote sign`` may be handed one; any
+    transfer ends its last line, and that is what the receiver verifies."""
+    signed, message = sign(
+        signer, b"From: alice@example.com\nSubject: s\n\nno line end", dk_canon=dk_c
+    )
+    sent = message + b"\n"
+    assert verifiers.dkimpy(sent, dns_server.ip, dns_server.port) == [True, True]
+    results = verifiers.mail_dkim(sent, dns_server.ip, dns_server.port)
+    by_kind = {(kind, sel): detail for kind, _, sel, detail in results}
+    assert by_kind[("dkim", "q2026")] == "pass"
+    assert by_kind[("domainkeys", "q2026")] == "pass"
+
+
 @pytest.mark.parametrize(
     "change",
     [

@@ -89,6 +89,10 @@ def dk_body(body: bytes, canon: str, bare_cr: bool | None = None) -> bytes:
     them the separator itself when nothing follows it. ``bare_cr`` says whether the body
     has a CR outside a CRLF, when the caller knows (:attr:`Message.bare_cr`)."""
     text = b"\r\n" + body
+    if body and not body.endswith(b"\r\n"):
+        # A partial final line goes out with a line end (SMTP cannot send it otherwise),
+        # and that is what the receiver verifies; DKIM's rules say the same.
+        text += b"\r\n"
     if canon == "nofws":
         text = text.translate(None, b" \t")
         if bare_cr is None:
