@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from qremote.cli.install import wrapper_text
+from qremote.cli.qremote import parser
 from tests.support import rspawn
 from tests.support.smtpserver import Script, ScriptedServer
 
@@ -112,3 +115,11 @@ def test_wrapper_that_cannot_import_still_reports_and_exits_zero(home, tmp_path)
     assert run.output.startswith(b"Zqremote cannot start: ") and run.output.endswith(b"\0")
     run = rspawn.run_args(home.program, home.path, [])
     assert run.output == b"DI (qmail-remote) was invoked improperly. (#5.3.5)\n\0"
+
+
+def test_qremote_daemon_takes_only_a_usable_heartbeat(capsys):
+    assert parser().parse_args(["daemon", "--heartbeat", "0.5"]).heartbeat == 0.5
+    for bad in ("0", "-3", "nan", "86400", "soon"):
+        with pytest.raises(SystemExit):
+            parser().parse_args(["daemon", "--heartbeat", bad])
+        assert f"{bad!r} is not a number of seconds" in capsys.readouterr().err

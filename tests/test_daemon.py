@@ -373,6 +373,41 @@ def test_a_wedged_daemon_is_given_up_on_and_never_delivers_the_message_too(home,
     assert len(mx.received) == 1
 
 
+def test_heartbeats_keep_the_client_waiting_through_a_slow_delivery(home, zone):
+    """The server takes longer to answer the dot than three heartbeat intervals."""
+    with ScriptedServer(Script(dot=Slow(2, "250 2.0.0 Ok: queued as 1234"))) as server:
+        zone.mx("example.net", (10, "mx1.example.net"))
+        zone.a("mx1.example.net", server.ip)
+        with Qremoted(home, "--heartbeat", "0.2"):
+            run = send(home)
+    assert run.output == accepted(server.ip)
+    assert len(server.received) == 1
+
+
+def test_a_daemon_stuck_after_accepting_is_given_up_on_as_a_deferral(home, zone):
+    """Stopped mid-delivery, the daemon says nothing more: the client reports Z after
+    three heartbeat intervals instead of holding qmail-send's delivery slot for good."""
+    with ScriptedServer(Script(dot=Slow(5, "250 2.0.0 Ok: queued as 1234"))) as server:
+        zone.mx("example.net", (10, "mx1.example.net"))
+        zone.a("mx1.example.net", server.ip)
+        with Qremoted(home, "--heartbeat", "0.2") as daemon:
+            thread, result = in_background(send, home)
+            wait_until(lambda: len(server.received) == 1)
+            daemon.signal(signal.SIGSTOP)
+            stopped = time.monotonic()
+            try:
+                thread.join(10)
+                gave_up_after = time.monotonic() - stopped
+            finally:
+                daemon.signal(signal.SIGCONT)
+            assert not thread.is_alive()
+            run = result["run"]
+            assert run.status == 0
+            assert run.output == client.LOST
+            assert gave_up_after < 4  # well before the server's answer would have come
+            wait_until(lambda: "delivery pid" in daemon.log(), timeout=15)
+
+
 def test_killing_the_daemon_in_a_burst_loses_and_bounces_nothing(home, zone):
     """Killed with deliveries in flight, then down, then back: every delivery ends with
     one report, K only for what the server has, never D; a retry of the deferred ones
@@ -574,12 +609,13 @@ def test_a_user_other_than_qmailr_or_root_is_refused_by_peer_credentials(open_ho
 
 class BrokenDaemon:
     """Listens on qremoted's socket and answers every client with ``answer`` bytes (after
-    reading its request), then closes: a stand-in for a daemon that dies or misbehaves."""
+    reading its request), then, after ``hold`` seconds, ``then`` bytes, and closes: a
+    stand-in for a daemon that dies, stalls or misbehaves."""
 
-    def __init__(self, home, answer: bytes) -> None:
+    def __init__(self, home, answer: bytes, hold: float = 0.0, then: bytes = b"") -> None:
         import socket
 
-        self.answer = answer
+        self.answer, self.hold, self.then = answer, hold, then
         self.requests: list[bytes] = []
         path = os.path.join(home.path, "qremote", "qremoted.sock")
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -599,6 +635,11 @@ class BrokenDaemon:
                 data, _, _, _ = conn.recvmsg(1 << 16, 64)
                 self.requests.append(data)
                 conn.sendall(self.answer)
+                time.sleep(self.hold)
+                try:
+                    conn.sendall(self.then)
+                except OSError:
+                    pass  # the client gave up and left
 
     def close(self) -> None:
         self.sock.close()
@@ -641,3 +682,36 @@ def test_after_the_daemon_took_a_delivery_a_broken_answer_is_a_deferral(home, mx
     assert run.output == client.LOST
     assert run.qmail == b"Z" + client.LOST[1:-1]
     assert mx.received == []
+
+
+@pytest.mark.parametrize(
+    "promise, expected",
+    [(b"0.2", "deferral"), (b"", "report")],
+    ids=["a heartbeat promised and not kept", "an older daemon that promises none"],
+)
+def test_silence_after_accepting_is_judged_by_the_heartbeat_the_daemon_promised(
+    home, mx, promise, expected
+):
+    report = b"r\0Kdone elsewhere\n\0"
+    daemon = BrokenDaemon(
+        home, wire.frame(wire.ACCEPTED, promise), hold=1.5, then=wire.frame(wire.REPORT, report)
+    )
+    try:
+        run = send(home)
+    finally:
+        daemon.close()
+    assert run.status == 0
+    assert run.output == (client.LOST if expected == "deferral" else report)
+    assert mx.received == []
+
+
+def test_heartbeats_between_accepting_and_the_report_are_passed_over(home, mx):
+    report = b"r\0Kdone elsewhere\n\0"
+    beats = wire.frame(wire.WORKING) * 3
+    answer = wire.frame(wire.ACCEPTED, b"0.2") + beats
+    daemon = BrokenDaemon(home, answer, hold=0.3, then=beats + wire.frame(wire.REPORT, report))
+    try:
+        run = send(home)
+    finally:
+        daemon.close()
+    assert run.output == report

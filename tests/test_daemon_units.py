@@ -3,10 +3,13 @@ open and reset for the next message, the pool's limits, who may connect."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
+
 import pytest
 
-from qremote.daemon import wire
-from qremote.daemon.server import allowed, control_signature
+from qremote.daemon import client, wire
+from qremote.daemon.server import Daemon, InFlight, allowed, control_signature
 from qremote.smtp.conversation import Conversation, Envelope, Finished, Send, SendBody, Stale
 from qremote.smtp.pool import Limits, keepable
 from qremote.smtp.replies import ReplyParser
@@ -48,6 +51,61 @@ def test_anything_else_is_a_wire_error(data):
 
 
 # -- who may connect -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "payload, wait",
+    [
+        (b"20", 60.0),
+        (b"0.5", 1.5),
+        (b"", None),  # an older qremoted promises no heartbeat: wait as long as it takes
+        (b"0", None),
+        (b"-1", None),
+        (b"nan", None),
+        (b"inf", None),
+        (b"twenty", None),
+    ],
+)
+def test_after_accepting_the_client_allows_three_heartbeats_of_silence(payload, wait):
+    assert client.stall_timeout(payload) == wait
+
+
+def test_heartbeats_a_full_socket_cannot_take_are_skipped_and_the_stream_stays_whole(tmp_path):
+    """A client that does not read (stopped) fills the socket: the delivery goes on, and
+    once the client reads again it finds whole frames and the report last."""
+    daemon_end, client_end = socket.socketpair()
+    daemon_end.setblocking(False)
+    filler = wire.frame(wire.TEXT, b"x" * 1000)
+    while True:  # the client stops reading: fill its socket with whole frames
+        try:
+            daemon_end.send(filler)
+        except BlockingIOError:
+            break
+    daemon = Daemon(str(tmp_path), heartbeat=0.01)
+    job = InFlight(1, "example.net", "a@example.org", 1)
+
+    async def slow_delivery() -> bytes:
+        await asyncio.sleep(0.2)  # some twenty heartbeats, none of which fits
+        return b"r\0Kok\n\0"
+
+    async def run() -> None:
+        out = await daemon._beating(daemon_end, job, slow_delivery())
+        reader_side = asyncio.get_running_loop().run_in_executor(None, read_all)
+        await daemon._send(daemon_end, job.owed + wire.frame(wire.REPORT, out))
+        daemon_end.close()
+        frames.extend(await reader_side)
+
+    def read_all() -> list:
+        reader, got = wire.FrameReader(), []
+        while data := client_end.recv(1 << 16):
+            got += reader.feed(data)
+        assert not reader.pending
+        return got
+
+    frames: list = []
+    asyncio.run(run())
+    assert {kind for kind, _ in frames[:-1]} <= {wire.TEXT, wire.WORKING}
+    assert frames[-1] == (wire.REPORT, b"r\0Kok\n\0")
 
 
 def test_only_the_daemons_own_user_and_root_are_served():

@@ -88,6 +88,17 @@ def _keys(args: argparse.Namespace) -> str:
         raise CommandFailed(str(e)) from None
 
 
+def _seconds(text: str) -> float:
+    """A number of seconds above 0 and below a day, for argparse."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < 86400:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 to 86400)")
+    return value
+
+
 def _daemon(args: argparse.Namespace) -> str:
     """qremoted in the foreground, until SIGTERM."""
     import asyncio
@@ -95,7 +106,7 @@ def _daemon(args: argparse.Namespace) -> str:
     from qremote.daemon.server import Daemon, StartError
 
     try:
-        asyncio.run(Daemon(qmail_home(), grace=args.grace).run())
+        asyncio.run(Daemon(qmail_home(), grace=args.grace, heartbeat=args.heartbeat).run())
     except StartError as e:
         raise CommandFailed(str(e)) from None
     return ""
@@ -143,6 +154,13 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=30.0,
         help="seconds in-flight deliveries get after SIGTERM before they are deferred",
+    )
+    daemon.add_argument(
+        "--heartbeat",
+        type=_seconds,
+        default=20.0,
+        help="seconds between signs of life to a waiting qmail-remote, which gives up"
+        " (deferral) after three missed",
     )
     daemon.set_defaults(func=_daemon)
     status = sub.add_parser(

@@ -23,6 +23,23 @@ LOST = (
 ACCEPT_TIMEOUT = 10.0
 """Seconds qremoted has to say ``A``; it does so as soon as it has read the request."""
 
+STALL_BEATS = 3
+"""After ``A``, a delivery is given up on (``Z``) when this many of the daemon's promised
+heartbeat intervals pass without a word: qmail-remote must never hang for good, and the
+daemon's own time-outs cannot help when the daemon itself is stuck."""
+
+
+def stall_timeout(accepted_payload: bytes) -> float | None:
+    """Seconds of silence to allow after ``A`` + interval; None (wait for ever, as for an
+    older qremoted that sends no heartbeat) when the payload names no usable interval."""
+    try:
+        interval = float(accepted_payload)
+    except ValueError:
+        return None
+    if not 0 < interval < 86400:
+        return None
+    return interval * STALL_BEATS
+
 
 RELATIVE_PATH = "qremote/" + SOCKET_NAME
 """Relative to the qmail home (qmail-remote's working directory): a Unix socket path
@@ -81,7 +98,7 @@ def _answer(sock) -> tuple:
 
     kind is None when the socket broke or spoke nonsense before a final frame. A daemon
     that has not said ``A`` within ACCEPT_TIMEOUT (stopped, wedged) is given up on; once
-    it has, the delivery is its own and only its time-outs apply.
+    it has, it must keep saying ``W`` as it promised, or be given up on (kind None).
     """
     reader = wire.FrameReader()
     accepted = False
@@ -104,7 +121,9 @@ def _answer(sock) -> tuple:
         for kind, payload in frames:
             if kind == wire.ACCEPTED:
                 accepted = True
-                sock.settimeout(None)
+                sock.settimeout(stall_timeout(payload))
+            elif kind == wire.WORKING:
+                continue
             else:
                 return accepted, kind, payload
 

@@ -23,6 +23,7 @@ import socket
 import stat
 import struct
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from qremote import report
@@ -177,6 +178,8 @@ class InFlight:
     sender: str
     recipients: int
     started: float = field(default_factory=time.monotonic)
+    owed: bytes = b""
+    """The part of a heartbeat the socket did not take; it goes out ahead of the report."""
 
 
 def _wake(future: asyncio.Future) -> None:
@@ -223,10 +226,19 @@ def _one_line(data: bytes, limit: int = 300) -> str:
     return text.replace("\n", " / ")[:limit]
 
 
+HEARTBEAT = 20.0
+"""Seconds between ``W`` frames while a delivery runs (the client gives up after three
+silent intervals): long enough to cost nothing, short enough that a stuck daemon holds a
+qmail-send delivery slot for a minute, not for ever."""
+
+
 class Daemon:
-    def __init__(self, home: str, grace: float = 30.0, log_fd: int = 2) -> None:
+    def __init__(
+        self, home: str, grace: float = 30.0, log_fd: int = 2, heartbeat: float = HEARTBEAT
+    ) -> None:
         self.home = os.path.abspath(home)
         self.grace = grace
+        self.heartbeat = heartbeat
         self.log_fd = log_fd
         self.uid = os.geteuid()
         self.cache = SettingsCache(self.home)
@@ -397,30 +409,56 @@ class Daemon:
             return
         host = args[0].decode("utf-8", "surrogateescape")
         sender = args[1].decode("utf-8", "replace")
-        if not await self._send(conn, wire.frame(wire.ACCEPTED)):
+        promise = f"{self.heartbeat:g}".encode()
+        if not await self._send(conn, wire.frame(wire.ACCEPTED, promise)):
             # The client gave up waiting and delivers it itself (see client._give_up).
             self.log(f"pid {pid} stopped waiting before the delivery began; not delivered here")
             return
         task = asyncio.current_task()
-        self.inflight[task] = InFlight(pid, host, sender, len(args) - 2)
+        job = self.inflight[task] = InFlight(pid, host, sender, len(args) - 2)
         try:
-            out = await self._outcome(host, args, fds[0])
+            out = await self._beating(conn, job, self._outcome(host, args, fds[0]))
         except asyncio.CancelledError:
             out = STOPPED
         except Exception as e:  # noqa: BLE001 - every failure must become a Z report
             out = report.internal_error(f"{e.__class__.__name__}: {e}") + b"\0"
         finally:
-            started = self.inflight.pop(task).started
+            del self.inflight[task]
         self.done += 1
-        await self._send(conn, wire.frame(wire.REPORT, out))
+        await self._send(conn, job.owed + wire.frame(wire.REPORT, out))
         reports = out.split(b"\0")[:-1]
         letters = "".join(r[:1].decode("ascii", "replace") for r in reports[:-1])
         if len(letters) > 10:  # keep the line short: counts instead
             letters = " ".join(f"{letters.count(c)}{c}" for c in "rhs" if c in letters)
         self.log(
             f"delivery pid {pid} to {host} from <{sender}> rcpt {letters or '-'}: "
-            f"{_one_line(reports[-1] if reports else out)} ({time.monotonic() - started:.2f}s)"
+            f"{_one_line(reports[-1] if reports else out)} ({time.monotonic() - job.started:.2f}s)"
         )
+
+    async def _beating(self, conn: socket.socket, job: InFlight, work: Awaitable[bytes]) -> bytes:
+        """Await ``work``, saying ``W`` to the client every ``heartbeat`` seconds meanwhile.
+
+        A heartbeat never waits for the client: what the socket does not take at once is
+        left in ``job.owed`` for the report to carry ahead of it, so the stream never
+        holds half a frame. Cancelled, it cancels ``work`` and waits for it, so an SMTP
+        session is aborted rather than left open.
+        """
+        task = asyncio.ensure_future(work)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self.heartbeat)
+                if done:
+                    return task.result()
+                data = job.owed or wire.frame(wire.WORKING)
+                try:
+                    job.owed = data[conn.send(data) :]
+                except OSError:
+                    pass  # nothing went out: still owed, or a beat skipped
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _outcome(self, host: str, args: list[bytes], fd: int) -> bytes:
         try:

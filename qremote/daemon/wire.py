@@ -5,7 +5,10 @@ client sends one request frame; for a delivery its stdin descriptor rides along 
 SCM_RIGHTS on the first byte, so the queue file is never copied. The daemon answers:
 
 - ``N`` + reason: not taken (busy, shutting down, not allowed); the client delivers itself;
-- ``A``: accepted; from here on the message may be sent, so a broken socket means ``Z``;
+- ``A`` + interval: accepted; from here on the message may be sent, so a broken socket
+  means ``Z``. The interval (seconds, ASCII) promises a ``W`` at least that often until
+  the report; an ``A`` without one (an older qremoted) promises nothing;
+- ``W``: still working on it (the heartbeat), so a silent daemon is a stuck one;
 - ``R`` + report bytes, exactly what qmail-remote writes to qmail-rspawn;
 - ``T`` + text, the answer to a status request.
 
@@ -18,10 +21,11 @@ STATUS = b"S"
 """Request: in-flight deliveries and cached connections, as text."""
 REFUSED = b"N"
 ACCEPTED = b"A"
+WORKING = b"W"
 REPORT = b"R"
 TEXT = b"T"
 
-KINDS = frozenset([DELIVER, STATUS, REFUSED, ACCEPTED, REPORT, TEXT])
+KINDS = frozenset([DELIVER, STATUS, REFUSED, ACCEPTED, WORKING, REPORT, TEXT])
 HEADER = 5
 MAX_PAYLOAD = 1 << 24
 """No report or argv comes near 16 MiB; anything larger is a broken peer."""
