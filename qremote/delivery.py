@@ -242,9 +242,7 @@ async def _send(
         if kept is not None:
             job.kept, job.slot, fallback = kept, kept.slot, False
         else:
-            if job.pool is not None:
-                job.pool.evict_one(group.name)
-            taken = await caps.take(settings.home, shared, group, float(settings.group_wait))
+            taken = await _take_slot(job, shared, group)
             job.notes = notes + taken.notes
             if taken.full:
                 return _final(
@@ -269,6 +267,19 @@ async def _send(
     finally:
         if shared is not None and shared is not resources.shared:
             await shared.close()
+
+
+async def _take_slot(job: _Job, shared, group: group_rules.Group) -> caps.Taken:
+    """A slot in the delivery's MX group. Idle kept connections of the group hold slots
+    too: when the group is full, the longest-idle one is closed to free one, but not
+    while a slot is free (the connection may yet carry a message)."""
+    home, wait = job.settings.home, float(job.settings.group_wait)
+    if job.pool is not None and job.pool.holds(group.name):
+        taken = await caps.take(home, shared, group, 0.0)
+        if not taken.full:
+            return taken
+        job.pool.evict_one(group.name)
+    return await caps.take(home, shared, group, wait)
 
 
 @dataclass

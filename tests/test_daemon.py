@@ -220,6 +220,42 @@ def test_a_connection_is_reused_only_within_its_mx_group(home, zone, qremoted):
     assert len(server.connections) == 2
 
 
+def two_servers_in_one_group(home, zone, limit: int):
+    """d1.example and d2.example on two MX servers that share one MX group."""
+    home.write("mxgroups", f"pair:{limit}:@d1.example,@d2.example\n")
+    home.write("reuseidle", "30\n")
+    one, two = ScriptedServer(), ScriptedServer()
+    for domain, server in (("d1.example", one), ("d2.example", two)):
+        zone.mx(domain, (10, f"mx.{domain}"))
+        zone.a(f"mx.{domain}", server.ip)
+    return one, two
+
+
+def to(home, domain: str):
+    return home.deliver(domain, "a@example.org", [f"b@{domain}"], MESSAGE)
+
+
+def test_an_idle_connection_is_closed_for_another_delivery_only_when_its_group_is_full(
+    home, zone, qremoted
+):
+    one, two = two_servers_in_one_group(home, zone, limit=1)
+    with one, two:
+        first, second = to(home, "d1.example"), to(home, "d2.example")
+        wait_until(lambda: one.connections[0].quit)  # closed to free the group's one slot
+        third = to(home, "d1.example")
+    assert [b"Reused" in r.output for r in (first, second, third)] == [False, False, False]
+    assert second.qmail.startswith(b"K") and third.qmail.startswith(b"K")
+    assert len(one.connections) == 2
+
+
+def test_while_its_group_has_a_free_slot_an_idle_connection_stays_open(home, zone, qremoted):
+    one, two = two_servers_in_one_group(home, zone, limit=2)
+    with one, two:
+        runs = [to(home, d) for d in ("d1.example", "d2.example", "d1.example", "d2.example")]
+    assert [b"Reused" in r.output for r in runs] == [False, False, True, True]
+    assert len(one.connections) == len(two.connections) == 1
+
+
 @pytest.mark.parametrize("required", [False, True], ids=["opportunistic", "verified"])
 def test_a_new_connection_resumes_the_tls_session_of_the_last_one(home, zone, tmp_path, required):
     home.write("reuseidle", "0\n")  # a new connection each time
