@@ -441,7 +441,7 @@ def test_a_daemon_stuck_after_accepting_is_given_up_on_as_a_deferral(home, zone)
             assert run.status == 0
             assert run.output == client.LOST
             assert gave_up_after < 4  # well before the server's answer would have come
-            wait_until(lambda: "delivery pid" in daemon.log(), timeout=15)
+            wait_until(lambda: "the client had stopped waiting" in daemon.log(), timeout=15)
 
 
 def test_killing_the_daemon_in_a_burst_loses_and_bounces_nothing(home, zone):

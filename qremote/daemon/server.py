@@ -425,7 +425,7 @@ class Daemon:
         finally:
             del self.inflight[task]
         self.done += 1
-        await self._send(conn, job.owed + wire.frame(wire.REPORT, out))
+        handed_back = await self._send(conn, job.owed + wire.frame(wire.REPORT, out))
         reports = out.split(b"\0")[:-1]
         letters = "".join(r[:1].decode("ascii", "replace") for r in reports[:-1])
         if len(letters) > 10:  # keep the line short: counts instead
@@ -433,6 +433,7 @@ class Daemon:
         self.log(
             f"delivery pid {pid} to {host} from <{sender}> rcpt {letters or '-'}: "
             f"{_one_line(reports[-1] if reports else out)} ({time.monotonic() - job.started:.2f}s)"
+            + ("" if handed_back else "; the client had stopped waiting, qmail will retry")
         )
 
     async def _beating(self, conn: socket.socket, job: InFlight, work: Awaitable[bytes]) -> bytes:
