@@ -3,6 +3,7 @@ state the daemon is in; connections reused; nothing lost when it dies."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -36,6 +37,15 @@ def accepted(ip: str, reused: int | None = None) -> bytes:
 @pytest.fixture
 def mx(zone):
     with ScriptedServer() as server:
+        zone.mx("example.net", (10, "mx1.example.net"))
+        zone.a("mx1.example.net", server.ip)
+        yield server
+
+
+@contextlib.contextmanager
+def slow_mx(zone, seconds: float, reply: str = "250 2.0.0 Ok: queued as 1234"):
+    """example.net's MX, answering the final dot after ``seconds``."""
+    with ScriptedServer(Script(dot=Slow(seconds, reply))) as server:
         zone.mx("example.net", (10, "mx1.example.net"))
         zone.a("mx1.example.net", server.ip)
         yield server
@@ -379,9 +389,7 @@ def test_a_long_run_leaks_no_descriptors(home, zone):
 
 
 def test_killed_mid_delivery_the_client_reports_a_deferral_and_a_restart_delivers(home, zone):
-    with ScriptedServer(Script(dot=Slow(3, "250 ok"))) as server:
-        zone.mx("example.net", (10, "mx1.example.net"))
-        zone.a("mx1.example.net", server.ip)
+    with slow_mx(zone, 3, "250 ok") as server:
         daemon = Qremoted(home).start()
         thread, result = in_background(send, home)
         wait_until(lambda: len(server.received) == 1)
@@ -411,9 +419,7 @@ def test_a_wedged_daemon_is_given_up_on_and_never_delivers_the_message_too(home,
 
 def test_heartbeats_keep_the_client_waiting_through_a_slow_delivery(home, zone):
     """The server takes longer to answer the dot than three heartbeat intervals."""
-    with ScriptedServer(Script(dot=Slow(2, "250 2.0.0 Ok: queued as 1234"))) as server:
-        zone.mx("example.net", (10, "mx1.example.net"))
-        zone.a("mx1.example.net", server.ip)
+    with slow_mx(zone, 2) as server:
         with Qremoted(home, "--heartbeat", "0.2"):
             run = send(home)
     assert run.output == accepted(server.ip)
@@ -423,9 +429,7 @@ def test_heartbeats_keep_the_client_waiting_through_a_slow_delivery(home, zone):
 def test_a_daemon_stuck_after_accepting_is_given_up_on_as_a_deferral(home, zone):
     """Stopped mid-delivery, the daemon says nothing more: the client reports Z after
     three heartbeat intervals instead of holding qmail-send's delivery slot for good."""
-    with ScriptedServer(Script(dot=Slow(5, "250 2.0.0 Ok: queued as 1234"))) as server:
-        zone.mx("example.net", (10, "mx1.example.net"))
-        zone.a("mx1.example.net", server.ip)
+    with slow_mx(zone, 5) as server:
         with Qremoted(home, "--heartbeat", "0.2") as daemon:
             thread, result = in_background(send, home)
             wait_until(lambda: len(server.received) == 1)
@@ -486,9 +490,7 @@ def test_killing_the_daemon_in_a_burst_loses_and_bounces_nothing(home, zone):
 
 
 def test_sigterm_lets_in_flight_deliveries_finish_within_the_grace(home, zone):
-    with ScriptedServer(Script(dot=Slow(1, "250 2.0.0 Ok: queued as 1234"))) as server:
-        zone.mx("example.net", (10, "mx1.example.net"))
-        zone.a("mx1.example.net", server.ip)
+    with slow_mx(zone, 1) as server:
         daemon = Qremoted(home, "--grace", "20").start()
         thread, result = in_background(send, home)
         wait_until(lambda: "1 in flight" in (daemon.status() or ""))
@@ -501,9 +503,7 @@ def test_sigterm_lets_in_flight_deliveries_finish_within_the_grace(home, zone):
 
 
 def test_sigterm_hands_back_what_outlasts_the_grace_as_a_deferral(home, zone):
-    with ScriptedServer(Script(dot=Slow(8, "250 ok"))) as server:
-        zone.mx("example.net", (10, "mx1.example.net"))
-        zone.a("mx1.example.net", server.ip)
+    with slow_mx(zone, 8, "250 ok") as server:
         daemon = Qremoted(home, "--grace", "0.5").start()
         thread, result = in_background(send, home)
         wait_until(lambda: len(server.received) == 1)
@@ -524,9 +524,7 @@ def test_a_second_daemon_for_the_same_home_refuses_to_start(home, qremoted):
 
 
 def test_status_shows_in_flight_deliveries_and_cached_connections(home, zone, qremoted):
-    with ScriptedServer(Script(dot=Slow(4, "250 ok"))) as server:
-        zone.mx("example.net", (10, "mx1.example.net"))
-        zone.a("mx1.example.net", server.ip)
+    with slow_mx(zone, 4, "250 ok") as server:
         thread, _ = in_background(send, home)
         wait_until(lambda: len(server.received) == 1)
         busy = home.qremote("status").stdout
