@@ -679,17 +679,22 @@ class BrokenDaemon:
         self.sock.close()
 
 
+def send_through_broken(home, answer: bytes, hold: float = 0.0, then: bytes = b""):
+    """One delivery with a :class:`BrokenDaemon` on the socket: (the run, the daemon)."""
+    daemon = BrokenDaemon(home, answer, hold, then)
+    try:
+        return send(home), daemon
+    finally:
+        daemon.close()
+
+
 @pytest.mark.parametrize(
     "answer",
     [b"", b"garbage that is not a frame", wire.frame(wire.REFUSED, b"busy")],
     ids=["closes at once", "speaks garbage", "refuses"],
 )
 def test_before_the_daemon_takes_a_delivery_the_client_delivers_in_process(home, mx, answer):
-    daemon = BrokenDaemon(home, answer)
-    try:
-        run = send(home)
-    finally:
-        daemon.close()
+    run, daemon = send_through_broken(home, answer)
     args = b"example.net\0a@example.org\0b@example.net"
     assert daemon.requests == [wire.frame(wire.DELIVER, args)]
     assert run.output == accepted(mx.ip)
@@ -707,11 +712,7 @@ def test_before_the_daemon_takes_a_delivery_the_client_delivers_in_process(home,
     ids=["dies after accepting", "empty report", "malformed report", "report cut short"],
 )
 def test_after_the_daemon_took_a_delivery_a_broken_answer_is_a_deferral(home, mx, answer):
-    daemon = BrokenDaemon(home, answer)
-    try:
-        run = send(home)
-    finally:
-        daemon.close()
+    run, _ = send_through_broken(home, answer)
     assert run.status == 0
     assert run.output == client.LOST
     assert run.qmail == b"Z" + client.LOST[1:-1]
@@ -727,13 +728,9 @@ def test_silence_after_accepting_is_judged_by_the_heartbeat_the_daemon_promised(
     home, mx, promise, expected
 ):
     report = b"r\0Kdone elsewhere\n\0"
-    daemon = BrokenDaemon(
+    run, _ = send_through_broken(
         home, wire.frame(wire.ACCEPTED, promise), hold=1.5, then=wire.frame(wire.REPORT, report)
     )
-    try:
-        run = send(home)
-    finally:
-        daemon.close()
     assert run.status == 0
     assert run.output == (client.LOST if expected == "deferral" else report)
     assert mx.received == []
@@ -743,9 +740,6 @@ def test_heartbeats_between_accepting_and_the_report_are_passed_over(home, mx):
     report = b"r\0Kdone elsewhere\n\0"
     beats = wire.frame(wire.WORKING) * 3
     answer = wire.frame(wire.ACCEPTED, b"0.2") + beats
-    daemon = BrokenDaemon(home, answer, hold=0.3, then=beats + wire.frame(wire.REPORT, report))
-    try:
-        run = send(home)
-    finally:
-        daemon.close()
+    then = beats + wire.frame(wire.REPORT, report)
+    run, _ = send_through_broken(home, answer, hold=0.3, then=then)
     assert run.output == report
