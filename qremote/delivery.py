@@ -20,7 +20,14 @@ from qremote.routing import routes, source
 from qremote.routing.dnserrors import DnsHard, DnsSoft, NullMx, ip_literal, parse_nameserver
 from qremote.routing.ipme import local_addresses
 from qremote.routing.mx import Target, usable
-from qremote.signing.sign import SignConfig, SigningError, load_config, sign_message, store_for
+from qremote.signing.sign import (
+    SignConfig,
+    SigningError,
+    Unsignable,
+    load_config,
+    sign_message,
+    store_for,
+)
 from qremote.smtp.body import Body, has_partial_final_line, is_eight_bit
 from qremote.smtp.conversation import Conversation, Envelope, Finished, NextHost, Stale, State
 from qremote.smtp.pool import ConnectionPool, Kept, Key, Limits
@@ -65,13 +72,15 @@ class Settings:
 def load_settings(home: str) -> Settings:
     """Read the control files qmail-remote needs; ControlError names the one at fault."""
     control = ControlDir(os.path.join(home, "control"))
-    helo = control.line("helohost")
+    helo, where = control.line("helohost"), "control/helohost"
     if helo is None:
-        helo = control.line("me")
+        helo, where = control.line("me"), "control/me"
     if helo is None:
         raise ControlError("control/me and control/helohost are both missing")
     if not helo:
         raise ControlError("control/helohost (or control/me) is empty")
+    if not helo.isascii() or not helo.isprintable():
+        raise ControlError(f"{where}: {helo!r} is not a host name (not printable ASCII)")
     return Settings(
         home=home,
         control=control,
@@ -149,7 +158,9 @@ async def _targets(settings: Settings, resolver, host: str) -> tuple[list[Target
     from qremote.routing import resolve
 
     if resolver is None:
-        resolver = resolve.make_resolver(settings.nameservers)
+        resolver = resolve.make_resolver(
+            settings.nameservers, settings.timeout_connect, settings.timeout_remote
+        )
     if route is not None:
         return await resolve.relay_targets(resolver, route.relay), port, True
     return await resolve.mx_targets(resolver, host, random.Random()), port, False
@@ -179,6 +190,8 @@ async def deliver(
         signed = sign_message(message, sender, store_for(settings.control.path), settings.signing)
     except SigningError as e:
         return _final(report.sign_error(str(e)))
+    except Unsignable as e:
+        return _final(report.unsignable(str(e)))
     return await _send(
         settings,
         host,

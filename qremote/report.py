@@ -7,9 +7,6 @@ byte for byte (see qmail-remote.c); only texts for situations qmail never had ar
 
 from __future__ import annotations
 
-HUGE_SMTP_TEXT = 5000
-"""qmail keeps at most this many bytes of a server's reply text (HUGESMTPTEXT)."""
-
 USAGE = b"DI (qmail-remote) was invoked improperly. (#5.3.5)\n"
 NOCONN = b"ZSorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n"
 READ_ERROR = b"ZUnable to read message. (#4.3.0)\n"
@@ -75,10 +72,27 @@ def dropped(partner: str, critical: bool) -> bytes:
     return f"ZConnected to {partner} but connection died. {dup}(#4.4.2)\n".encode()
 
 
+def protocol_violation(partner: str, what: str, critical: bool) -> bytes:
+    """The server broke SMTP in a way that makes its later words worthless (a reply sent
+    before it was asked for, a reply without end): temporary, like a dropped connection,
+    since nothing says the recipient refused the mail."""
+    dup = "Possible duplicate! " if critical else ""
+    return f"ZConnected to {partner} but {what}. {dup}(#4.5.0)\n".encode()
+
+
 def sign_error(reason: str) -> bytes:
     """Signing was required and failed: retry later rather than send unsigned."""
     text = reason.replace("\0", "?").replace("\n", " ").strip()
     return b"ZUnable to sign message: " + text.encode("utf-8", "replace") + b" (#4.3.0)\n"
+
+
+def unsignable(reason: str) -> bytes:
+    """A key applies, the message can never be signed, and control/unsignable says bounce."""
+    text = reason.replace("\0", "?").replace("\n", " ").strip()
+    return (
+        b"DThis message cannot be signed (" + text.encode("utf-8", "replace") + b"), and "
+        b"control/unsignable says not to send it unsigned. (#5.6.0)\n"
+    )
 
 
 def group_full(group: str, limit: int, waited: int) -> bytes:

@@ -12,7 +12,7 @@ import os
 
 from qremote import report
 from qremote.fdutil import memory_file, stderr_to_devnull
-from qremote.signing.sign import SigningError, sign_message, store_for
+from qremote.signing.sign import SigningError, Unsignable, sign_message, store_for
 
 
 def sign_and_exec(settings, argv: list[bytes], message: bytes, stderr: int | None) -> bytes:
@@ -25,6 +25,8 @@ def sign_and_exec(settings, argv: list[bytes], message: bytes, stderr: int | Non
         signed = sign_message(message, argv[2], store_for(settings.control.path), settings.signing)
     except SigningError as e:
         return report.sign_error(str(e)) + b"\0"
+    except Unsignable as e:
+        return report.unsignable(str(e)) + b"\0"
     program = os.path.join(settings.home, "bin", "qmail-remote.orig")
     try:
         fd = memory_file("qremote-signed", signed.headers + message)

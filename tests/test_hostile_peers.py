@@ -40,20 +40,32 @@ def test_garbage_recipient_reply_is_a_soft_refusal(home, zone):
     assert run.qmail.startswith(b"Z")
 
 
-def test_reply_line_of_megabytes_is_cut_at_5000_bytes(home, zone):
-    huge = b"554 " + b"x" * (3 << 20) + b"\r\n"
+def test_long_reply_line_is_cut_at_5000_bytes(home, zone):
+    huge = b"554 " + b"x" * 60000 + b"\r\n"
     mx, run = deliver(home, zone, Script(dot=Raw(huge, "continue")))
     head = b"r\0D" + mx.ip.encode() + b" failed after I sent the message.\nRemote host said: "
     # qmail keeps 5000 bytes of text; the cut line gets a line end before our own note.
     assert run.output == head + b"554 " + b"x" * 4996 + b"\n" + UNSIGNED + b"\0"
 
 
-def test_megabyte_greeting_line_still_delivers(home, zone):
+def test_reply_of_megabytes_after_the_dot_is_a_temporary_failure(home, zone):
+    huge = b"554 " + b"x" * (3 << 20) + b"\r\n"
+    mx, run = deliver(home, zone, Script(dot=Raw(huge, "continue")))
+    assert run.output == (
+        b"r\0ZConnected to " + mx.ip.encode() + b" but it sent a reply of more than 65536 "
+        b"bytes. Possible duplicate! (#4.5.0)\n" + UNSIGNED + b"\0"
+    )
+
+
+def test_megabyte_greeting_is_a_temporary_failure_and_nothing_is_sent(home, zone):
     mx, run = deliver(
         home, zone, Script(greeting=Raw(b"220 " + b"y" * (2 << 20) + b"\r\n", "continue"))
     )
-    assert run.output.startswith(b"r\0K" + mx.ip.encode() + b" accepted message.\n")
-    assert len(mx.received) == 1
+    assert run.output == (
+        b"ZConnected to " + mx.ip.encode() + b" but it sent a reply of more than 65536 "
+        b"bytes. (#4.5.0)\n" + UNSIGNED + b"\0"
+    )
+    assert mx.received == []
 
 
 def test_multiline_reply_that_never_ends_times_out(home, zone):

@@ -297,14 +297,64 @@ def test_unusable_key_defers_instead_of_sending_unsigned(home, zone):
     assert mx.connections == []
 
 
-def test_unparseable_message_defers(home, zone):
+UNSIGNABLE = [
+    (b"", "the message is empty"),
+    (b" Subject: folded first line\n\nbody\n", "the first header line starts with white space"),
+    (
+        b"Received: from x by y\nFrom: alice@example.com\nthis is the body, no blank line\n",
+        "header line 3 is not a header field: 'this is the body, no blank line'",
+    ),
+]
+
+
+@pytest.mark.parametrize("message,why", UNSIGNABLE)
+def test_message_that_cannot_be_signed_goes_out_unsigned_with_the_reason(home, zone, message, why):
+    """No retry can ever sign it: qmail would send it, and so do we, saying why."""
     install_keys(home, zone)
+    mx, run = deliver(home, zone, message)
+    assert run.status == 0
+    assert run.qmail == (
+        b"K" + mx.ip.encode() + b" accepted message.\nRemote host said: 250 2.0.0 Ok: queued "
+        b"as 1234\nNot signed: the message cannot be signed (" + why.encode() + b"); "
+        b"sent unsigned.\n"
+    )
+    assert mx.received[0].content == message.replace(b"\n", b"\r\n")
+
+
+@pytest.mark.parametrize("message,why", UNSIGNABLE)
+def test_message_that_cannot_be_signed_and_has_no_key_goes_out_as_qmail_sends_it(
+    home, zone, message, why
+):
+    mx, run = deliver(home, zone, message, sender="alice@nokey.example")
+    assert run.qmail.startswith(b"K")
+    assert b"\nNot signed: no key for " in run.qmail  # the sender's, or the From: line's
+    assert mx.received[0].content == message.replace(b"\n", b"\r\n")
+
+
+def test_message_that_cannot_be_signed_bounces_when_the_site_says_so(home, zone):
+    install_keys(home, zone)
+    home.write("unsignable", "bounce\n")
     mx, run = deliver(home, zone, b" Subject: folded first line\n\nbody\n")
     assert run.output == (
-        b"ZUnable to sign message: message cannot be signed: "
-        b"the first header line starts with white space (#4.3.0)\n\0"
+        b"DThis message cannot be signed (the first header line starts with white space), "
+        b"and control/unsignable says not to send it unsigned. (#5.6.0)\n\0"
     )
     assert mx.connections == []
+
+
+def test_bounce_setting_never_touches_a_message_no_key_applies_to(home, zone):
+    home.write("unsignable", "bounce\n")
+    mx, run = deliver(home, zone, b"", sender="alice@nokey.example")
+    assert run.qmail.startswith(b"K")
+
+
+def test_unknown_unsignable_setting_is_a_control_file_error(home, zone):
+    home.write("unsignable", "maybe\n")
+    mx, run = deliver(home, zone, PLAIN)
+    assert run.output == (
+        b"ZUnable to read control files. (#4.3.0)\n"
+        b"control/unsignable: 'maybe' is not send or bounce\n\0"
+    )
 
 
 def test_a_key_store_we_cannot_enter_defers(tmp_path, monkeypatch):

@@ -25,7 +25,13 @@ def _sign(args: argparse.Namespace) -> str:
     import os
 
     from qremote.control import ControlDir
-    from qremote.signing.sign import SigningError, load_config, sign_message, store_for
+    from qremote.signing.sign import (
+        SigningError,
+        Unsignable,
+        load_config,
+        sign_message,
+        store_for,
+    )
 
     control = ControlDir(os.path.join(qmail_home(), "control"))
     message = sys.stdin.buffer.read()
@@ -33,7 +39,7 @@ def _sign(args: argparse.Namespace) -> str:
         signed = sign_message(
             message, os.fsencode(args.sender), store_for(control.path), load_config(control)
         )
-    except SigningError as e:
+    except (SigningError, Unsignable) as e:
         raise CommandFailed(str(e)) from None
     sys.stdout.buffer.write(signed.headers + message)
     sys.stdout.buffer.flush()

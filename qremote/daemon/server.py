@@ -105,7 +105,9 @@ class Generation:
         from qremote.routing import resolve
 
         self.settings = settings
-        resolver = resolve.make_resolver(settings.nameservers)
+        resolver = resolve.make_resolver(
+            settings.nameservers, settings.timeout_connect, settings.timeout_remote
+        )
         resolver.cache = dns.resolver.LRUCache(100_000)  # honours each answer's TTL
         self.resources = Resources(resolver, shared, ConnectionPool(settings.reuse))
 

@@ -14,23 +14,32 @@ import random
 
 import dns.asyncresolver
 import dns.exception
+import dns.name
 import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
+from qremote.limits import DNS_MAX_MX_HOSTS, DNS_MAX_TARGETS, DNS_TOTAL, DNS_TRY
 from qremote.routing.dnserrors import DnsHard, DnsSoft, NullMx, ip_literal
 from qremote.routing.mx import Target, order
 
 
-def make_resolver(servers: list[tuple[str, int]]) -> dns.asyncresolver.Resolver:
-    """A resolver on the given (ip, port) servers, else on /etc/resolv.conf."""
+def make_resolver(
+    servers: list[tuple[str, int]], timeout_connect: int = 60, timeout_remote: int = 1200
+) -> dns.asyncresolver.Resolver:
+    """A resolver on the given (ip, port) servers, else on /etc/resolv.conf.
+
+    A query waits at most :data:`~qremote.limits.DNS_TRY` seconds (less when
+    ``timeoutconnect`` is shorter) and a lookup at most :data:`~qremote.limits.DNS_TOTAL`
+    (less when ``timeoutremote`` is): an administrator who shortened qmail's time-outs
+    shortened every wait of a delivery."""
     if not servers:
         resolver = dns.asyncresolver.Resolver()
     else:
         resolver = dns.asyncresolver.Resolver(configure=False)
         resolver.nameservers = [dns.nameserver.Do53Nameserver(ip, port) for ip, port in servers]
-    resolver.timeout = 5.0
-    resolver.lifetime = 20.0
+    resolver.timeout = max(1.0, min(DNS_TRY, float(timeout_connect)))
+    resolver.lifetime = max(1.0, min(DNS_TOTAL, float(timeout_remote)))
     return resolver
 
 
@@ -38,6 +47,8 @@ async def _query(resolver: dns.asyncresolver.Resolver, name: str, rdtype: str) -
     """Records of one type; [] for no data; DnsHard / DnsSoft for failures."""
     try:
         answer = await resolver.resolve(name, rdtype, search=False)
+    except (dns.name.NameTooLong, dns.name.LabelTooLong, dns.name.EmptyLabel):
+        raise DnsHard(name) from None  # no such name can exist: bounce, as for NXDOMAIN
     except dns.resolver.NXDOMAIN:
         raise DnsHard(name) from None
     except dns.resolver.NoAnswer:
@@ -80,11 +91,12 @@ async def mx_targets(
     """qmail's dns_mxip: the addresses to try for a domain, best first."""
     records = await _query(resolver, host, "MX")
     if not records:
-        return [Target(a, 0, host) for a in await addresses(resolver, host)]
+        return [Target(a, 0, host) for a in await addresses(resolver, host)][:DNS_MAX_TARGETS]
     exchangers = [(r.preference, r.exchange.to_text(omit_final_dot=True)) for r in records]
     if len(exchangers) == 1 and exchangers[0][1] in ("", "."):
         raise NullMx(host)
     ordered = [(pref, name) for pref, name in order(exchangers, rng) if name not in ("", ".")]
+    ordered = ordered[:DNS_MAX_MX_HOSTS]
     found = await asyncio.gather(
         *(addresses(resolver, name) for _, name in ordered), return_exceptions=True
     )
@@ -101,9 +113,9 @@ async def mx_targets(
         targets.extend(Target(a, pref, name) for a in result)
     if not targets and soft is not None:
         raise soft
-    return targets
+    return targets[:DNS_MAX_TARGETS]
 
 
 async def relay_targets(resolver: dns.asyncresolver.Resolver, relay: str) -> list[Target]:
     """An smtproutes relay: addresses of that one host, no MX lookup."""
-    return [Target(a, 0, relay) for a in await addresses(resolver, relay)]
+    return [Target(a, 0, relay) for a in await addresses(resolver, relay)][:DNS_MAX_TARGETS]

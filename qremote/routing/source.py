@@ -64,6 +64,8 @@ def parse_bindings(lines: list[str]) -> dict[str, Binding]:
             ip_text, helo = split_host(rest)
         except ValueError as e:
             raise ControlError(f"{where}: {e}") from None
+        if helo and not (helo.isascii() and helo.isprintable()):
+            raise ControlError(f"{where}: {helo!r} is not a host name (not printable ASCII)")
         table[key.strip().lower()] = Binding(_parse_ip(ip_text.strip(), where), helo or None, where)
     return table
 

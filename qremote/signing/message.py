@@ -63,6 +63,8 @@ def _has_bare_cr(message: bytes, body: bytes) -> bool:
 
 def parse(message: bytes) -> Message:
     """Split a queue-file message (LF or CRLF line ends) into header fields and body."""
+    if not message:
+        raise MalformedMessage("the message is empty")
     wire = to_wire(message)
     if wire.startswith(b"\r\n"):
         return Message([], wire[2:], _has_bare_cr(message, wire[2:]), {})

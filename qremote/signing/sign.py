@@ -1,9 +1,17 @@
 """Sign one outbound message: choose the domain and keys, make the signatures, say what
 was done in words for the qmail-send log.
 
-Errors are never swallowed: a message that is not headers + body, a key that exists but
-cannot be used, or a failing signer raise :class:`SigningError`, and qmail-remote turns
-that into ``Z`` (retry later) rather than send the message unsigned.
+Local errors are never swallowed: a key that exists but cannot be used, or a failing
+signer, raise :class:`SigningError`, and qmail-remote turns that into ``Z`` (retry later,
+once the administrator has fixed the key) rather than send the message unsigned.
+
+A message that cannot be read as header fields and a body (empty, a first line starting
+with white space, a non-header line before the empty line) is another matter: no retry
+will ever sign it. When no key applies to it, it goes out exactly as qmail would send
+it. When a key does apply, ``control/unsignable`` decides: ``send`` (the default) sends
+it unsigned and says why in the report, as qmail always did; ``bounce`` refuses it for
+good (:class:`Unsignable`, a ``D``), for sites that would rather return such mail than
+have it leave without their signature.
 """
 
 from __future__ import annotations
@@ -23,7 +31,11 @@ DK_CANONS = ("nofws", "simple")
 
 
 class SigningError(Exception):
-    """Signing was needed and could not be done; the message says why."""
+    """Signing was needed and could not be done for a local reason; the text says why."""
+
+
+class Unsignable(Exception):
+    """A key applies, the message cannot be signed, and control/unsignable says bounce."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +43,8 @@ class SignConfig:
     dkim: dkim.Options = dkim.Options()
     dk_canon: str = "nofws"
     domainkeys: bool = True
+    unsignable: str = "send"
+    """What to do with a message a key applies to but which cannot be signed."""
 
 
 def load_config(control: ControlDir) -> SignConfig:
@@ -48,8 +62,14 @@ def load_config(control: ControlDir) -> SignConfig:
         raise ControlError(
             f"control/domainkeyscanonicalization: {dk!r} is not nofws, simple or off"
         )
+    unsignable = (control.line("unsignable") or "send").strip().lower()
+    if unsignable not in ("send", "bounce"):
+        raise ControlError(f"control/unsignable: {unsignable!r} is not send or bounce")
     return SignConfig(
-        dkim.Options(header_c, body_c, expire), dk if dk != "off" else "nofws", dk != "off"
+        dkim.Options(header_c, body_c, expire),
+        dk if dk != "off" else "nofws",
+        dk != "off",
+        unsignable,
     )
 
 
@@ -68,19 +88,18 @@ def sign_message(
     config: SignConfig = SignConfig(),
     now: int | None = None,
 ) -> Signed:
+    sender_domain = domain_of(sender) if sender else None
     try:
         parsed = parse(message)
     except MalformedMessage as e:
-        raise SigningError(f"message cannot be signed: {e}") from None
+        return _unsignable(message, sender_domain, store, config, str(e))
     from_fields = parsed.get(b"from")
     from_domain = domain_of(from_fields[0].value) if from_fields else None
-    sender_domain = domain_of(sender) if sender else None
     stamp = int(time.time()) if now is None else now
     try:
         choice = choose(from_domain, sender_domain, store.domain_keys, store.fallback)
         if choice is None:
-            who = from_domain or sender_domain or "this message"
-            return Signed(b"", f"Not signed: no key for {who} in control/domainkeys.")
+            return _no_key(from_domain or sender_domain)
         domain, keys = choice
         fields: list[bytes] = []
         done: list[str] = []
@@ -98,6 +117,38 @@ def sign_message(
         raise SigningError(f"signing failed: {e.__class__.__name__}: {e}") from None
     headers = b"".join(fields).replace(b"\r\n", b"\n")
     return Signed(headers, "Signed: " + "; ".join(done) + ".")
+
+
+def _no_key(who: str | None) -> Signed:
+    return Signed(b"", f"Not signed: no key for {who or 'this message'} in control/domainkeys.")
+
+
+def _unsignable(
+    message: bytes, sender_domain: str | None, store: KeyStore, config: SignConfig, why: str
+) -> Signed:
+    """A message that is not header fields and a body: see the module's docstring."""
+    from_domain = _loose_from_domain(message)
+    try:
+        choice = choose(from_domain, sender_domain, store.domain_keys, store.fallback)
+    except KeyProblem as e:
+        raise SigningError(f"signing key unusable: {e}") from None
+    if choice is None:
+        return _no_key(from_domain or sender_domain)
+    if config.unsignable == "bounce":
+        raise Unsignable(why)
+    return Signed(b"", f"Not signed: the message cannot be signed ({why}); sent unsigned.")
+
+
+def _loose_from_domain(message: bytes) -> str | None:
+    """The domain of a From: line among the lines before the first empty one, read as
+    leniently as a mail reader would: only to know whether a key would apply."""
+    for line in message.split(b"\n", 200)[:200]:
+        if not line.strip(b"\r"):
+            break
+        name, colon, value = line.partition(b":")
+        if colon and name.strip().lower() == b"from":
+            return domain_of(value)
+    return None
 
 
 def _domainkey(parsed, store: KeyStore, config: SignConfig, keys, domain, from_domain):

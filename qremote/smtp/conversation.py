@@ -325,6 +325,22 @@ class Conversation:
         may have delivered the message (qmail's flagcritical)."""
         self.critical = True
 
+    def broken(self, what: str) -> Finished | NextHost | Stale:
+        """The server broke the protocol (``what`` says how): the conversation ends here,
+        temporarily, and the driver drops the connection without another word (inside
+        DATA even QUIT would become part of the message). Before the envelope started,
+        the next MX may do better, as after a failed greeting; on a kept connection
+        waiting for RSET's reply, a new connection may."""
+        if self.state is State.RSET:
+            self.state = State.DONE
+            return Stale()
+        before_envelope = self.state in (State.GREETING, State.EHLO, State.HELO, State.STARTTLS)
+        self.state = State.DONE
+        text = report.protocol_violation(self.partner, what, self.critical)
+        if before_envelope:
+            return NextHost(text, False)
+        return Finished(text)
+
     def _on_rset(self, reply: Reply) -> list[Action]:
         if reply.code != 250:
             self.state = State.DONE

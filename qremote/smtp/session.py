@@ -3,7 +3,14 @@
 It moves bytes between the socket and a :class:`Conversation` and enforces qmail's
 ``timeoutremote``: every read and every write must make progress within it, and one
 reply must be complete within it too, so a server that dribbles an endless multi-line
-reply is cut off like one that stalls.
+reply is cut off like one that stalls (and one that floods is cut off by the reply
+parser's bounds).
+
+It also enforces the order of the exchange: a reply must answer a command already sent.
+Whatever the server has sent by the time we are about to send the next command, the
+message body or its final dot, was sent before it was asked for, and a reply sent
+before the dot can never mean the message was accepted. The conversation then ends
+with a temporary failure (:meth:`Conversation.broken`) and nothing more is sent.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 from qremote import report
+from qremote.limits import CLOSE_WAIT, READ_CHUNK
 from qremote.smtp.body import Body
 from qremote.smtp.conversation import (
     Action,
@@ -28,7 +36,7 @@ from qremote.smtp.conversation import (
     Stale,
     StartTLS,
 )
-from qremote.smtp.replies import ReplyParser
+from qremote.smtp.replies import ReplyParser, ReplyTooLong
 
 
 class ConnectFailed(Exception):
@@ -39,6 +47,10 @@ class ConnectFailed(Exception):
 
 class Dropped(Exception):
     """The peer closed, stalled past timeoutremote, or the socket failed."""
+
+
+class _Unasked(Exception):
+    """The server had replied to something we had not yet sent."""
 
 
 class TlsFailed(Exception):
@@ -79,7 +91,7 @@ async def connect(
     except OSError as e:
         sock.close()
         raise ConnectFailed(False, e.strerror or str(e)) from None
-    return await asyncio.open_connection(sock=sock, limit=1 << 16)
+    return await asyncio.open_connection(sock=sock, limit=READ_CHUNK)
 
 
 class Session:
@@ -115,8 +127,16 @@ class Session:
     async def _send_body(self) -> None:
         for piece in self.body.pieces():
             await self._write(piece)
+        self._nothing_unasked([], "it replied before the message was sent")
         self.conv.dot_sending()
         await self._write(b".\r\n")
+
+    def _nothing_unasked(self, pending: list, what: str) -> None:
+        """Raise :class:`_Unasked` if the server has said anything we did not ask for
+        yet: about to send a command (or the body, or the dot), every reply received so
+        far must have been taken by the conversation."""
+        if pending or self.parser.partial or self._buffered():
+            raise _Unasked(what)
 
     async def _read_replies(self) -> list:
         deadline = time.monotonic() + self.timeout
@@ -125,7 +145,7 @@ class Session:
             if remaining <= 0:
                 raise Dropped("timed out")
             try:
-                data = await asyncio.wait_for(self.reader.read(1 << 16), remaining)
+                data = await asyncio.wait_for(self.reader.read(READ_CHUNK), remaining)
             except (TimeoutError, OSError, ConnectionError) as e:
                 raise Dropped(str(e)) from None
             if not data:
@@ -170,19 +190,34 @@ class Session:
     async def run(self, start: list[Action] | None = None) -> SessionResult:
         """Hold the conversation to its end: from the greeting, or from ``start`` (the
         RSET of a kept connection, see :meth:`next_message`)."""
+        if start and (self.parser.partial or self._buffered()):
+            # The server spoke while the connection was idle (a 421 before it closes,
+            # or worse): not a connection to carry a message.
+            return SessionResult(self.recipients, Stale())
+        try:
+            return await self._run(start or [])
+        except (_Unasked, ReplyTooLong) as e:
+            self.abort()
+            what = str(e)
+            if isinstance(e, ReplyTooLong):
+                what = f"it sent {what}"
+            return SessionResult(self.recipients, self.conv.broken(what), self.tls_info)
+
+    async def _run(self, actions: list[Action]) -> SessionResult:
         recipients = self.recipients
         pending: list = []
-        actions: list[Action] = start or []
         while True:
             final = next((a for a in actions if isinstance(a, (Finished, NextHost, Stale))), None)
             restart: list[Action] | None = None
             for action in actions:
                 if isinstance(action, Send):
                     if final is None:
+                        self._nothing_unasked(pending, "it replied before it was asked")
                         await self._write(action.data)
                     else:
                         await self._write_quietly(action.data)
                 elif isinstance(action, SendBody):
+                    self._nothing_unasked(pending, "it replied before the message was sent")
                     await self._send_body()
                 elif isinstance(action, RecipientReport):
                     recipients.append(action)
@@ -243,9 +278,9 @@ class Session:
         self._remember_tls()
         try:
             self.writer.close()
-            await asyncio.wait_for(self.writer.wait_closed(), 5)
+            await asyncio.wait_for(self.writer.wait_closed(), CLOSE_WAIT)
         except Exception:  # noqa: BLE001 - closing must never change a result
-            pass
+            self.abort()
 
 
 def dropped_report(conv: Conversation) -> bytes:

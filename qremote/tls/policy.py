@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from enum import Enum
@@ -39,12 +40,17 @@ def _safe_name(mx: str) -> str | None:
 
 def exists(path: str) -> bool:
     """Like os.path.exists, but a file we may not look at is an error, not an absence:
-    an unreadable tlshosts/ must not quietly turn required TLS into opportunistic."""
+    an unreadable tlshosts/ must not quietly turn required TLS into opportunistic.
+
+    A name too long to be a file (a legal 253-character MX name plus ``.pem``) cannot
+    have a policy file, so it has none."""
     try:
         os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         return False
     except OSError as e:
+        if e.errno == errno.ENAMETOOLONG:
+            return False
         parts = path.split(os.sep)
         raise ControlError(f"{os.sep.join(parts[-3:])}: {e.strerror}") from None
     return True

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from qremote.limits import VERIFY_MAX_DOMAINKEYS_SIGNATURES
 from qremote.signing import canon
 from qremote.signing.choose import domain_of
 from qremote.signing.message import Header, MalformedMessage, Message, parse
@@ -98,6 +100,14 @@ def verify(message: bytes, lookup: TxtLookup) -> list[Result]:
         if b"domainkey-signature:" in message.lower():
             return [Result("domainkeys", "permerror", f"message: {e}")]
         return []
-    return [
-        _one(msg, i, lookup) for i, h in enumerate(msg.headers) if h.key == b"domainkey-signature"
-    ]
+    results = []
+    for n, i in enumerate(i for i, h in enumerate(msg.headers) if h.key == b"domainkey-signature"):
+        if n >= VERIFY_MAX_DOMAINKEYS_SIGNATURES:
+            why = f"not evaluated: only the first {VERIFY_MAX_DOMAINKEYS_SIGNATURES} signatures are"
+            results.append(Result("domainkeys", "neutral", why))
+        elif time.monotonic() >= lookup.deadline:
+            why = "not evaluated: the time for verifying this message (dkimverifytimeout) ran out"
+            results.append(Result("domainkeys", "temperror", why))
+        else:
+            results.append(_one(msg, i, lookup))
+    return results

@@ -4,15 +4,30 @@
 signature, and raises on some malformed messages. So each signature is checked with
 ``DKIM(...).verify(idx=i, dnsfunc=...)`` where the DNS function raises our own exception
 for temporary trouble, and dkimpy's log tells a key problem from a failed signature.
+
+The work is bounded, because anyone can send a message with a hundred signatures over a
+large body, each of which would cost a pass over the body: at most
+:data:`~qremote.limits.VERIFY_MAX_DKIM_SIGNATURES` are evaluated; a signature's body hash
+is checked against a cache of dkimpy's own canonicalized bodies first, so signatures
+that share a canonicalization and length share one pass and a wrong body hash costs no
+more; and once the message's time budget (``dkimverifytimeout``, the same that bounds
+its DNS look-ups) is spent, the rest are not evaluated. Those past the count are
+reported ``neutral``, with the reason, as RFC 8601 section 2.7.1 has it for signatures
+that "were not otherwise able to be processed"; those past the time ``temperror``, like
+a key look-up that timed out.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import re
+import time
 
 import dkim
 
+from qremote.limits import VERIFY_MAX_DKIM_SIGNATURES
 from qremote.signing.tags import parse_tags
 from qremote.verify.results import Result
 from qremote.verify.txt import DnsTemporary, TxtLookup
@@ -50,7 +65,61 @@ def signature_fields(message: bytes) -> list[bytes]:
     return [f[len(prefix) :] for f in fields if f[: len(prefix)].lower() == prefix]
 
 
-def verify(message: bytes, lookup: TxtLookup) -> list[Result]:
+class _BodyHashes:
+    """Body hashes by (canonicalization, hash, length), computed once per message with
+    dkimpy's own canonicalization, so our shortcut can never disagree with dkimpy."""
+
+    _HASHES = {b"rsa-sha256": "sha256", b"ed25519-sha256": "sha256", b"rsa-sha1": "sha1"}
+
+    def __init__(self, checker: dkim.DKIM) -> None:
+        self.checker = checker
+        self.bodies: dict[bytes, bytes] = {}
+        self.digests: dict[tuple[bytes, str, int | None], bytes] = {}
+
+    def mismatch(self, tags: dict[bytes, bytes]) -> bool:
+        """True when the signature's bh= is well formed and certainly wrong; anything
+        unusual is left for dkimpy to judge."""
+        import hashlib
+
+        algorithm = self._HASHES.get(tags.get(b"a", b"").lower())
+        c = tags.get(b"c", b"simple/simple").lower()
+        length = tags.get(b"l")
+        if algorithm is None or b"bh" not in tags or (length is not None and not length.isdigit()):
+            return False
+        try:
+            expected = base64.b64decode(re.sub(rb"\s+", b"", tags[b"bh"]), validate=True)
+            policy = dkim.CanonicalizationPolicy.from_c_value(c)
+        except (binascii.Error, ValueError, dkim.DKIMException):
+            return False
+        limit = int(length) if length is not None else None
+        key = (c.partition(b"/")[2] or b"simple", algorithm, limit)
+        if key not in self.digests:
+            if key[0] not in self.bodies:
+                self.bodies[key[0]] = policy.canonicalize_body(self.checker.body)
+            body = self.bodies[key[0]]
+            self.digests[key] = hashlib.new(algorithm, body[:limit]).digest()
+        return self.digests[key] != expected
+
+    def unsigned(self, tags: dict[bytes, bytes]) -> int:
+        """Bytes of the canonicalized body after an ``l=`` limit: text a forwarder (or
+        anyone) may have appended without breaking the signature."""
+        length = tags.get(b"l")
+        if length is None or not length.isdigit():
+            return 0
+        c = tags.get(b"c", b"simple/simple").lower()
+        body_c = c.partition(b"/")[2] or b"simple"
+        if body_c not in self.bodies:
+            policy = dkim.CanonicalizationPolicy.from_c_value(c)
+            self.bodies[body_c] = policy.canonicalize_body(self.checker.body)
+        return max(0, len(self.bodies[body_c]) - int(length))
+
+
+def verify(message: bytes, lookup: TxtLookup, unsigned_tail: str = "pass") -> list[Result]:
+    """One result per DKIM-Signature field. ``unsigned_tail`` (``control/dkimlength``)
+    says what a good signature with ``l=`` over a body that goes on past it gets:
+    ``pass`` with a comment saying how much is unsigned, or ``policy`` (RFC 8601 section
+    2.7.1: signed, but not acceptable to us) for sites that will not vouch for text the
+    signer did not sign."""
     sigs = signature_fields(message)
     if not sigs:
         return []
@@ -64,9 +133,22 @@ def verify(message: bytes, lookup: TxtLookup) -> list[Result]:
         checker = dkim.DKIM(message, logger=logger)
     except dkim.DKIMException as e:
         return [Result("dkim", "permerror", f"message: {e}", _props(parse_tags(s))) for s in sigs]
+    hashes = _BodyHashes(checker)
     for i, sig in enumerate(sigs):
-        props = _props(parse_tags(sig))
+        tags = parse_tags(sig)
+        props = _props(tags)
         handler.messages.clear()
+        if i >= VERIFY_MAX_DKIM_SIGNATURES:
+            why = f"not evaluated: only the first {VERIFY_MAX_DKIM_SIGNATURES} signatures are"
+            results.append(Result("dkim", "neutral", why, props))
+            continue
+        if time.monotonic() >= lookup.deadline:
+            why = "not evaluated: the time for verifying this message (dkimverifytimeout) ran out"
+            results.append(Result("dkim", "temperror", why, props))
+            continue
+        if hashes.mismatch(tags):
+            results.append(Result("dkim", "fail", "body hash did not verify", props))
+            continue
 
         def dnsfunc(name, timeout=5):
             qname = name.decode("ascii", "replace") if isinstance(name, bytes) else name
@@ -90,7 +172,13 @@ def verify(message: bytes, lookup: TxtLookup) -> list[Result]:
             results.append(Result("dkim", "temperror", f"verifier: {e.__class__.__name__}", props))
             continue
         if good:
-            results.append(Result("dkim", "pass", "", props))
+            extra = hashes.unsigned(tags)
+            if not extra:
+                results.append(Result("dkim", "pass", "", props))
+                continue
+            why = f"l= leaves {extra} bytes of the body unsigned"
+            verdict = "policy" if unsigned_tail == "policy" else "pass"
+            results.append(Result("dkim", verdict, why, props))
             continue
         if handler.messages:
             results.append(Result("dkim", "permerror", " ".join(handler.messages), props))

@@ -56,12 +56,51 @@ def _copy_range(src: int, dst: int, offset: int, count: int) -> None:
 _AR = re.compile(rb"authentication-results[ \t]*:", re.IGNORECASE)
 
 
+_TSPECIALS = b'()<>@,;:\\"/[]?='
+
+
+def _skip_cfws(text: bytes, i: int) -> int:
+    """Past white space and comments (nested, with quoted pairs: RFC 5322 CFWS)."""
+    depth = 0
+    while i < len(text):
+        c = text[i : i + 1]
+        if depth and c == b"\\":
+            i += 2
+            continue
+        if c == b"(":
+            depth += 1
+        elif c == b")" and depth:
+            depth -= 1
+        elif not depth and c not in (b" ", b"\t", b"\r", b"\n"):
+            return i
+        i += 1
+    return i
+
+
 def authserv_id_of(value: bytes) -> bytes:
-    """The authserv-id of an Authentication-Results value (before ';' and any version)."""
-    text = value.split(b";", 1)[0]
-    text = re.sub(rb"\([^)]*\)", b" ", text)
-    words = text.split()
-    return words[0].lower() if words else b""
+    """The authserv-id of an Authentication-Results value, lowercased: RFC 8601's
+    ``[CFWS] value``, where a value is an RFC 2045 token or a quoted-string. A forger
+    may write ours in either form, or behind comments; all of them must be found."""
+    i = _skip_cfws(value, 0)
+    if value[i : i + 1] == b'"':
+        out = bytearray()
+        i += 1
+        while i < len(value):
+            c = value[i : i + 1]
+            if c == b"\\":
+                out += value[i + 1 : i + 2]
+                i += 2
+                continue
+            if c == b'"':
+                break
+            if c not in (b"\r", b"\n"):
+                out += c
+            i += 1
+        return bytes(out).lower()
+    start = i
+    while i < len(value) and value[i] > 32 and value[i] != 127 and value[i] not in _TSPECIALS:
+        i += 1
+    return value[start:i].lower()
 
 
 def rename_forged(head: bytes, ours: str) -> tuple[bytes, int]:
@@ -88,18 +127,26 @@ def rename_forged(head: bytes, ours: str) -> tuple[bytes, int]:
 
 
 def header_block_end(fd: int, size: int) -> int:
-    """Offset just past the header block (after the empty line), or size if none."""
+    """Offset just past the header block (after the empty line), or size if none.
+
+    The file is read in chunks; the last 3 bytes of each are carried into the next, so a
+    separator split across two chunks is still found, and the earliest separator wins.
+    """
     offset = 0
     tail = b""
     while offset < size:
         chunk = os.pread(fd, min(CHUNK, size - offset), offset)
+        if not chunk:
+            break
         data = tail + chunk
-        for sep in (b"\n\n", b"\r\n\r\n"):
-            pos = data.find(sep)
-            if pos >= 0:
-                return offset - len(tail) + pos + len(sep)
-        if data.startswith(b"\n"):
-            return 1
+        base = offset - len(tail)  # file offset of data[0]
+        if base == 0:
+            for empty in (b"\n", b"\r\n"):
+                if data.startswith(empty):
+                    return len(empty)  # no header fields at all
+        found = [p + len(sep) for sep in (b"\n\n", b"\n\r\n") if (p := data.find(sep)) >= 0]
+        if found:
+            return base + min(found)
         tail = data[-3:]
         offset += len(chunk)
     return size
@@ -131,7 +178,7 @@ def _log(text: str) -> None:
 
 def build(home: str, message_fd: int, size: int) -> tuple[int, object]:
     """Verify and write the new message; (fd of the new message, policy verdict or None)."""
-    from qremote.control import ControlDir
+    from qremote.control import ControlDir, ControlError
     from qremote.routing.dnserrors import parse_nameserver
     from qremote.signing.choose import domain_of
     from qremote.signing.message import parse as parse_message
@@ -146,7 +193,10 @@ def build(home: str, message_fd: int, size: int) -> tuple[int, object]:
     lookup = TxtLookup(servers, float(budget))
 
     message = os.pread(message_fd, size, 0)
-    found = dkimcheck.verify(message, lookup) + dkcheck.verify(message, lookup)
+    unsigned_tail = (control.line("dkimlength") or "pass").strip().lower()
+    if unsigned_tail not in ("pass", "policy"):
+        raise ControlError(f"control/dkimlength: {unsigned_tail!r} is not pass or policy")
+    found = dkimcheck.verify(message, lookup, unsigned_tail) + dkcheck.verify(message, lookup)
     try:
         from_fields = parse_message(message).get(b"from")
         from_domain = domain_of(from_fields[0].value) if from_fields else None

@@ -45,9 +45,6 @@ class QmailHome:
     def deliver_standalone(self, host: str, sender: str, recipients: list[str], message: bytes):
         """The same delivery, never through qremoted (its in-process path)."""
         program = self.program + "-standalone"
-        if not os.path.exists(program):  # threads may race here: the write is atomic
-            text = wrapper_text(self.path).replace("main(home=", "main(daemon=False, home=")
-            write_file(program, text.encode(), 0o755)
         return rspawn.run(program, self.path, host, sender, recipients, message)
 
     def qremote(self, *args: str, input=None, text: bool = True) -> subprocess.CompletedProcess:
@@ -76,4 +73,8 @@ def make(path: str, nameserver: str | None = None) -> QmailHome:
     with open(home.program, "w") as f:
         f.write(wrapper_text(path))
     os.chmod(home.program, 0o755)
+    # Made here, not on first use: a thread writing it while another forks would leave the
+    # new file open for writing in that child, and exec'ing it then fails (ETXTBSY).
+    text = wrapper_text(path).replace("main(home=", "main(daemon=False, home=")
+    write_file(home.program + "-standalone", text.encode(), 0o755)
     return home

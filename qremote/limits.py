@@ -1,0 +1,71 @@
+"""Every bound qremote puts on what comes from the network or from a sender, with its reason.
+
+Everything a peer sends (SMTP replies, DNS answers) and everything a sender writes
+(headers, bodies, signatures) is hostile until proven otherwise. Each value here bounds
+memory or time against such input; ``docs/BOUNDS.md`` lists them for administrators, and
+``tests/test_bounds.py`` holds one test per bound. Time bounds that qmail configures
+(``timeoutconnect``, ``timeoutremote``) stay in control files; these are the rest.
+"""
+
+from __future__ import annotations
+
+# -- SMTP replies (qremote/smtp/replies.py) ------------------------------------------------
+
+REPLY_TEXT_KEEP = 5000
+"""Bytes of a reply's text kept for the report: qmail's HUGESMTPTEXT, so reports read as
+qmail's. The rest of a long reply is counted, not kept."""
+
+REPLY_LINE_KEEP = 1000
+"""Bytes kept of each reply line for reading EHLO keywords: RFC 5321 allows 512 for a
+whole reply line, so nothing real is cut."""
+
+REPLY_MAX_BYTES = 64 * 1024
+"""A reply longer than this ends the conversation as a temporary failure. The longest
+real replies (EHLO lists, multi-line 554 explanations) are a few KB; a server sending
+more is broken or hostile, and a flood must not make us read it for ``timeoutremote``."""
+
+REPLY_MAX_LINES = 1000
+"""Lines in one reply, for the same reason: EHLO advertises a dozen or so. Counting lines
+as well as bytes stops a flood of empty continuation lines (each kept line costs Python
+an object)."""
+
+READ_CHUNK = 64 * 1024
+"""Bytes read from an SMTP socket at once; asyncio's reader buffers at most twice this
+before it stops reading, so a server that talks while we send the body costs at most
+that much memory."""
+
+CLOSE_WAIT = 1.0
+"""Seconds to wait for a connection to close cleanly once the outcome is known (TLS
+close_notify, unsent QUIT) before dropping it: the report must not wait on the peer."""
+
+# -- DNS (qremote/routing/resolve.py) ------------------------------------------------------
+
+DNS_TRY = 5.0
+"""Seconds one DNS query may take before the next server (or try): the resolver library
+default qmail's own lookups use. Never more than ``timeoutconnect``."""
+
+DNS_TOTAL = 20.0
+"""Seconds all DNS lookups of one step (the MX query, or the address queries) may take
+together. Never more than ``timeoutremote``."""
+
+DNS_MAX_MX_HOSTS = 50
+"""MX hosts of one domain whose addresses are looked up (best preference first). A DNS
+message holds up to 65535 bytes (the protocol's own bound; queries go without EDNS, so a
+UDP answer is at most 512 and a longer one comes over TCP): thousands of MX records, each
+a pair of look-ups at once. Real domains publish a handful."""
+
+DNS_MAX_TARGETS = 100
+"""Addresses tried for one delivery, in qmail's order: each may cost ``timeoutconnect``,
+and a name with a thousand A records must not hold a delivery for days."""
+
+# -- Incoming mail verification (qremote/verify/) ------------------------------------------
+
+VERIFY_MAX_DKIM_SIGNATURES = 5
+"""DKIM-Signature fields evaluated per message (RFC 6376 section 6.1 lets a verifier
+limit them). Anyone can add signatures whose body hash is right and whose signature is
+not, and each costs a pass over the body: the rest are reported ``neutral``, not
+evaluated. Real mail carries one to three (author, list, forwarder)."""
+
+VERIFY_MAX_DOMAINKEYS_SIGNATURES = 3
+"""DomainKey-Signature fields evaluated per message, for the same reason; a DomainKeys
+signer adds one."""
