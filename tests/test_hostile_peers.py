@@ -3,7 +3,10 @@ non-zero exit, nothing but reports on the pipe, never a bounce for the server's 
 
 from __future__ import annotations
 
+import pytest
+
 from tests.support.expect import UNSIGNED
+from tests.support.hostile import HostileServer, Step
 from tests.support.smtpserver import FLOOD, Raw, Script, ScriptedServer
 
 MSG = b"Subject: t\n\nbody\n"
@@ -98,3 +101,77 @@ def test_nul_bytes_in_reply_text_become_question_marks(home, zone):
     assert run.reports[-1] == (
         b"K" + mx.ip.encode() + b" accepted message.\nRemote host said: 250 ok?queued\n" + UNSIGNED
     )
+
+
+# -- byte-level hostility (tests/support/hostile.py) --------------------------------------
+
+RSS_BOUND_KB = 200 * 1024
+"""qmail-remote's peak memory under any flood; an unbounded reply took 1 GB in 5 s."""
+
+
+def hostile_delivery(home, script: dict[str, Step], message: bytes = MSG, rcpts=None):
+    with HostileServer(script) as mx:
+        run = home.deliver_standalone(
+            f"[{mx.ip}]", "a@example.org", rcpts or ["b@example.net"], message
+        )
+    assert run.status == 0
+    return mx, run
+
+
+@pytest.mark.parametrize(
+    "flood,bound",
+    [(b"250-x\r\n", "1000 lines"), (b"250-" + b"x" * 2000 + b"\r\n", "65536 bytes")],
+)
+def test_reply_flood_ends_the_conversation_in_bounded_memory(home, flood, bound):
+    mx, run = hostile_delivery(home, {"EHLO": Step((flood,), "flood", flood=flood)})
+    assert run.output == (
+        b"ZConnected to " + mx.ip.encode() + b" but it sent a reply of more than "
+        + bound.encode() + b". (#4.5.0)\n" + UNSIGNED + b"\0"
+    )
+    assert run.max_rss_kb < RSS_BOUND_KB
+    assert not mx.received_dot
+
+
+def test_reply_to_the_dot_sent_with_the_354_is_never_taken_as_delivery(home):
+    """The server says 354 and 250 in one write, then never answers the dot: under the
+    C client's rules this is K; the message was never acknowledged, so it is Z, and the
+    dot is never sent."""
+    mx, run = hostile_delivery(
+        home, {"DATA": Step.reply(b"354 go\r\n250 queued\r\n"), "dot": Step((), "stall")}
+    )
+    assert run.output == (
+        b"r\0ZConnected to " + mx.ip.encode() + b" but it replied before the message was "
+        b"sent. (#4.5.0)\n" + UNSIGNED + b"\0"
+    )
+    assert not mx.received_dot
+
+
+def test_reply_nobody_asked_for_ends_the_conversation(home):
+    """Without PIPELINING, a second reply to MAIL would be read as the reply to RCPT."""
+    mx, run = hostile_delivery(
+        home,
+        {
+            "EHLO": Step.reply(b"250 hostile.test\r\n"),
+            "MAIL": Step.reply(b"250 ok\r\n250 ok, and you may have this one too\r\n"),
+        },
+    )
+    assert run.output == (
+        b"ZConnected to " + mx.ip.encode() + b" but it replied before it was asked. "
+        b"(#4.5.0)\n" + UNSIGNED + b"\0"
+    )
+    assert [e.data[:4] for e in mx.events if e.kind == "recv"] == [b"EHLO", b"MAIL"]
+
+
+@pytest.mark.parametrize("reply", [b"2500 queued\r\n", b"250queued\r\n", b"250-ok\r\n550 no\r\n"])
+def test_reply_that_is_not_a_reply_line_after_the_dot_is_never_k(home, reply):
+    mx, run = hostile_delivery(home, {"dot": Step.reply(reply)})
+    assert mx.received_dot
+    assert run.qmail.startswith(b"Z" + mx.ip.encode() + b" failed after I sent the message.")
+
+
+def test_greeting_split_into_single_bytes_still_delivers(home):
+    greeting = b"220-hostile.test\r\n220 slowly\r\n"
+    mx, run = hostile_delivery(
+        home, {"greeting": Step(tuple(greeting[i : i + 1] for i in range(len(greeting))))}
+    )
+    assert run.qmail.startswith(b"K")

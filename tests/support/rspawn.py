@@ -8,8 +8,11 @@ that reduction is reimplemented here from qmail-rspawn.c so tests see what qmail
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 
 
@@ -20,6 +23,10 @@ class Run:
     status: int
     qmail: bytes
     """What qmail-rspawn hands qmail-send: a letter and text, as in report()."""
+    max_rss_kb: int = 0
+    """The process's peak resident memory (getrusage), for bounds tests."""
+    seconds: float = 0.0
+    """Wall-clock time from start to exit, for bounds tests (never speed tests)."""
 
     @property
     def reports(self) -> list[bytes]:
@@ -82,16 +89,43 @@ def run(
         stdin.write(message)
         stdin.flush()
         stdin.seek(0)
-        proc = subprocess.run(
+        started = time.monotonic()
+        proc = subprocess.Popen(
             [program, host, sender, *recipients],
             stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             cwd=home,
             env=env if env is not None else {},
-            timeout=timeout,
         )
-    return Run(proc.stdout, proc.returncode, reduce_like_rspawn(proc.stdout, proc.returncode))
+        fired: list[bool] = []
+
+        def kill() -> None:
+            fired.append(True)
+            proc.kill()
+
+        killer = threading.Timer(timeout, kill)
+        killer.start()
+        try:
+            assert proc.stdout is not None
+            output = proc.stdout.read()
+            # wait4, not Popen.wait: it also says how much memory the process took.
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            killer.cancel()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if fired:
+            raise subprocess.TimeoutExpired(proc.args, timeout, output)
+    code = proc.returncode
+    return Run(
+        output,
+        code,
+        reduce_like_rspawn(output, code),
+        usage.ru_maxrss,
+        time.monotonic() - started,
+    )
 
 
 def run_args(program: str, home: str, args: list[str], message: bytes = b"") -> Run:
