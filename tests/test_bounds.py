@@ -112,7 +112,7 @@ def _header_with_line_end_at(offset: int, total: int) -> bytes:
 
 @pytest.mark.parametrize("before", range(1, 6))
 def test_line_end_just_before_the_chunk_boundary_is_not_an_empty_header_block(before):
-    head = _header_with_line_end_at(CHUNK - before, CHUNK + 5000)
+    head = _header_with_line_end_at(CHUNK - before, 2 * CHUNK + 5000)
     message = head + b"\nbody\n"
     fd = memory_file("test", message)
     try:
@@ -123,7 +123,7 @@ def test_line_end_just_before_the_chunk_boundary_is_not_an_empty_header_block(be
 
 def test_forged_verdict_after_a_header_block_over_2mb_is_renamed(site, queue):
     forged = b"Authentication-Results: mx.example.org; dkim=pass header.d=bank.example\n"
-    head = _header_with_line_end_at(2 * CHUNK - 3, 2 * CHUNK + 100)
+    head = _header_with_line_end_at(CHUNK - 3, 2 * CHUNK + 100)
     q = queue.run(site.path, head + forged + MSG, ENVELOPE)
     assert q.status == 0
     assert b"\nX-Original-" + forged in q.message
