@@ -16,8 +16,12 @@ import pytest
 from qremote import limits
 from qremote.fdutil import memory_file
 from qremote.verify.filter import CHUNK, authserv_id_of, header_block_end, rename_forged
+from tests import test_dkimverify as verify_tests
 from tests.support.smtpserver import ScriptedServer
-from tests.test_dkimverify import ENVELOPE, MSG, ar_of, ours, queue, results, site  # noqa: F401
+from tests.test_dkimverify import ENVELOPE, MSG, ar_of, ours, results
+
+site = verify_tests.site  # the receiving site and the stand-in qmail-queue, as fixtures
+queue = verify_tests.queue
 
 PLAIN = b"Subject: t\n\nbody\n"
 
@@ -37,7 +41,8 @@ def test_mx_name_too_long_to_be_a_file_has_no_tls_policy_file(home, zone):
 def test_host_with_a_label_over_63_characters_bounces(home):
     host = "x" * 64 + ".example"
     run = home.deliver(host, "a@example.org", ["b@" + host], PLAIN)
-    assert run.output == b"DSorry, I couldn't find any host named " + host.encode() + b". (#5.1.2)\n\0"
+    expected = b"DSorry, I couldn't find any host named " + host.encode() + b". (#5.1.2)\n\0"
+    assert run.output == expected
 
 
 def test_dns_waits_no_longer_than_timeoutremote(home, zone):
