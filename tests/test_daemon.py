@@ -743,3 +743,49 @@ def test_heartbeats_between_accepting_and_the_report_are_passed_over(home, mx):
     then = beats + wire.frame(wire.REPORT, report)
     run, _ = send_through_broken(home, answer, hold=0.3, then=then)
     assert run.output == report
+
+
+# -- a hostile MX among the others -------------------------------------------------------
+
+
+def _peak_memory_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_hostile_mx_neither_stalls_nor_endangers_other_deliveries(home, mx, qremoted):
+    """One delivery stalls on a silent MX and three hit a flooding one, all inside the
+    same qremoted as five ordinary deliveries: those five finish while the stalled one
+    still waits, every report is what it would be alone, and the daemon's peak memory
+    stays bounded (an unbounded reply took a process to 1 GB in 5 s)."""
+    from tests.support.hostile import HostileServer, Step
+
+    flood = b"250-" + b"x" * 2000 + b"\r\n"
+    with (
+        HostileServer({"EHLO": Step((flood,), "flood", flood=flood)}) as flooding,
+        HostileServer({"MAIL": Step((), "stall")}) as silent,
+    ):
+        stalled = in_background(home.deliver, f"[{silent.ip}]", "a@example.org", ["b@x"], MESSAGE)
+        floods = [
+            in_background(home.deliver, f"[{flooding.ip}]", "a@example.org", ["b@x"], MESSAGE)
+            for _ in range(3)
+        ]
+        ordinary = [send(home) for _ in range(5)]
+        assert stalled[0].is_alive()  # the five went by while it still waited
+        for thread, _ in floods:
+            thread.join(60)
+        stalled[0].join(60)
+    assert [run.output[:3] for run in ordinary] == [b"r\0K"] * 5
+    for _, result in floods:
+        assert result["run"].output == (
+            b"ZConnected to " + flooding.ip.encode() + b" but it sent a reply of more than "
+            b"65536 bytes. (#4.5.0)\n" + UNSIGNED + b"\0"
+        )
+    assert stalled[1]["run"].output.startswith(
+        b"ZConnected to " + silent.ip.encode() + b" but connection died."
+    )
+    assert qremoted.proc is not None
+    assert _peak_memory_kb(qremoted.proc.pid) < 200 * 1024
