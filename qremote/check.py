@@ -201,7 +201,9 @@ def _published(lookup, key) -> Iterator[str]:
 
 def _install(home: str) -> Iterator[str]:
     program = os.path.join(home, "bin", "qmail-remote")
-    if os.path.exists(program) and not is_wrapper(program):
+    if not os.path.exists(program):
+        yield f"{program} is missing: is {home} the qmail home? (set QMAILHOME)"
+    elif not is_wrapper(program):
         yield f"{program} is not qremote (run: qremote install)"
     tcpto = os.path.join(home, "queue", "lock", "tcpto")
     if not os.path.exists(tcpto):
@@ -233,12 +235,49 @@ def _daemon(home: str, user: str) -> Iterator[str]:
         yield f"{path}: no qremoted answers (it was killed?); deliveries run in-process"
 
 
+def _backends(control: ControlDir) -> Iterator[str]:
+    """The libraries qremote loads only when they are needed: a missing one would show
+    only in reports (caps fall back to local) or the smtpd log (mail goes unverified)."""
+    try:
+        import dkim  # noqa: F401
+    except Exception as e:  # noqa: BLE001 - any failure to load is the finding
+        yield (
+            f"dkimpy cannot be loaded ({e.__class__.__name__}: {e}): qremote-dkimverify "
+            "passes mail on unverified; install qremote's dependencies"
+        )
+    url = (control.line("sharedstate") or "").strip()
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return
+    try:
+        import redis
+    except Exception as e:  # noqa: BLE001
+        yield (
+            f"control/sharedstate: redis-py cannot be loaded ({e.__class__.__name__}: {e}): "
+            "MX-group caps are local to this host only; install qremote's dependencies"
+        )
+        return
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as e:  # noqa: BLE001
+        yield (
+            f"control/sharedstate: {url} does not answer ({e.__class__.__name__}): "
+            "deliveries use local MX-group caps until it does"
+        )
+
+
 def problems(home: str, user: str = "qmailr") -> list[str]:
+    if not os.path.isdir(home):
+        return [f"QMAILHOME {home} does not exist (set QMAILHOME to the qmail home)"]
     control = ControlDir(os.path.join(home, "control"))
     found: list[str] = []
     for check in (_basics, _bindings, _tls):
         found.extend(_guard(lambda check=check: check(control)))
     found.extend(_guard(lambda: _keys(control, user)))
+    found.extend(_guard(lambda: _backends(control)))
     found.extend(_install(home))
     found.extend(_daemon(home, user))
     return found

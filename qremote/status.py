@@ -45,10 +45,13 @@ def _group_lines(rows: list[tuple[str, int, int]]) -> list[str]:
 
 
 async def _shared(url: str) -> list[str]:
-    from qremote.groups.shared import SharedBackend
-    from qremote.tcpto.shared import SharedTcpto
+    try:
+        from qremote.groups.shared import SharedBackend
+        from qremote.tcpto.shared import SharedTcpto
 
-    backend = SharedBackend(url)
+        backend = SharedBackend(url)
+    except Exception as e:  # noqa: BLE001 - status must answer even without redis-py
+        return [f"  unusable: redis-py cannot be loaded ({e.__class__.__name__}: {e})"]
     try:
         lines = _group_lines(await backend.status())
         lines.append(f"tcpto, shared ({url}):")

@@ -10,7 +10,7 @@ from tests.support import keys
 def test_clean_installation_has_no_problems(home, zone):
     keys.publish(zone, "example.com", "s1", keys.write_key(home.control, "example.com", "s1"))
     home.write("domainbindings", "example.com:127.0.0.7\n")
-    done = home.qremote("check")
+    done = home.qremote("check", "--user", "root")
     assert done.returncode == 0, done.stderr
     assert done.stdout == "qremote check: no problems found\n"
 
@@ -24,9 +24,9 @@ def test_problems_are_listed_one_per_line(home):
     home.write("timeoutremote", "soon\n")
     keys.write_key(home.control, "example.com", "s1", mode=0o644)
     os.makedirs(os.path.join(home.control, "domainkeys", "empty.org"))
-    done = home.qremote("check")
+    done = home.qremote("check", "--user", "root")
     assert done.returncode == 1
-    lines = done.stderr.splitlines()
+    lines = done.stdout.splitlines()
     expected_starts = [
         "control/timeoutremote: 'soon' is not a whole number",
         "control/domainbindings line 2: 203.0.113.9 is not an address of this host",
@@ -51,7 +51,7 @@ def test_a_qremoted_socket_nobody_answers_on_is_a_problem(home):
     done = home.qremote("check", "--user", "root")
     assert done.returncode == 1
     sock = os.path.join(home.path, "qremote", "qremoted.sock")
-    assert done.stderr == (
+    assert done.stdout == (
         f"{sock}: no qremoted answers (it was killed?); deliveries run in-process\n"
     )
 
@@ -62,11 +62,11 @@ def test_a_qremoted_socket_qmail_remotes_user_cannot_use_is_a_problem(home):
     with Qremoted(home):  # runs as root here; qmail-remote runs as nobody
         done = home.qremote("check", "--user", "nobody")
     sock = os.path.join(home.path, "qremote", "qremoted.sock")
-    assert f"{sock}: owned by root, so nobody (qmail-remote) cannot use qremoted" in done.stderr
+    assert f"{sock}: owned by root, so nobody (qmail-remote) cannot use qremoted" in done.stdout
 
 
 def test_reuse_settings_must_be_whole_numbers(home):
     home.write("reuseidle", "a while\n")
-    done = home.qremote("check")
+    done = home.qremote("check", "--user", "root")
     assert done.returncode == 1
-    assert done.stderr.startswith("control/reuseidle: 'a while' is not a whole number")
+    assert done.stdout.startswith("control/reuseidle: 'a while' is not a whole number")

@@ -41,7 +41,7 @@ PROPERTY = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
-RSS_BOUND_KB = 200 * 1024
+RSS_BOUND_KB = 100 * 1024
 TIMEOUT_REMOTE = 1
 TIME_BOUND = 25.0
 """Seconds: a hang check with room for a loaded machine (each reply may take
@@ -124,7 +124,7 @@ def test_any_conversation_keeps_the_house_rules(quick_home, script):
     rcpts = ["b@example.net", "c@example.net"]
     with HostileServer(script) as mx:
         run = quick_home.deliver_standalone(
-            f"[{mx.ip}]", "a@example.org", rcpts, b"Subject: t\n\nbody\n"
+            f"[{mx.ip}]", "a@example.org", rcpts, b"Subject: t\n\nbody\n", measure_memory=True
         )
     assert run.status == 0
     verdicts = _verdicts(run.output, len(rcpts))

@@ -87,7 +87,10 @@ def test_install_restores_the_original_when_qmailr_cannot_run_it(qmail, tmp_path
     done = qremote(qmail, "install", "--user", "nobody", "--python", str(private / "python3"))
     assert done.returncode == 1
     assert "not installed, original qmail-remote restored" in done.stderr
-    assert f"nobody cannot run {qmail}/bin/qmail-remote: Permission denied" in done.stderr
+    # It names the folder in the way, not merely the wrapper it could not run.
+    assert f"nobody cannot run {qmail}/bin/qmail-remote: " in done.stderr
+    assert " is not searchable by nobody (mode 0o700)" in done.stderr
+    assert "install qremote where nobody can read it" in done.stderr
     assert (qmail / "bin" / "qmail-remote").read_bytes() == FAKE_C_CLIENT
     assert not (qmail / "bin" / "qmail-remote.orig").exists()
     assert len(done.stderr.strip().splitlines()) == 1
@@ -159,3 +162,14 @@ def test_the_shipped_run_scripts_are_the_ones_install_writes_for_the_usual_paths
     assert (scripts / "qremoted.run").read_text() == run_script("/var/qmail")
     assert (scripts / "qremoted-log.run").read_text() == log_script()
     assert (scripts / "qremoted.service").read_text() == systemd_unit()
+
+
+def test_install_with_systemd_writes_a_unit_with_the_real_interpreter(qmail, tmp_path):
+    unit = tmp_path / "qremoted.service"
+    done = qremote(qmail, "install", "--user", "root", "--systemd", str(unit))
+    assert done.returncode == 0, done.stderr
+    text = unit.read_text()
+    assert f"ExecStart={sys.executable} -m qremote.cli.qremote daemon\n" in text
+    assert f"Environment=QMAILHOME={qmail}\n" in text
+    assert "User=root\n" in text
+    assert "systemctl daemon-reload && systemctl enable --now qremoted.service" in done.stdout

@@ -108,7 +108,7 @@ def test_a_whole_rotation_with_no_window_of_failing_signatures(site, knot, secon
     ]
     assert knot.txt("old._domainkey.example.com") == []
     assert revealed.read_bytes() == open(os.path.join(folder(site), "old.pem"), "rb").read()
-    assert site.qremote("check").returncode == 0
+    assert site.qremote("check", "--user", "root").returncode == 0
     assert verifiers.dkimpy(after, IP, 53) == [True]
     with open(os.path.join(folder(site), "rotation.json")) as f:
         states = {k: v["state"] for k, v in json.load(f)["selectors"].items()}
@@ -159,7 +159,7 @@ def test_check_warns_when_the_signing_key_is_being_withdrawn(site):
     site.qremote("keys", "new", "example.com", "--selector", "k")
     with open(os.path.join(folder(site), "rotation.json"), "w") as f:
         json.dump({"selectors": {"k": {"state": "retiring", "since": T0}}}, f)
-    problems = site.qremote("check").stderr.splitlines()
+    problems = site.qremote("check", "--user", "root").stdout.splitlines()
     assert problems[0] == (
         "control/domainkeys/example.com: k is active but the rotation job has it retiring: "
         "its DNS record is (or will be) withdrawn"

@@ -85,6 +85,51 @@ def is_wrapper(path: str) -> bool:
     return MARKER.encode() in head
 
 
+def python_of(program: str) -> str:
+    """The interpreter a ``#!`` program names (the wrapper's first line)."""
+    with open(program, "rb") as f:
+        first = f.readline(4096)
+    words = first[2:].split() if first.startswith(b"#!") else []
+    return os.fsdecode(words[0]) if words else sys.executable
+
+
+def _can(st: os.stat_result, pw: pwd.struct_passwd, groups: set[int], bit: int) -> bool:
+    """Whether ``pw`` has permission ``bit`` (4 read, 1 search/execute) on the file."""
+    if pw.pw_uid == 0:
+        return True
+    if st.st_uid == pw.pw_uid:
+        return bool(st.st_mode >> 6 & bit)
+    if st.st_gid in groups:
+        return bool(st.st_mode >> 3 & bit)
+    return bool(st.st_mode & bit)
+
+
+def first_blocked(paths: list[str], pw: pwd.struct_passwd) -> str | None:
+    """The first directory or file on the way to any of ``paths`` (followed through
+    symbolic links, as exec and import follow them) that ``pw`` may not pass, said as
+    'X is not readable by user' ; None when the user can reach them all. Root can tell
+    this only from the mode bits: it may itself go everywhere."""
+    import grp
+
+    groups = {pw.pw_gid} | {g.gr_gid for g in grp.getgrall() if pw.pw_name in g.gr_mem}
+    for target in paths:
+        for path in dict.fromkeys([os.path.abspath(target), os.path.realpath(target)]):
+            parts = path.split(os.sep)
+            for i in range(1, len(parts) + 1):
+                step = os.sep.join(parts[:i]) or os.sep
+                try:
+                    st = os.stat(step)
+                except OSError:
+                    break
+                last = i == len(parts)
+                bit = 1 if (not last or os.path.isdir(step)) else 4
+                if not _can(st, pw, groups, bit):
+                    what = "searchable" if bit == 1 else "readable"
+                    mode = oct(st.st_mode & 0o777)
+                    return f"{step} is not {what} by {pw.pw_name} (mode {mode})"
+    return None
+
+
 def check_as_user(program: str, home: str, user: str) -> str | None:
     """Run ``program`` as qmail-rspawn would; None when qmail's usage report comes back."""
     try:
@@ -108,10 +153,24 @@ def check_as_user(program: str, home: str, user: str) -> str | None:
             **kwargs,
         )
     except OSError as e:
+        where = first_blocked([python_of(program), *import_paths()], pw)
+        if where is not None:
+            return (
+                f"{user} cannot run {program}: {where}; install qremote where {user} can "
+                "read it, e.g. in a virtualenv of /usr/bin/python3 under /opt/qremote "
+                "(README, Installing it for real)"
+            )
         return f"{user} cannot run {program}: {e.strerror}"
     except subprocess.TimeoutExpired:
         return f"{program} did not answer within 60 seconds"
     if proc.returncode != 0 or proc.stdout != USAGE:
+        where = first_blocked([python_of(program), *import_paths()], pw)
+        if where is not None:
+            return (
+                f"{program} run as {user} does not start: {where}; install qremote where "
+                f"{user} can read it, e.g. in a virtualenv of /usr/bin/python3 under "
+                "/opt/qremote (README, Installing it for real)"
+            )
         shown = proc.stdout[:300].decode("utf-8", "replace").replace("\n", " ").replace("\0", "")
         return (
             f"{program} run as {user} exited {proc.returncode} and said {shown!r} instead of "
@@ -122,7 +181,11 @@ def check_as_user(program: str, home: str, user: str) -> str | None:
 
 
 def install(
-    home: str, user: str = "qmailr", python: str | None = None, service: str | None = None
+    home: str,
+    user: str = "qmailr",
+    python: str | None = None,
+    service: str | None = None,
+    systemd: str | None = None,
 ) -> str:
     bindir = os.path.join(home, "bin")
     current = os.path.join(bindir, "qmail-remote")
@@ -156,6 +219,15 @@ def install(
         said += (
             f"\nqremoted: {service} runs it; `ln -s {service} /service/` starts it "
             "(qmail-remote delivers in-process until it runs)"
+        )
+    if systemd:
+        from qremote.daemon.service import systemd_unit
+
+        command = f"{python or sys.executable} -m qremote.cli.qremote"
+        write_file(systemd, systemd_unit(home, command, user).encode(), 0o644)
+        said += (
+            f"\nqremoted: {systemd} runs it; `systemctl daemon-reload && systemctl enable "
+            f"--now {os.path.basename(systemd)}` starts it"
         )
     return said
 

@@ -11,7 +11,13 @@ from qremote.control import qmail_home
 def _install(args: argparse.Namespace) -> str:
     from qremote.cli.install import install
 
-    return install(qmail_home(), user=args.user, python=args.python, service=args.service)
+    return install(
+        qmail_home(),
+        user=args.user,
+        python=args.python,
+        service=args.service,
+        systemd=args.systemd,
+    )
 
 
 def _uninstall(args: argparse.Namespace) -> str:
@@ -63,6 +69,8 @@ def _keys(args: argparse.Namespace) -> str:
     from qremote.keys import manage
 
     control = os.path.join(qmail_home(), "control")
+    if args.keys_command is None:
+        raise CommandFailed("keys: say which: new, activate, dns, list or rotate (see --help)")
     try:
         if args.keys_command == "new":
             path, zone = manage.new_key(
@@ -75,7 +83,19 @@ def _keys(args: argparse.Namespace) -> str:
                 args.user,
                 inactive=args.inactive,
             )
-            return f"; key written to {path}\n{zone}"
+            if manage.is_active(path):
+                state = (
+                    "; it is ACTIVE now: mail from this domain is signed with it from the next"
+                    " delivery on.\n; Publish the record below first, or receivers will fail"
+                    " the signatures until it is served."
+                )
+            else:
+                state = (
+                    "; it is not active (another key is, or --inactive was given); publish"
+                    " the record below,\n; wait for it to be served, then: qremote keys"
+                    f" activate {args.domain} {os.path.basename(path)[:-4]}"
+                )
+            return f"; key written to {path}\n{state}\n{zone}"
         if args.keys_command == "rotate":
             import time
 
@@ -133,7 +153,14 @@ class CommandFailed(Exception):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="qremote", description="qremote administration")
+    from qremote import __version__
+
+    p = argparse.ArgumentParser(
+        prog="qremote",
+        description="qremote administration. Every command works on the qmail home named by"
+        " the QMAILHOME environment variable (default /var/qmail).",
+    )
+    p.add_argument("--version", action="version", version=f"qremote {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     inst = sub.add_parser("install", help="put qremote in place of bin/qmail-remote")
     inst.add_argument("--user", default="qmailr", help="user qmail runs qmail-remote as")
@@ -143,6 +170,12 @@ def parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="also write a daemontools/runit directory that runs qremoted (e.g. "
         "/var/qmail/supervise/qremoted); link it into /service to start it",
+    )
+    inst.add_argument(
+        "--systemd",
+        metavar="FILE",
+        help="also write a systemd unit that runs qremoted (e.g. "
+        "/etc/systemd/system/qremoted.service)",
     )
     inst.set_defaults(func=_install)
     uninst = sub.add_parser("uninstall", help="put the original qmail-remote back")
@@ -174,7 +207,7 @@ def parser() -> argparse.ArgumentParser:
     )
     status.set_defaults(func=_status)
     keys = sub.add_parser("keys", help="signing keys: new, activate, dns, list, rotate")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="COMMAND")
     new = keys_sub.add_parser("new", help="make a key and print its DNS record")
     new.add_argument("domain")
     new.add_argument("--selector", help="default: qYYYYMMDD (with 'e' for ed25519)")
@@ -205,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         if said:
             print(said)
     except CheckFailed as e:
-        print(str(e), file=sys.stderr)
+        print(str(e))  # findings are the command's output: `qremote check > file` keeps them
         return 1
     except (InstallError, ControlError, CommandFailed, OSError) as e:
         print(f"qremote {args.command}: {e}", file=sys.stderr)

@@ -1,12 +1,14 @@
 """The files that run qremoted under daemontools/runit and systemd.
 
-``qremote install --service DIR`` writes the daemontools ones for this installation; the
-copies in ``scripts/`` are the same texts for the usual paths (/var/qmail, qmailr, qmaill).
+``qremote install --service DIR`` writes the daemontools ones and ``--systemd FILE`` the
+unit for this installation, with the interpreter it was installed with; the copies in
+``scripts/`` are the same texts for the usual paths (/var/qmail, qmailr, qmaill, and the
+virtualenv /opt/qremote that README's installation makes).
 """
 
 from __future__ import annotations
 
-DEFAULT_COMMAND = "/usr/local/bin/qremote"
+DEFAULT_COMMAND = "/opt/qremote/bin/qremote"
 
 
 def run_script(home: str, command: str = DEFAULT_COMMAND, user: str = "qmailr") -> str:
@@ -27,7 +29,9 @@ exec setuidgid {user} multilog t ./main
 """
 
 
-def systemd_unit(home: str = "/var/qmail", command: str = DEFAULT_COMMAND) -> str:
+def systemd_unit(
+    home: str = "/var/qmail", command: str = DEFAULT_COMMAND, user: str = "qmailr"
+) -> str:
     return f"""[Unit]
 Description=qremoted, the qremote delivery daemon behind qmail-remote
 Documentation=file:///usr/share/doc/qremote/README.md
@@ -35,7 +39,7 @@ After=network-online.target
 
 [Service]
 Type=simple
-User=qmailr
+User={user}
 Group=qmail
 Environment=QMAILHOME={home}
 ExecStart={command} daemon

@@ -1,7 +1,8 @@
 """Taking a slot in a delivery's MX group, with the backend the control files choose.
 
 ``control/sharedstate`` holding a ``redis://`` URL selects the shared backend; if Redis
-cannot be reached the local one is used and the report says so. If even the local state
+cannot be reached, or redis-py cannot be imported, the local one is used and the report
+says so. If even the local state
 folder cannot be used the delivery goes ahead uncapped, and the report says that too:
 a cap protects our reputation, it must never stop mail.
 """
@@ -28,13 +29,37 @@ class _NoSlot:
         pass
 
 
+class BackendUnusable(Exception):
+    """The shared backend cannot be used at all here (its library is missing or broken)."""
+
+
+class Unusable:
+    """Stands in for the Redis backend when redis-py cannot be loaded: every delivery
+    then takes the local path, with a note, exactly as when Redis does not answer."""
+
+    client = None
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+
+    async def acquire(self, group: str, limit: int, wait: float) -> None:
+        raise BackendUnusable(self.reason)
+
+    async def close(self) -> None:
+        pass
+
+
 def shared_backend(url: str | None, lease: int):
     """The Redis backend for ``control/sharedstate``, or None (no network traffic yet)."""
     if not url:
         return None
-    from qremote.groups.shared import SharedBackend
+    try:
+        from qremote.groups.shared import SharedBackend
 
-    return SharedBackend(url, lease)
+        return SharedBackend(url, lease)
+    except Exception as e:  # noqa: BLE001 - ImportError, or a broken install: never stop mail
+        return Unusable(url, f"redis-py cannot be loaded: {e.__class__.__name__}: {e}")
 
 
 async def take(home: str, shared, group: Group, wait: float) -> Taken:
@@ -44,6 +69,8 @@ async def take(home: str, shared, group: Group, wait: float) -> Taken:
         try:
             slot = await shared.acquire(group.name, group.limit, wait)
             return Taken(slot, slot is None, notes)
+        except BackendUnusable as e:
+            notes.append(f"Shared state {shared.url} unusable ({e}); local MX-group caps used.")
         except Exception as e:  # noqa: BLE001 - any Redis trouble: fall back, never block
             notes.append(
                 f"Shared state {shared.url} unreachable ({e.__class__.__name__}); "

@@ -98,6 +98,19 @@ def new_key(
     return path, records.zone_lines(domain, selector, key)
 
 
+def is_active(path: str) -> bool:
+    """True when the key file is the one its domain's ``default`` or ``ed25519`` link
+    names: the key that signs."""
+    folder, name = os.path.split(path)
+    for link in ("default", "ed25519"):
+        try:
+            if os.readlink(os.path.join(folder, link)) == name:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def activate(control: str, domain: str, selector: str) -> str:
     """Point ``default`` (or ``ed25519``) at a selector, atomically: a new symlink renamed
     over the old one, so a delivery never finds no active key."""

@@ -131,8 +131,9 @@ def verify(message: bytes, lookup: TxtLookup, unsigned_tail: str = "pass") -> li
     results = []
     try:
         checker = dkim.DKIM(message, logger=logger)
-    except dkim.DKIMException as e:
-        return [Result("dkim", "permerror", f"message: {e}", _props(parse_tags(s))) for s in sigs]
+    except Exception as e:  # noqa: BLE001 - dkimpy's parser fails with IndexError too
+        why = f"message: {e}" if isinstance(e, dkim.DKIMException) else "message: not parseable"
+        return [Result("dkim", "permerror", why, _props(parse_tags(s))) for s in sigs]
     hashes = _BodyHashes(checker)
     for i, sig in enumerate(sigs):
         tags = parse_tags(sig)

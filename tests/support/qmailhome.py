@@ -42,10 +42,12 @@ class QmailHome:
     def deliver(self, host: str, sender: str, recipients: list[str], message: bytes, **kw):
         return rspawn.run(self.program, self.path, host, sender, recipients, message, **kw)
 
-    def deliver_standalone(self, host: str, sender: str, recipients: list[str], message: bytes):
+    def deliver_standalone(
+        self, host: str, sender: str, recipients: list[str], message: bytes, **kw
+    ):
         """The same delivery, never through qremoted (its in-process path)."""
         program = self.program + "-standalone"
-        return rspawn.run(program, self.path, host, sender, recipients, message)
+        return rspawn.run(program, self.path, host, sender, recipients, message, **kw)
 
     def qremote(self, *args: str, input=None, text: bool = True) -> subprocess.CompletedProcess:
         """Run the ``qremote`` admin command on this qmail home."""

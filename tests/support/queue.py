@@ -43,6 +43,8 @@ class StandInQueue:
         self.out = os.path.join(folder, "queued-message")
         self.env = os.path.join(folder, "queued-envelope")
         self.code = os.path.join(folder, "exit-code")
+        self.command = [sys.executable, "-m", "qremote.verify.filter"]
+        """The filter to run: this checkout's, or an installed one's console script."""
         with open(self.code, "w") as f:
             f.write(str(exit_code))
         with open(self.program, "w") as f:
@@ -63,7 +65,7 @@ class StandInQueue:
             f.write(envelope)
         with open(msg_path, "rb") as stdin, open(env_path, "rb") as fd1:
             proc = subprocess.run(
-                [sys.executable, "-m", "qremote.verify.filter"],
+                self.command,
                 stdin=stdin,
                 stdout=fd1,
                 stderr=subprocess.PIPE,

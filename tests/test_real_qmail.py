@@ -1,0 +1,164 @@
+"""qremote inside a real qmail: notqmail built from source, qremote installed into it from
+a virtualenv as README says, qremoted running as qmailr, mail injected with qmail-inject
+and carried by qmail-send and qmail-rspawn to a loopback server.
+
+This is the acceptance of the whole project: every message arrives signed (dkimpy and
+Mail::DKIM pass), qmail-send's log carries qremote's report text, the deliveries went
+through qremoted, and uninstall puts the C program back. Without notqmail's source (a
+clone of the repository alone) the test says why it did not run; CI always has it.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+
+import pytest
+
+from qremote.daemon import client
+from tests.support import realqmail, venv, verifiers
+from tests.support.smtpserver import ScriptedServer
+from tests.support.waiting import wait_until
+
+MESSAGES = 5
+
+
+@pytest.fixture(scope="module")
+def qmail_home():
+    reason = realqmail.missing_reason()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the real-qmail test: {reason}")
+        pytest.skip(reason)
+    top = realqmail.make_top()
+    try:
+        yield realqmail.build(top)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def installed():
+    path = venv.make()
+    yield path
+    venv.remove(path)
+
+
+def _run(installed: str, home: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [os.path.join(installed, "bin", "qremote"), *args],
+        env={"QMAILHOME": home, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+
+
+def _publish(zone, printed: str) -> None:
+    owner = re.search(r"^(\S+)\s+\d+\s+IN\s+TXT", printed, re.M).group(1)
+    strings = re.findall(r'"([^"]*)"', printed)
+    zone.add(owner.rstrip("."), "TXT", " ".join(f'"{s}"' for s in strings))
+
+
+def test_real_qmail_sends_signed_mail_through_qremote(qmail_home, installed, zone, dns_server):
+    home = qmail_home
+    control = os.path.join(home, "control")
+    original = open(os.path.join(home, "bin", "qmail-remote"), "rb").read()
+    qmailr = pwd.getpwnam("qmailr")
+
+    done = _run(installed, home, "install")  # as qmailr, the default
+    assert done.returncode == 0, done.stderr
+    done = _run(installed, home, "keys", "new", "example.com", "--selector", "real")
+    assert done.returncode == 0, done.stderr
+    assert "it is ACTIVE now" in done.stdout
+    _publish(zone, done.stdout)
+
+    with ScriptedServer() as sink:
+        with open(os.path.join(control, "smtproutes"), "w") as f:
+            f.write(f"example.net:{sink.ip}\n")
+        with open(os.path.join(control, "nameservers"), "w") as f:
+            f.write(dns_server.address + "\n")
+        daemon_log = open(os.path.join(home, "qremoted.log"), "wb")  # noqa: SIM115
+        daemon = subprocess.Popen(
+            [os.path.join(installed, "bin", "qremote"), "daemon"],
+            env={"QMAILHOME": home, "PATH": "/usr/bin:/bin"},
+            user=qmailr.pw_uid,
+            group=qmailr.pw_gid,
+            extra_groups=[],
+            stdin=subprocess.DEVNULL,
+            stdout=daemon_log,
+            stderr=daemon_log,
+        )
+        send_log = open(os.path.join(home, "qmail-send.log"), "wb")  # noqa: SIM115
+        send = None
+        try:
+            wait_until(lambda: client.status(home) is not None, 30)
+            check = _run(installed, home, "check")
+            assert check.returncode == 0, check.stdout
+            send = subprocess.Popen(
+                [os.path.join(home, "bin", "qmail-start"), "./Mailbox", "cat"],
+                env={"PATH": f"{home}/bin:/usr/bin:/bin"},
+                cwd="/",
+                stdin=subprocess.DEVNULL,
+                stdout=send_log,
+                stderr=send_log,
+            )
+            for n in range(MESSAGES):
+                message = (
+                    f"From: Alice <alice@example.com>\nTo: bob@example.net\n"
+                    f"Subject: real qmail {n}\n\nMessage {n} through qmail-send.\n"
+                ).encode()
+                subprocess.run(
+                    [os.path.join(home, "bin", "qmail-inject"), "-f", "alice@example.com",
+                     "bob@example.net"],
+                    input=message,
+                    check=True,
+                    env={"PATH": "/usr/bin:/bin"},
+                )
+            try:
+                wait_until(lambda: len(sink.received) >= MESSAGES, 90)
+                wait_until(lambda: _log(home, "qmail-send.log").count("success:") >= MESSAGES, 30)
+            except AssertionError:
+                raise AssertionError(_logs(home)) from None
+        finally:
+            if send is not None:
+                send.send_signal(signal.SIGTERM)
+                send.wait(60)
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(60)
+            daemon_log.close()
+            send_log.close()
+
+    for received in sink.received:
+        assert received.rcpt_tos == ["bob@example.net"]
+        assert verifiers.dkimpy(received.content, dns_server.ip, dns_server.port) == [True]
+        perl = verifiers.mail_dkim(received.content, dns_server.ip, dns_server.port)
+        assert sorted((kind, detail) for kind, _, _, detail in perl) == [
+            ("dkim", "pass"),
+            ("domainkeys", "pass"),
+        ], perl
+    sent_log = _log(home, "qmail-send.log")
+    successes = [line for line in sent_log.splitlines() if " success: " in line]
+    assert len(successes) == MESSAGES
+    for line in successes:
+        assert f"{sink.ip}_accepted_message./Remote_host_said:_250_2.0.0_Ok:" in line
+        assert "Signed:_DKIM_d=example.com_s=real_rsa-sha256;_DomainKeys_d=example.com" in line
+    assert _log(home, "qremoted.log").count("delivery pid") == MESSAGES
+
+    done = _run(installed, home, "uninstall")
+    assert done.returncode == 0, done.stderr
+    assert open(os.path.join(home, "bin", "qmail-remote"), "rb").read() == original
+
+
+def _log(home: str, name: str) -> str:
+    with open(os.path.join(home, name), "rb") as f:
+        return f.read().decode("utf-8", "replace")
+
+
+def _logs(home: str) -> str:
+    return _log(home, "qmail-send.log") + "\n---\n" + _log(home, "qremoted.log")
+
+
