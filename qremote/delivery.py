@@ -1,6 +1,6 @@
 """The delivery core: one async function from (host, sender, recipients, message) to reports.
 
-It is the pipeline of DESIGN.md section 3: check the message, resolve the route, then for
+It is the pipeline of docs/DESIGN.md section 3: check the message, resolve the route, then for
 each address in order skip it if tcpto says so, connect, and hold the SMTP conversation.
 It keeps no global state, so a daemon can run many of these at once.
 """

@@ -123,3 +123,58 @@ def test_qremote_daemon_takes_only_a_usable_heartbeat(capsys):
         with pytest.raises(SystemExit):
             parser().parse_args(["daemon", "--heartbeat", bad])
         assert f"{bad!r} is not a number of seconds" in capsys.readouterr().err
+
+
+# -- the administrator's first hour ---------------------------------------------------------
+
+
+def test_version_and_qmailhome_in_help(home):
+    assert home.qremote("--version").stdout.startswith("qremote ")
+    assert "QMAILHOME environment variable (default /var/qmail)" in home.qremote("--help").stdout
+
+
+def test_keys_without_a_command_says_which_there_are(home):
+    done = home.qremote("keys")
+    assert done.returncode == 1
+    assert done.stderr == (
+        "qremote keys: say which: new, activate, dns, list or rotate (see --help)\n"
+    )
+
+
+def test_new_key_says_it_is_active_and_to_publish_first(home):
+    done = home.qremote("keys", "new", "example.com", "--selector", "k1")
+    assert "; it is ACTIVE now" in done.stdout and "Publish the record below first" in done.stdout
+    later = home.qremote("keys", "new", "example.com", "--selector", "k2")
+    assert "; it is not active" in later.stdout
+    assert "qremote keys activate example.com k2" in later.stdout
+
+
+def test_check_findings_go_to_stdout(home):
+    home.write("timeoutremote", "soon\n")
+    done = home.qremote("check", "--user", "root")
+    assert done.returncode == 1
+    assert done.stdout.startswith("control/timeoutremote: 'soon' is not a whole number\n")
+    assert done.stderr == ""
+
+
+def test_check_names_a_qmail_home_that_does_not_exist(home, tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "qremote.cli.qremote", "check"],
+        env={**os.environ, "QMAILHOME": str(tmp_path / "nowhere")},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1
+    assert done.stdout == (
+        f"QMAILHOME {tmp_path}/nowhere does not exist (set QMAILHOME to the qmail home)\n"
+    )
+
+
+def test_check_names_a_qmail_remote_that_is_not_qremote(home):
+    with open(home.program, "w") as f:
+        f.write("#!/bin/sh\nexit 0\n")
+    done = home.qremote("check", "--user", "root")
+    assert f"{home.program} is not qremote (run: qremote install)" in done.stdout

@@ -124,7 +124,7 @@ def test_install_with_service_writes_a_supervise_directory_that_runs_qremoted(qm
     service = tmp_path / "supervise" / "qremoted"
     done = qremote(qmail, "install", "--user", "root", "--service", str(service))
     assert done.returncode == 0, done.stderr
-    assert f"`ln -s {service} /service/` starts it" in done.stdout
+    assert f"`ln -s {service} /etc/service/` (Debian's daemontools-run" in done.stdout
     run, log = service / "run", service / "log" / "run"
     assert stat.S_IMODE(run.stat().st_mode) == 0o755
     assert stat.S_IMODE(log.stat().st_mode) == 0o755

@@ -217,7 +217,8 @@ def install(
     if service:
         _service_dir(home, service, user, python or sys.executable)
         said += (
-            f"\nqremoted: {service} runs it; `ln -s {service} /service/` starts it "
+            f"\nqremoted: {service} runs it; `ln -s {service} /etc/service/` (Debian's "
+            "daemontools-run; /service/ elsewhere) starts it "
             "(qmail-remote delivers in-process until it runs)"
         )
     if systemd:

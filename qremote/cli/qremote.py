@@ -70,7 +70,7 @@ def _keys(args: argparse.Namespace) -> str:
 
     control = os.path.join(qmail_home(), "control")
     if args.keys_command is None:
-        raise CommandFailed("keys: say which: new, activate, dns, list or rotate (see --help)")
+        raise CommandFailed("say which: new, activate, dns, list or rotate (see --help)")
     try:
         if args.keys_command == "new":
             path, zone = manage.new_key(
