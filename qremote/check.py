@@ -123,8 +123,9 @@ def _foreign_owner(st: os.stat_result, user: str, root_suffices: bool = False) -
 
 
 def _owner(key, user: str) -> Iterator[str]:
-    """qmail-remote runs as ``user``: the key must be its own (mode 0600 is checked on load)."""
-    owner = _foreign_owner(os.stat(key.path), user)
+    """qmail-remote runs as ``user``: the key must be its own (mode 0600 is checked on load),
+    unless that user is root, who reads any file."""
+    owner = _foreign_owner(os.stat(key.path), user, root_suffices=True)
     if owner is not None:
         yield (
             f"control/domainkeys/{key.domain}/{os.path.basename(os.path.realpath(key.path))}: "

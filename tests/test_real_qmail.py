@@ -1,5 +1,6 @@
 """qremote inside a real qmail: notqmail built from source, qremote installed into it from
-a virtualenv as README says, qremoted running as qmailr, mail injected with qmail-inject
+a virtualenv as README says, qremoted under daemontools (supervise, setuidgid qmailr) on
+the directory `qremote install --service` wrote, mail injected with qmail-inject
 and carried by qmail-send and qmail-rspawn to a loopback server.
 
 This is the acceptance of the whole project: every message arrives signed (dkimpy and
@@ -11,7 +12,6 @@ clone of the repository alone) the test says why it did not run; CI always has i
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import shutil
 import signal
@@ -67,9 +67,9 @@ def test_real_qmail_sends_signed_mail_through_qremote(qmail_home, installed, zon
     home = qmail_home
     control = os.path.join(home, "control")
     original = open(os.path.join(home, "bin", "qmail-remote"), "rb").read()
-    qmailr = pwd.getpwnam("qmailr")
 
-    done = _run(installed, home, "install")  # as qmailr, the default
+    service = os.path.join(home, "supervise", "qremoted")
+    done = _run(installed, home, "install", "--service", service)  # checked as qmailr
     assert done.returncode == 0, done.stderr
     done = _run(installed, home, "keys", "new", "example.com", "--selector", "real")
     assert done.returncode == 0, done.stderr
@@ -81,13 +81,11 @@ def test_real_qmail_sends_signed_mail_through_qremote(qmail_home, installed, zon
             f.write(f"example.net:{sink.ip}\n")
         with open(os.path.join(control, "nameservers"), "w") as f:
             f.write(dns_server.address + "\n")
+        # qremoted as README runs it: daemontools' supervise on the directory install wrote.
         daemon_log = open(os.path.join(home, "qremoted.log"), "wb")  # noqa: SIM115
         daemon = subprocess.Popen(
-            [os.path.join(installed, "bin", "qremote"), "daemon"],
-            env={"QMAILHOME": home, "PATH": "/usr/bin:/bin"},
-            user=qmailr.pw_uid,
-            group=qmailr.pw_gid,
-            extra_groups=[],
+            ["supervise", service],
+            env={"PATH": "/usr/bin:/bin"},
             stdin=subprocess.DEVNULL,
             stdout=daemon_log,
             stderr=daemon_log,
@@ -127,7 +125,7 @@ def test_real_qmail_sends_signed_mail_through_qremote(qmail_home, installed, zon
             if send is not None:
                 send.send_signal(signal.SIGTERM)
                 send.wait(60)
-            daemon.send_signal(signal.SIGTERM)
+            subprocess.run(["svc", "-dx", service], check=False)
             daemon.wait(60)
             daemon_log.close()
             send_log.close()
@@ -147,6 +145,7 @@ def test_real_qmail_sends_signed_mail_through_qremote(qmail_home, installed, zon
         assert f"{sink.ip}_accepted_message./Remote_host_said:_250_2.0.0_Ok:" in line
         assert "Signed:_DKIM_d=example.com_s=real_rsa-sha256;_DomainKeys_d=example.com" in line
     assert _log(home, "qremoted.log").count("delivery pid") == MESSAGES
+    assert "running as root" not in _log(home, "qremoted.log")  # setuidgid made it qmailr
 
     done = _run(installed, home, "uninstall")
     assert done.returncode == 0, done.stderr

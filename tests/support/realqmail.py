@@ -39,6 +39,8 @@ def missing_reason() -> str | None:
         return "building and running a real qmail needs root (its users, setuid programs)"
     if shutil.which("make") is None or shutil.which("cc") is None:
         return "building qmail needs make and a C compiler (Debian: build-essential)"
+    if shutil.which("supervise") is None:
+        return "qremoted runs under daemontools here (Debian: daemontools)"
     return None
 
 
