@@ -10,7 +10,7 @@ import os
 import ssl
 from collections.abc import Iterator
 
-from qremote.cli.install import is_wrapper
+from qremote.cli.install import is_compiled, is_wrapper
 from qremote.control import ControlDir, ControlError
 from qremote.groups import rules as group_rules
 from qremote.routing import source
@@ -209,6 +209,16 @@ def _install(home: str) -> Iterator[str]:
     tcpto = os.path.join(home, "queue", "lock", "tcpto")
     if not os.path.exists(tcpto):
         yield f"{tcpto} is missing: tcpto is off (qmail's installer creates it)"
+
+
+def client_kind(home: str) -> str:
+    """Which of qremote's thin clients ``bin/qmail-remote`` is, in words."""
+    program = os.path.join(home, "bin", "qmail-remote")
+    if is_compiled(program):
+        return "the compiled thin client (bin/qmail-remote.python is its in-process path)"
+    if is_wrapper(program):
+        return "the Python thin client"
+    return "not qremote"
 
 
 def _daemon(home: str, user: str) -> Iterator[str]:

@@ -12,7 +12,9 @@ def test_clean_installation_has_no_problems(home, zone):
     home.write("domainbindings", "example.com:127.0.0.7\n")
     done = home.qremote("check", "--user", "root")
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "qremote check: no problems found\n"
+    assert done.stdout == (
+        "qremote check: no problems found; bin/qmail-remote is the Python thin client\n"
+    )
 
 
 def test_problems_are_listed_one_per_line(home):

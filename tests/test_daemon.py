@@ -34,6 +34,16 @@ def accepted(ip: str, reused: int | None = None) -> bytes:
     return text + b"\0"
 
 
+@pytest.fixture(params=["python-client", "compiled-client"])
+def home(request, tmp_path, dns_server, zone):
+    """Every test here runs with both thin clients: the Python one, and the compiled one
+    (built with sanitizers), which must behave byte for byte the same."""
+    made = qmailhome.make(str(tmp_path / "qmail"), dns_server.address)
+    if request.param == "compiled-client":
+        qmailhome.use_compiled_client(made)
+    return made
+
+
 @pytest.fixture
 def mx(zone):
     with ScriptedServer() as server:

@@ -52,7 +52,7 @@ def test_install_puts_qremote_in_place_and_keeps_the_original(qmail):
     assert done.returncode == 0, done.stderr
     assert "installed" in done.stdout
     program = qmail / "bin" / "qmail-remote"
-    assert MARKER in program.read_text()
+    assert MARKER.encode() in program.read_bytes()
     assert stat.S_IMODE(program.stat().st_mode) == 0o755
     assert (qmail / "bin" / "qmail-remote.orig").read_bytes() == FAKE_C_CLIENT
     run = rspawn.run_args(str(program), str(qmail), [])
@@ -69,7 +69,8 @@ def test_install_twice_changes_nothing(qmail):
     assert again.returncode == 0, again.stderr
     assert (qmail / "bin" / "qmail-remote").read_bytes() == first
     assert (qmail / "bin" / "qmail-remote.orig").read_bytes() == FAKE_C_CLIENT
-    assert sorted(os.listdir(qmail / "bin")) == ["qmail-remote", "qmail-remote.orig"]
+    listed = sorted(os.listdir(qmail / "bin"))
+    assert listed == ["qmail-remote", "qmail-remote.orig", "qmail-remote.python"]
 
 
 def test_install_refuses_to_overwrite_a_different_orig(qmail):
@@ -87,8 +88,7 @@ def test_install_restores_the_original_when_qmailr_cannot_run_it(qmail, tmp_path
     done = qremote(qmail, "install", "--user", "nobody", "--python", str(private / "python3"))
     assert done.returncode == 1
     assert "not installed, original qmail-remote restored" in done.stderr
-    # It names the folder in the way, not merely the wrapper it could not run.
-    assert f"nobody cannot run {qmail}/bin/qmail-remote: " in done.stderr
+    # It names the folder in the way, not merely the program it could not run.
     assert " is not searchable by nobody (mode 0o700)" in done.stderr
     assert "install qremote where nobody can read it" in done.stderr
     assert (qmail / "bin" / "qmail-remote").read_bytes() == FAKE_C_CLIENT
@@ -173,3 +173,32 @@ def test_install_with_systemd_writes_a_unit_with_the_real_interpreter(qmail, tmp
     assert f"Environment=QMAILHOME={qmail}\n" in text
     assert "User=root\n" in text
     assert "systemctl daemon-reload && systemctl enable --now qremoted.service" in done.stdout
+
+
+def test_install_builds_the_compiled_client_where_there_is_a_compiler(qmail):
+    done = qremote(qmail, "install", "--user", "root")
+    assert done.returncode == 0, done.stderr
+    program = qmail / "bin" / "qmail-remote"
+    assert program.read_bytes()[:4] == b"\x7fELF"
+    assert "the compiled thin client (built with " in done.stdout
+    assert MARKER in (qmail / "bin" / "qmail-remote.python").read_text()
+    run = rspawn.run_args(str(program), str(qmail), [])  # usage comes from the Python path
+    assert run.output == b"DI (qmail-remote) was invoked improperly. (#5.3.5)\n\0"
+    (qmail / "queue" / "lock" / "tcpto").write_bytes(b"\0" * 1024)
+    check = qremote(qmail, "check", "--user", "root")
+    assert "bin/qmail-remote is the compiled thin client" in check.stdout, check.stdout
+    assert qremote(qmail, "uninstall").returncode == 0
+    assert program.read_bytes() == FAKE_C_CLIENT
+    assert not (qmail / "bin" / "qmail-remote.python").exists()
+
+
+def test_install_without_a_compiler_installs_the_python_client_and_says_so(qmail):
+    done = subprocess.run(
+        [sys.executable, "-m", "qremote.cli.qremote", "install", "--user", "root"],
+        env={**os.environ, "QMAILHOME": str(qmail), "CC": "/nonexistent/cc"},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "the Python thin client (no C compiler (cc) on PATH)" in done.stdout
+    assert MARKER in (qmail / "bin" / "qmail-remote").read_text()

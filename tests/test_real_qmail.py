@@ -71,6 +71,7 @@ def test_real_qmail_sends_signed_mail_through_qremote(qmail_home, installed, zon
     service = os.path.join(home, "supervise", "qremoted")
     done = _run(installed, home, "install", "--service", service)  # checked as qmailr
     assert done.returncode == 0, done.stderr
+    assert "the compiled thin client (built with " in done.stdout, done.stdout
     done = _run(installed, home, "keys", "new", "example.com", "--selector", "real")
     assert done.returncode == 0, done.stderr
     assert "it is ACTIVE now" in done.stdout

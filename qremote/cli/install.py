@@ -1,8 +1,10 @@
 """``qremote install`` / ``qremote uninstall``: put qremote in place of qmail-remote.
 
-Install renames ``bin/qmail-remote`` to ``bin/qmail-remote.orig`` and writes a small
-wrapper in its place; every replacement is atomic (write, fsync, rename) and running
-install twice changes nothing. Before it finishes, install runs the new program as the
+Install renames ``bin/qmail-remote`` to ``bin/qmail-remote.orig`` and puts qremote's thin
+client in its place: the compiled one where there is a C compiler, with the Python one
+beside it as ``bin/qmail-remote.python`` (the path of every delivery qremoted does not
+take), else the Python one itself. Every replacement is atomic (write, fsync, rename) and
+running install twice changes nothing. Before it finishes, install runs the new program as the
 qmailr user exactly as qmail-rspawn would (empty environment, cwd the qmail home) and
 requires qmail's usage report back. If it does not come back, the original is put back
 and the reason printed: a program qmailr cannot run makes qmail-rspawn bounce every
@@ -77,16 +79,28 @@ def _atomic_copy(src: str, dst: str) -> None:
 
 
 def is_wrapper(path: str) -> bool:
+    """True for either of qremote's clients (the compiled one keeps the marker too)."""
     try:
         with open(path, "rb") as f:
-            head = f.read(4096)
+            data = f.read(1 << 20)
     except OSError:
         return False
-    return MARKER.encode() in head
+    return MARKER.encode() in data
+
+
+def is_compiled(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"\x7fELF" and is_wrapper(path)
+    except OSError:
+        return False
 
 
 def python_of(program: str) -> str:
-    """The interpreter a ``#!`` program names (the wrapper's first line)."""
+    """The interpreter a ``#!`` program names (the wrapper's first line); for the compiled
+    client, the one its Python path names."""
+    if is_compiled(program) and os.path.exists(program + ".python"):
+        program += ".python"
     with open(program, "rb") as f:
         first = f.readline(4096)
     words = first[2:].split() if first.startswith(b"#!") else []
@@ -180,12 +194,39 @@ def check_as_user(program: str, home: str, user: str) -> str | None:
     return None
 
 
+def _put_client(home: str, current: str, python: str | None, compiled: bool) -> str:
+    """Write the thin client(s); says which one ``bin/qmail-remote`` is now."""
+    from qremote.daemon import compiled as cbuild
+
+    fallback = current + ".python"
+    text = wrapper_text(home, python).encode()
+    write_file(fallback, text, 0o755)
+    if compiled:
+        tmp = f"{current}.qremote-build.{os.getpid()}"
+        try:
+            cc = cbuild.build(home, fallback, MARKER, tmp)
+            os.chmod(tmp, 0o755)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.rename(tmp, current)
+            return f"the compiled thin client (built with {cc}), {fallback} its Python path"
+        except (cbuild.BuildError, OSError) as e:
+            reason = str(e)
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    else:
+        reason = "--python-client"
+    write_file(current, text, 0o755)
+    return f"the Python thin client ({reason})"
+
+
 def install(
     home: str,
     user: str = "qmailr",
     python: str | None = None,
     service: str | None = None,
     systemd: str | None = None,
+    compiled: bool = True,
 ) -> str:
     bindir = os.path.join(home, "bin")
     current = os.path.join(bindir, "qmail-remote")
@@ -205,15 +246,17 @@ def install(
         else:
             _atomic_copy(current, orig)
             created_orig = True
-    write_file(current, wrapper_text(home, python).encode(), 0o755)
+    which = _put_client(home, current, python, compiled)
     problem = check_as_user(current, home, user)
     if problem is not None:
         _atomic_copy(orig, current)
+        if os.path.exists(current + ".python"):
+            os.unlink(current + ".python")
         if created_orig:
             os.unlink(orig)
         raise InstallError(f"not installed, original qmail-remote restored: {problem}")
     _state_dirs(home, user)
-    said = f"installed: {current} is qremote, the original is {orig}"
+    said = f"installed: {current} is qremote, the original is {orig}\n{current}: {which}"
     if service:
         _service_dir(home, service, user, python or sys.executable)
         said += (
@@ -276,4 +319,6 @@ def uninstall(home: str) -> str:
     if not os.path.exists(orig):
         raise InstallError(f"{orig} is missing: cannot restore the original qmail-remote")
     os.rename(orig, current)
+    if is_wrapper(current + ".python"):
+        os.unlink(current + ".python")
     return f"uninstalled: {current} is the original qmail-remote again"

@@ -99,6 +99,8 @@ def main(home: str | None = None, daemon: bool = True) -> None:
         env_home = posix.environ.get(b"QMAILHOME", b"").decode(encoding, "surrogateescape")
         qmail_home = env_home or home or "/var/qmail"
         out = None
+        if posix.environ.get(b"QREMOTE_INPROCESS"):
+            daemon = False  # the compiled client asked qremoted already
         if daemon and len(argv) >= 4:
             from qremote.daemon import client
 

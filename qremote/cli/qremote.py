@@ -17,6 +17,7 @@ def _install(args: argparse.Namespace) -> str:
         python=args.python,
         service=args.service,
         systemd=args.systemd,
+        compiled=not args.python_client,
     )
 
 
@@ -55,12 +56,12 @@ def _sign(args: argparse.Namespace) -> str:
 
 
 def _check(args: argparse.Namespace) -> str:
-    from qremote.check import problems
+    from qremote.check import client_kind, problems
 
     found = problems(qmail_home(), args.user)
     if found:
         raise CheckFailed("\n".join(found))
-    return "qremote check: no problems found"
+    return f"qremote check: no problems found; bin/qmail-remote is {client_kind(qmail_home())}"
 
 
 def _keys(args: argparse.Namespace) -> str:
@@ -176,6 +177,11 @@ def parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="also write a systemd unit that runs qremoted (e.g. "
         "/etc/systemd/system/qremoted.service)",
+    )
+    inst.add_argument(
+        "--python-client",
+        action="store_true",
+        help="install the Python thin client even when a C compiler is there",
     )
     inst.set_defaults(func=_install)
     uninst = sub.add_parser("uninstall", help="put the original qmail-remote back")

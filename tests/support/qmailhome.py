@@ -60,6 +60,24 @@ class QmailHome:
         )
 
 
+SANITIZERS = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+"""The compiled client as the tests build it: any memory error or undefined behaviour
+aborts it with a report on the same pipe as its output, so the test that caused it fails."""
+
+
+def use_compiled_client(home: QmailHome, sanitized: bool = True) -> None:
+    """Make ``bin/qmail-remote`` the compiled thin client, as ``qremote install`` does
+    where there is a C compiler, with the Python client beside it as its fallback."""
+    from qremote.cli.install import MARKER
+    from qremote.daemon import compiled
+
+    fallback = home.program + ".python"
+    write_file(fallback, wrapper_text(home.path).encode(), 0o755)
+    tmp = home.program + ".building"
+    compiled.build(home.path, fallback, MARKER, tmp, SANITIZERS if sanitized else None)
+    os.rename(tmp, home.program)
+
+
 def make(path: str, nameserver: str | None = None) -> QmailHome:
     home = QmailHome(path)
     os.makedirs(home.control, exist_ok=True)
