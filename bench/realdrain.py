@@ -12,12 +12,16 @@ every success. Contenders, in one run, each repeated R times:
 - ``python+daemon``: the Python thin client with qremoted;
 - ``compiled+daemon``: the compiled thin client with qremoted;
 - ``compiled+daemon+tls``: the same with STARTTLS at the sink (the C client in notqmail
-  has no TLS, so there is no C figure beside it).
+  has no TLS, so there is no C figure beside it);
+- ``compiled+daemon+uvloop`` (only with ``--only``): qremoted on uvloop's event loop
+  instead of asyncio's, to measure what a faster loop would buy (uvloop is installed into
+  the benchmark's virtualenv; qremote itself does not use it).
 
 qremote's contenders sign every message with DKIM (RSA-2048) and DomainKeys. For each it
 prints messages/s (median), the ratio to the C client, and CPU per delivery split into the
-client processes (qmail-rspawn's reaped children), qremoted, and qmail-send with
-qmail-rspawn. Run as root (qmail's users, setuid programs):
+client processes (qmail-rspawn's reaped children), qremoted, qmail-send with
+qmail-rspawn, and the sink (the same for every contender: it bounds them all alike).
+Run as root (qmail's users, setuid programs):
 
     python bench/realdrain.py [-n 1000] [-c 20] [-r 3]
 """
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -92,7 +97,7 @@ def qremote(installed: str, home: str, *args: str) -> None:
     )
 
 
-def one_run(home: str, n: int, conn, daemon_pid: int | None) -> dict:
+def one_run(home: str, n: int, conn, daemon_pid: int | None, sink_pid: int) -> dict:
     """Queue n messages, start qmail-send, time the drain; CPU figures per delivery."""
     inject = os.path.join(home, "bin", "qmail-inject")
     for i in range(n):
@@ -107,6 +112,7 @@ def one_run(home: str, n: int, conn, daemon_pid: int | None) -> dict:
     log_path = os.path.join(home, "send.log")
     log = open(log_path, "wb")  # noqa: SIM115
     d0 = stat(daemon_pid)[0] if daemon_pid else 0.0
+    s0 = stat(sink_pid)[0]
     started = time.monotonic()
     send = subprocess.Popen(
         [os.path.join(home, "bin", "qmail-start"), "./Mailbox", "cat"],
@@ -137,6 +143,7 @@ def one_run(home: str, n: int, conn, daemon_pid: int | None) -> dict:
     send_own, _, _ = stat(send.pid)
     r_own, r_children, _ = stat(rspawn) if rspawn else (0.0, 0.0, 0)
     d1 = stat(daemon_pid)[0] if daemon_pid else 0.0
+    s1 = stat(sink_pid)[0]
     send.send_signal(signal.SIGTERM)
     send.wait(60)
     log.close()
@@ -151,22 +158,26 @@ def one_run(home: str, n: int, conn, daemon_pid: int | None) -> dict:
         "clients": r_children / n * 1000,
         "daemon": (d1 - d0) / n * 1000,
         "qmail": (send_own + r_own) / n * 1000,
+        "sink": (s1 - s0) / n * 1000,
     }
 
 
-def contender(name: str, home: str, installed: str, n: int, runs: int, conn) -> list[dict]:
+def contender(
+    name: str, home: str, installed: str, n: int, runs: int, conn, sink_pid: int
+) -> list[dict]:
     bin_dir = os.path.join(home, "bin")
     if name == "c-unsigned":
         if os.path.exists(os.path.join(bin_dir, "qmail-remote.orig")):
             qremote(installed, home, "uninstall")
-    elif name in ("standalone", "python+daemon"):
-        qremote(installed, home, "install", "--python-client")
-    else:
-        qremote(installed, home, "install")
+    which = ["--python-client"] if name in ("standalone", "python+daemon") else []
+    if name != "c-unsigned":
+        qremote(installed, home, "install", *which)
     daemon = None
     if name.endswith("daemon") or name.endswith("tls"):
         service = os.path.join(home, "supervise-bench")
-        qremote(installed, home, "install", "--service", service)
+        qremote(installed, home, "install", *which, "--service", service)
+        if name.endswith("uvloop"):
+            _use_uvloop(installed, service)
         daemon = subprocess.Popen(
             ["supervise", service],
             env={"PATH": "/usr/bin:/bin"},
@@ -181,12 +192,31 @@ def contender(name: str, home: str, installed: str, n: int, runs: int, conn) -> 
             time.sleep(0.05)
     try:
         daemon_pid = child_named(daemon.pid, "python3") if daemon else None
-        one_run(home, min(n, 50), conn, daemon_pid)  # warm: keys, connections
-        return [one_run(home, n, conn, daemon_pid) for _ in range(runs)]
+        one_run(home, min(n, 50), conn, daemon_pid, sink_pid)  # warm: keys, connections
+        return [one_run(home, n, conn, daemon_pid, sink_pid) for _ in range(runs)]
     finally:
         if daemon is not None:
             subprocess.run(["svc", "-dx", os.path.join(home, "supervise-bench")], check=False)
             daemon.wait(60)
+
+
+def _use_uvloop(installed: str, service: str) -> None:
+    """Make the service's qremoted run on uvloop (for measurement only)."""
+    pip = os.path.join(installed, "bin", "pip")
+    subprocess.run([pip, "install", "-q", "uvloop"], check=True, capture_output=True)
+    run = os.path.join(service, "run")
+    with open(run) as f:
+        text = f.read()
+    python = os.path.join(installed, "bin", "python")
+    start = (
+        f"{python} -c 'import sys, uvloop; uvloop.install(); "
+        "from qremote.cli.qremote import main; sys.exit(main([\"daemon\"]))'"
+    )
+    text = re.sub(
+        r"exec setuidgid (\S+) .*", lambda m: f"exec setuidgid {m.group(1)} {start}", text
+    )
+    with open(run, "w") as f:
+        f.write(text)
 
 
 def main() -> None:
@@ -204,7 +234,7 @@ def main() -> None:
     ctx = multiprocessing.get_context("spawn")
     names = ["c-unsigned", "standalone", "python+daemon", "compiled+daemon", "compiled+daemon+tls"]
     if args.only:
-        names = [x for x in names if x in args.only.split(",")]
+        names = [x for x in [*names, "compiled+daemon+uvloop"] if x in args.only.split(",")]
     results: dict[str, list[dict]] = {}
     try:
         home = realqmail.build(top)
@@ -221,7 +251,9 @@ def main() -> None:
             with open(os.path.join(home, "control", "smtproutes"), "w") as f:
                 f.write(f"example.net:{ip}\n")
             try:
-                results[name] = contender(name, home, installed, args.n, args.r, here)
+                results[name] = contender(
+                    name, home, installed, args.n, args.r, here, server.pid
+                )
             finally:
                 here.send("stop")
                 server.join(30)
@@ -241,7 +273,8 @@ def print_one(name: str, results: dict[str, list[dict]], args) -> None:
         line += f"  {med['rate'] / base:.2f}x the C client"
     line += (
         f"\n{'':22} CPU per delivery: clients {med['clients']:.2f} ms, qremoted "
-        f"{med['daemon']:.2f} ms, qmail-send+rspawn {med['qmail']:.2f} ms"
+        f"{med['daemon']:.2f} ms, qmail-send+rspawn {med['qmail']:.2f} ms, "
+        f"the sink {med['sink']:.2f} ms"
     )
     if name.endswith("tls"):
         line += "  (STARTTLS; notqmail's C client has no TLS to compare with)"
