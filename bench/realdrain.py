@@ -12,10 +12,7 @@ every success. Contenders, in one run, each repeated R times:
 - ``python+daemon``: the Python thin client with qremoted;
 - ``compiled+daemon``: the compiled thin client with qremoted;
 - ``compiled+daemon+tls``: the same with STARTTLS at the sink (the C client in notqmail
-  has no TLS, so there is no C figure beside it);
-- ``compiled+daemon+uvloop`` (only with ``--only``): qremoted on uvloop's event loop
-  instead of asyncio's, to measure what a faster loop would buy (uvloop is installed into
-  the benchmark's virtualenv; qremote itself does not use it).
+  has no TLS, so there is no C figure beside it).
 
 qremote's contenders sign every message with DKIM (RSA-2048) and DomainKeys. For each it
 prints messages/s (median), the ratio to the C client, and CPU per delivery split into the
@@ -31,7 +28,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import re
 import shutil
 import signal
 import statistics
@@ -176,8 +172,6 @@ def contender(
     if name.endswith("daemon") or name.endswith("tls"):
         service = os.path.join(home, "supervise-bench")
         qremote(installed, home, "install", *which, "--service", service)
-        if name.endswith("uvloop"):
-            _use_uvloop(installed, service)
         daemon = subprocess.Popen(
             ["supervise", service],
             env={"PATH": "/usr/bin:/bin"},
@@ -200,25 +194,6 @@ def contender(
             daemon.wait(60)
 
 
-def _use_uvloop(installed: str, service: str) -> None:
-    """Make the service's qremoted run on uvloop (for measurement only)."""
-    pip = os.path.join(installed, "bin", "pip")
-    subprocess.run([pip, "install", "-q", "uvloop"], check=True, capture_output=True)
-    run = os.path.join(service, "run")
-    with open(run) as f:
-        text = f.read()
-    python = os.path.join(installed, "bin", "python")
-    start = (
-        f"{python} -c 'import sys, uvloop; uvloop.install(); "
-        "from qremote.cli.qremote import main; sys.exit(main([\"daemon\"]))'"
-    )
-    text = re.sub(
-        r"exec setuidgid (\S+) .*", lambda m: f"exec setuidgid {m.group(1)} {start}", text
-    )
-    with open(run, "w") as f:
-        f.write(text)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=1000, help="messages per run")
@@ -234,7 +209,7 @@ def main() -> None:
     ctx = multiprocessing.get_context("spawn")
     names = ["c-unsigned", "standalone", "python+daemon", "compiled+daemon", "compiled+daemon+tls"]
     if args.only:
-        names = [x for x in [*names, "compiled+daemon+uvloop"] if x in args.only.split(",")]
+        names = [x for x in names if x in args.only.split(",")]
     results: dict[str, list[dict]] = {}
     try:
         home = realqmail.build(top)
