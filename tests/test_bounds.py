@@ -183,3 +183,68 @@ def test_length_limited_signature_says_what_is_unsigned(site, queue):
     assert b"dkim=policy (l= leaves 34 bytes of the body unsigned)" in ar_of(q)
     q = queue.run(site.path, sig + MSG, ENVELOPE)
     assert results(q) == ["dkim=pass"]
+
+
+# -- DNS answers that are too generous ------------------------------------------------------
+
+
+def _resolver(dns_server):
+    from qremote.routing import resolve
+
+    return resolve.make_resolver([(dns_server.ip, dns_server.port)], 5, 10)
+
+
+def test_only_the_best_fifty_mx_hosts_are_looked_up(zone, dns_server):
+    import asyncio
+    import random
+
+    from qremote.routing import resolve
+
+    zone.mx("many.example", *[(i, f"mx{i}.many.example") for i in range(120)])
+    for i in range(120):
+        zone.a(f"mx{i}.many.example", f"127.6.{i // 200}.{i % 200 + 1}")
+    lookup = resolve.mx_targets(_resolver(dns_server), "many.example", random.Random())
+    targets = asyncio.run(lookup)
+    best = [f"mx{i}.many.example" for i in range(limits.DNS_MAX_MX_HOSTS)]
+    assert [t.name for t in targets] == best
+
+
+def test_no_more_than_a_hundred_addresses_are_tried(zone, dns_server):
+    import asyncio
+    import random
+
+    from qremote.routing import resolve
+
+    zone.a("crowd.example", *[f"127.6.{i // 200}.{i % 200 + 1}" for i in range(300)])
+    lookup = resolve.mx_targets(_resolver(dns_server), "crowd.example", random.Random())
+    assert len(asyncio.run(lookup)) == limits.DNS_MAX_TARGETS
+
+
+# -- closing ----------------------------------------------------------------------------------
+
+
+def test_closing_a_connection_the_peer_does_not_read_takes_at_most_close_wait():
+    """Once the outcome is known, a peer that reads nothing more (our send buffer full)
+    must not hold the report: the connection is dropped after CLOSE_WAIT. The bound
+    asserted is generous: a hang check, not a speed test."""
+    import asyncio
+    import socket
+    import time
+
+    from qremote.smtp.body import Body
+    from qremote.smtp.conversation import Conversation, Envelope
+    from qremote.smtp.session import Session
+
+    async def scenario() -> float:
+        ours, theirs = socket.socketpair()
+        reader, writer = await asyncio.open_connection(sock=ours)
+        conv = Conversation("peer", Envelope("me.example", b"a@b", [b"c@d"]))
+        session = Session(reader, writer, conv, Body(b""), 10)
+        writer.write(b"x" * (16 << 20))  # far more than the socket buffers hold
+        started = time.monotonic()
+        await session.close()
+        took = time.monotonic() - started
+        theirs.close()
+        return took
+
+    assert asyncio.run(scenario()) < limits.CLOSE_WAIT + 3  # it was 5 s, then 30 with TLS
