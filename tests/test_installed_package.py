@@ -48,8 +48,9 @@ def _install_into(home, installed: str) -> None:
         f.write(b"#!/bin/sh\nexit 0\n")
     done = _qremote(installed, home, "install", "--user", "root")
     assert done.returncode == 0, done.stderr
-    with open(home.program) as f:
-        assert installed in f.read()  # the wrapper runs the installed package
+    program = home.program + ".python"  # the compiled client's Python path, when compiled
+    with open(program if os.path.exists(program) else home.program) as f:
+        assert installed in f.read()  # the client runs the installed package
 
 
 def _qremote(installed: str, home, *args: str) -> subprocess.CompletedProcess:
