@@ -56,6 +56,12 @@ def _one(msg: Message, index: int, lookup: TxtLookup) -> Result:
         props["header.from"] = identity or ""
     if tags.get(b"a", b"rsa-sha1").lower() != b"rsa-sha1" or c not in ("simple", "nofws"):
         return Result("domainkeys", "permerror", "unsupported a= or c=", props)
+    query = tags.get(b"q", b"dns").lower()
+    if query != b"dns":
+        # RFC 4870 section 3.3 defines q=dns only; like an unknown DKIM q= (RFC 8601
+        # section 2.7.1: "not otherwise able to be processed").
+        why = f"unsupported query method q={query.decode('ascii', 'replace')}, RFC 4870 3.3"
+        return Result("domainkeys", "neutral", why, props)
     if not domain or not selector or b"b" not in tags:
         return Result("domainkeys", "permerror", "signature lacks d=, s= or b=", props)
     if identity is None or not (identity == domain or identity.endswith("." + domain)):

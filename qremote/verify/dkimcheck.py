@@ -1,9 +1,12 @@
-"""DKIM verification with dkimpy, one signature at a time, each outcome named.
+"""DKIM verification, one signature at a time, each outcome named as RFC 8601 names it.
 
-``dkim.verify()`` answers False alike for a DNS time-out, a missing key and a bad
-signature, and raises on some malformed messages. So each signature is checked with
-``DKIM(...).verify(idx=i, dnsfunc=...)`` where the DNS function raises our own exception
-for temporary trouble, and dkimpy's log tells a key problem from a failed signature.
+The signature's tags and its key record are judged first by our own table
+(:mod:`qremote.verify.dkimrules`, with the RFC's words for each row): ``dkim.verify()``
+would answer False or raise alike for a DNS time-out, a missing key, an unsupported
+algorithm and a bad signature, and gets some of them wrong. Only a signature and key
+record that passed the table reach dkimpy, which canonicalizes, hashes and checks the
+cryptography (``DKIM.verify_sig`` with the key record as we read it); its log then tells
+a key it cannot parse from a signature that did not verify.
 
 The work is bounded, because anyone can send a message with a hundred signatures over a
 large body, each of which would cost a pass over the body: at most
@@ -29,6 +32,7 @@ import dkim
 
 from qremote.limits import VERIFY_MAX_DKIM_SIGNATURES
 from qremote.signing.tags import parse_tags
+from qremote.verify import dkimrules
 from qremote.verify.results import Result
 from qremote.verify.txt import DnsTemporary, TxtLookup
 
@@ -114,6 +118,65 @@ class _BodyHashes:
         return max(0, len(self.bodies[body_c]) - int(length))
 
 
+def _one(
+    checker: dkim.DKIM,
+    field: tuple[bytes, bytes],
+    index: int,
+    lookup: TxtLookup,
+    hashes: _BodyHashes,
+    now: int,
+    unsigned_tail: str,
+    logged: list[str],
+) -> Result:
+    """The result for one signature: our table (dkimrules) first, then dkimpy's hashing
+    and cryptography on a signature and key record that passed it."""
+    finding, tags = dkimrules.signature_problem(field[1], now)
+    props = _props(tags or parse_tags(field[1]))
+    if index >= VERIFY_MAX_DKIM_SIGNATURES:
+        why = f"not evaluated: only the first {VERIFY_MAX_DKIM_SIGNATURES} signatures are"
+        return Result("dkim", "neutral", why, props)
+    if time.monotonic() >= lookup.deadline:
+        why = "not evaluated: the time for verifying this message (dkimverifytimeout) ran out"
+        return Result("dkim", "temperror", why, props)
+    if finding is not None:
+        return Result("dkim", finding.result, finding.reason, props)
+    if hashes.mismatch(tags):
+        return Result("dkim", "fail", "body hash did not verify", props)
+    selector, domain = (tags[t].decode("ascii", "replace") for t in (b"s", b"d"))
+    name = f"{selector}._domainkey.{domain}"
+    try:
+        record = lookup.txt(name)
+    except DnsTemporary as e:
+        return Result("dkim", "temperror", f"key lookup: {e}", props)
+    finding, clean = dkimrules.key_problem(record, name, tags)
+    if finding is not None:
+        return Result("dkim", finding.result, finding.reason, props)
+    try:
+        sig = dkim.util.parse_tag_value(field[1])
+        sig[b"a"] = sig[b"a"].lower()
+        include = [h.lower() for h in re.split(rb"\s*:\s*", sig[b"h"])]
+        good = checker.verify_sig(sig, include, field, lambda _name, timeout=5: clean)
+    except dkim.util.InvalidTagValueList:
+        return Result("dkim", "permerror", dkimrules.TABLE["tags"][1], props)
+    except dkim.ValidationError as e:
+        return Result("dkim", "fail", str(e), props)
+    except (dkim.KeyFormatError, dkim.UnparsableKeyError, dkim.UnknownKeyTypeError) as e:
+        return Result("dkim", "permerror", f"key: {e}", props)
+    except dkim.DKIMException as e:
+        return Result("dkim", "permerror", str(e), props)
+    except Exception as e:  # noqa: BLE001 - a verifier bug is ours, not the sender's
+        return Result("dkim", "temperror", f"verifier: {e.__class__.__name__}", props)
+    if good:
+        extra = hashes.unsigned(tags)
+        if not extra:
+            return Result("dkim", "pass", "", props)
+        why = f"l= leaves {extra} bytes of the body unsigned"
+        return Result("dkim", "policy" if unsigned_tail == "policy" else "pass", why, props)
+    if logged:
+        return Result("dkim", "permerror", " ".join(logged), props)
+    return Result("dkim", "fail", "signature did not verify", props)
+
+
 def verify(message: bytes, lookup: TxtLookup, unsigned_tail: str = "pass") -> list[Result]:
     """One result per DKIM-Signature field. ``unsigned_tail`` (``control/dkimlength``)
     says what a good signature with ``l=`` over a body that goes on past it gets:
@@ -135,55 +198,15 @@ def verify(message: bytes, lookup: TxtLookup, unsigned_tail: str = "pass") -> li
         why = f"message: {e}" if isinstance(e, dkim.DKIMException) else "message: not parseable"
         return [Result("dkim", "permerror", why, _props(parse_tags(s))) for s in sigs]
     hashes = _BodyHashes(checker)
-    for i, sig in enumerate(sigs):
-        tags = parse_tags(sig)
-        props = _props(tags)
+    fields = [(n, v) for n, v in checker.headers if n.lower() == b"dkim-signature"]
+    if len(fields) != len(sigs):  # dkimpy read the header block otherwise than we did
+        why = "message: not parseable"
+        return [Result("dkim", "permerror", why, _props(parse_tags(s))) for s in sigs]
+    now = int(time.time())
+    for i, field in enumerate(fields):
         handler.messages.clear()
-        if i >= VERIFY_MAX_DKIM_SIGNATURES:
-            why = f"not evaluated: only the first {VERIFY_MAX_DKIM_SIGNATURES} signatures are"
-            results.append(Result("dkim", "neutral", why, props))
-            continue
-        if time.monotonic() >= lookup.deadline:
-            why = "not evaluated: the time for verifying this message (dkimverifytimeout) ran out"
-            results.append(Result("dkim", "temperror", why, props))
-            continue
-        if hashes.mismatch(tags):
-            results.append(Result("dkim", "fail", "body hash did not verify", props))
-            continue
-
-        def dnsfunc(name, timeout=5):
-            qname = name.decode("ascii", "replace") if isinstance(name, bytes) else name
-            return lookup.txt(qname)
-
-        try:
-            good = checker.verify(idx=i, dnsfunc=dnsfunc)
-        except DnsTemporary as e:
-            results.append(Result("dkim", "temperror", f"key lookup: {e}", props))
-            continue
-        except dkim.ValidationError as e:
-            results.append(Result("dkim", "fail", str(e), props))
-            continue
-        except (dkim.KeyFormatError, dkim.UnparsableKeyError, dkim.UnknownKeyTypeError) as e:
-            results.append(Result("dkim", "permerror", f"key: {e}", props))
-            continue
-        except dkim.DKIMException as e:
-            results.append(Result("dkim", "permerror", str(e), props))
-            continue
-        except Exception as e:  # noqa: BLE001 - a verifier bug is ours, not the sender's
-            results.append(Result("dkim", "temperror", f"verifier: {e.__class__.__name__}", props))
-            continue
-        if good:
-            extra = hashes.unsigned(tags)
-            if not extra:
-                results.append(Result("dkim", "pass", "", props))
-                continue
-            why = f"l= leaves {extra} bytes of the body unsigned"
-            verdict = "policy" if unsigned_tail == "policy" else "pass"
-            results.append(Result("dkim", verdict, why, props))
-            continue
-        if handler.messages:
-            results.append(Result("dkim", "permerror", " ".join(handler.messages), props))
-        else:
-            results.append(Result("dkim", "fail", "signature did not verify", props))
+        results.append(
+            _one(checker, field, i, lookup, hashes, now, unsigned_tail, handler.messages)
+        )
     logger.removeHandler(handler)
     return results
