@@ -147,7 +147,7 @@ def _keys(control: ControlDir, user: str = "qmailr") -> Iterator[str]:
                 active = store.domain_keys(name)
                 for key in active:
                     yield from _owner(key, user)
-                yield from _rotation(path, name, active)
+                yield from _rotation(path, name, active, control)
                 if active and lookup is None:
                     lookup = _lookup(control)
                 for key in active:
@@ -158,10 +158,16 @@ def _keys(control: ControlDir, user: str = "qmailr") -> Iterator[str]:
             yield str(e)
 
 
-def _rotation(folder: str, domain: str, active) -> Iterator[str]:
-    """A selector the rotation job is withdrawing must not be the one signing."""
+def _rotation(folder: str, domain: str, active, control: ControlDir) -> Iterator[str]:
+    """A selector the rotation job is withdrawing must not be the one signing, and a
+    rotation must not stand still for more than a day."""
+    import time
+
+    from qremote.keys import rotate
     from qremote.keys.manage import rotation_states
 
+    for why in rotate.stuck(folder, rotate.load_config(control), int(time.time())):
+        yield f"control/domainkeys/{domain}: key rotation stuck: {why}"
     states = rotation_states(folder)
     for key in active:
         if states.get(key.selector) in ("retiring", "retired"):

@@ -47,6 +47,12 @@ def rotate(home, now: int) -> list[str]:
     return done.stdout.splitlines()
 
 
+def made(home, selector: str, when: int) -> None:
+    """Date a key file as if it had been made at ``when`` (the tests' clock): the job
+    measures a key's age from its file, as ``keys list`` does."""
+    os.utime(os.path.join(folder(home), f"{selector}.pem"), (when, when))
+
+
 def folder(home) -> str:
     return os.path.join(home.control, "domainkeys", "example.com")
 
@@ -65,6 +71,7 @@ def test_a_whole_rotation_with_no_window_of_failing_signatures(site, knot, secon
     with open(os.path.join(site.control, "dkimrotate"), "a") as f:
         f.write(f"revealdir={reveal}\n")
     printed = site.qremote("keys", "new", "example.com", "--selector", "old").stdout
+    made(site, "old", T0)
     record = "".join(s for s in printed.split('"')[1::2])
     knot.update(lambda u: u.replace("old._domainkey", 60, "TXT", txt_strings(record)))
 
@@ -117,12 +124,15 @@ def test_a_whole_rotation_with_no_window_of_failing_signatures(site, knot, secon
 
 def test_an_interrupted_run_resumes(site, knot, second, home):
     site.qremote("keys", "new", "example.com", "--selector", "first")
+    made(site, "first", T0)
     rotate(site, T0)
     good = open(os.path.join(site.control, "dkimrotate")).read()
     site.write("dkimrotate", good.replace(f"primary={IP}", "primary=127.5.0.9"))
     lines = rotate(site, T0 + 91 * DAY)
     new = lines[0].split()[2]
-    assert lines[1].startswith(f"example.com: {new} not published yet: UPDATE to 127.5.0.9:53 ")
+    assert lines[1].startswith(
+        f"example.com: {new} not published yet: the primary 127.5.0.9:53 did not answer ("
+    )
     assert active(site) == "first"
     site.write("dkimrotate", good)
     lines = rotate(site, T0 + 91 * DAY + 60)
@@ -133,6 +143,7 @@ def test_an_interrupted_run_resumes(site, knot, second, home):
 def test_without_a_primary_the_record_is_written_for_the_administrator(site, second):
     site.write("dkimrotate", "period=1\n")
     site.qremote("keys", "new", "example.com", "--selector", "hand")
+    made(site, "hand", T0)
     rotate(site, T0)
     lines = rotate(site, T0 + DAY)
     new = lines[0].split()[2]
@@ -168,11 +179,117 @@ def test_check_warns_when_the_signing_key_is_being_withdrawn(site):
 
 def test_a_run_interrupted_after_the_switch_still_retires_the_old_key(site):
     site.qremote("keys", "new", "example.com", "--selector", "a")
+    made(site, "a", T0)
     rotate(site, T0)
     site.qremote("keys", "new", "example.com", "--selector", "b", "--inactive")
+    made(site, "b", T0)
     # As if a run died between switching the symlink and writing its state:
     site.qremote("keys", "activate", "example.com", "b")
     assert rotate(site, T0 + DAY) == ["example.com: a retiring (switch completed)"]
     with open(os.path.join(folder(site), "rotation.json")) as f:
         states = {k: v["state"] for k, v in json.load(f)["selectors"].items()}
     assert states == {"a": "retiring", "b": "active"}
+
+
+def test_a_key_already_older_than_the_period_is_replaced_on_the_first_run(site, second):
+    site.qremote("keys", "new", "example.com", "--selector", "ancient")
+    made(site, "ancient", T0 - 200 * DAY)
+    assert site.qremote("keys", "list").stdout.split("\t")[5].strip() != "0d"
+    lines = rotate(site, T0)
+    assert lines[0] == "example.com: made q20270115 (rsa 2048), pending"
+
+
+def _publish_printed(knot, second, printed: str) -> str:
+    owner = printed.split("._domainkey.")[0].split()[-1]
+    record = "".join(s for s in printed.split('"')[1::2])
+    knot.update(lambda u: u.replace(f"{owner}._domainkey", 60, "TXT", txt_strings(record)))
+    second.zone.add(f"{owner}._domainkey.example.com", "TXT", txt_strings(record))
+    return owner
+
+
+def test_rsa_and_ed25519_keys_rotate_each_on_its_own_schedule(site, knot, second):
+    """An Ed25519 key made long ago and an RSA key made at T0: the Ed25519 one is replaced
+    first, and only once every name server serves its successor; at every step a message
+    signed now verifies with both keys (dkimpy; Mail::DKIM here predates Ed25519)."""
+    for args in (["--selector", "r1"], ["--selector", "e1", "--type", "ed25519"]):
+        _publish_printed(knot, second, site.qremote("keys", "new", "example.com", *args).stdout)
+    made(site, "r1", T0 - 20 * DAY)
+    made(site, "e1", T0 - 100 * DAY)
+    assert verifiers.dkimpy(signed(site), IP, 53) == [True, True]
+
+    lines = rotate(site, T0)
+    new_ed = lines[0].split()[2]
+    assert lines == [
+        f"example.com: made {new_ed} (ed25519), pending",
+        f"example.com: {new_ed} published (sent to the primary)",
+        f"example.com: {new_ed} waiting: not yet served by ns2.example.com ({SECOND_IP})",
+    ]
+    assert os.readlink(os.path.join(folder(site), "ed25519")) == "e1.pem"
+    assert verifiers.dkimpy(signed(site), IP, 53) == [True, True]
+    second.zone.add(
+        f"{new_ed}._domainkey.example.com",
+        "TXT",
+        txt_strings(knot.txt(f"{new_ed}._domainkey.example.com")[0].decode()),
+    )
+    assert rotate(site, T0 + 3600) == [f"example.com: {new_ed} is active; e1 retiring"]
+    assert os.readlink(os.path.join(folder(site), "ed25519")) == f"{new_ed}.pem"
+    assert active(site) == "r1"
+    message = signed(site)
+    assert f"s={new_ed};".encode() in message and b"s=r1;" in message
+    assert verifiers.dkimpy(message, IP, 53) == [True, True]
+
+    lines = rotate(site, T0 + 70 * DAY)
+    new_rsa = lines[0].split()[2]
+    assert lines[0] == f"example.com: made {new_rsa} (rsa 2048), pending"
+    assert "e1 withdrawn, retired" in " ".join(lines)
+    second.zone.add(
+        f"{new_rsa}._domainkey.example.com",
+        "TXT",
+        txt_strings(knot.txt(f"{new_rsa}._domainkey.example.com")[0].decode()),
+    )
+    assert rotate(site, T0 + 70 * DAY + 60) == [f"example.com: {new_rsa} is active; r1 retiring"]
+    message = signed(site)
+    assert f"s={new_rsa};".encode() in message and f"s={new_ed};".encode() in message
+    assert verifiers.dkimpy(message, IP, 53) == [True, True]
+    perl = verifiers.mail_dkim(message, IP, 53)
+    assert ("dkim", new_rsa, "pass") in [(k, s, d) for k, _, s, d in perl]
+
+
+def test_a_refused_tsig_key_is_said_in_words_and_fails_the_run(site, knot):
+    site.qremote("keys", "new", "example.com", "--selector", "k")
+    made(site, "k", T0)
+    name, algorithm, _ = knot.tsig.split(":", 2)
+    site.write("dkimrotate", f"period=90\nprimary={IP}\ntsig={name}:{algorithm}:d3Jvbmc=\n")
+    done = site.qremote("keys", "rotate", "--now", str(T0 + 91 * DAY))
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    assert lines[1] == (
+        f"example.com: q20270416 not published yet: the primary {IP}:53 refused our TSIG key "
+        f"{name!r} (PeerBadSignature): check tsig= in control/dkimrotate against the key the "
+        "primary has"
+    )
+    assert done.stderr == (
+        "qremote keys: a domain needs attention before its rotation can go on\n"
+    )
+
+
+def test_check_names_a_rotation_stuck_for_more_than_a_day(site):
+    import time
+
+    site.qremote("keys", "new", "example.com", "--selector", "k")
+    now = int(time.time())
+    with open(os.path.join(folder(site), "rotation.json"), "w") as f:
+        json.dump(
+            {
+                "selectors": {
+                    "k": {"state": "active", "since": now - 100 * DAY},
+                    "n": {"state": "published", "since": now - 2 * DAY - 60},
+                }
+            },
+            f,
+        )
+    problems = site.qremote("check", "--user", "root").stdout.splitlines()
+    assert (
+        "control/domainkeys/example.com: key rotation stuck: n published for 2 days: not yet "
+        "served by every authoritative name server"
+    ) in problems

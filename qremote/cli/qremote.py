@@ -103,8 +103,11 @@ def _keys(args: argparse.Namespace) -> str:
             from qremote.keys.rotate import run
 
             now = args.now if args.now is not None else int(time.time())
-            if run(qmail_home(), now, print) != 0:
+            status = run(qmail_home(), now, print)
+            if status == 1:
                 raise CommandFailed("another rotation is running")
+            if status == 2:
+                raise CommandFailed("a domain needs attention before its rotation can go on")
             return ""
         if args.keys_command == "activate":
             return manage.activate(control, args.domain, args.selector)

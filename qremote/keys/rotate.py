@@ -1,8 +1,13 @@
 """``qremote keys rotate``: the cron job that rotates each domain's key, one step a run.
 
-For each domain whose active key is a ``<selector>.pem`` behind the ``default`` symlink:
+For each domain, and in it for each kind of key whose active one is a ``<selector>.pem``
+behind a symbolic link (``default`` for RSA, ``ed25519`` for Ed25519), on its own
+schedule:
 
-1. when the active key is older than the rotation period, make a new key (inactive);
+1. when the active key is older than the rotation period, make a new key (inactive) of
+   the same kind. A key's age is its file's modification time, as ``keys list`` shows it
+   (a key the job makes gets the job's clock), so a key that is already old is replaced
+   on the first run;
 2. publish it: write ``<selector>.zone`` beside it and, when ``primary`` is configured,
    send an RFC 2136 UPDATE signed with TSIG;
 3. verify: ask every authoritative name server of the domain directly; only when all of
@@ -12,7 +17,12 @@ For each domain whose active key is a ``<selector>.pem`` behind the ``default`` 
 
 Each run moves each domain at most one step further, writes its state file atomically
 after every step, logs one line per step, and holds a lock: it is safe to run as often as
-wanted, to interrupt, and to run twice at once. ``control/dkimrotate`` configures it::
+wanted, to interrupt, and to run twice at once. A kind switches only to a key whose record
+every authoritative server serves, so a message is never signed with a key not yet served,
+whatever the other kind is doing. Waiting for name servers is normal (exit 0); a step
+that needs a person (the primary refuses our TSIG key or the UPDATE) is said in words and
+makes the run exit non-zero, so cron's mail and a monitoring check both see it.
+``control/dkimrotate`` configures it::
 
     period=90          days before a key is replaced
     grace=9            days an old key stays published (default: queuelifetime + 2 days)
@@ -117,7 +127,14 @@ def save_state(folder: str, selectors: dict[str, dict]) -> None:
 
 
 class DnsTrouble(Exception):
-    """A DNS step could not be done now; the run logs it and the next run retries."""
+    """A DNS step could not be done now; the run logs it and the next run retries.
+
+    ``person`` is True when retrying cannot help until someone changes something (a
+    refused TSIG key, a refused UPDATE): the run then exits non-zero."""
+
+    def __init__(self, text: str, person: bool = False) -> None:
+        super().__init__(text)
+        self.person = person
 
 
 def _load_key(path: str):
@@ -133,24 +150,59 @@ class Dns:
         self.servers = servers
 
     def _update(self, domain: str, build: Callable) -> None:
+        import dns.exception
         import dns.query
         import dns.rcode
+        import dns.tsig
         import dns.tsigkeyring
         import dns.update
 
         if self.config.primary is None or self.config.tsig is None:
             return
         name, algorithm, secret = self.config.tsig
-        keyring = dns.tsigkeyring.from_text({name: (algorithm, secret)})
-        update = dns.update.UpdateMessage(domain + ".", keyring=keyring, keyname=name)
-        build(update)
         ip, port = self.config.primary
+        where = f"the primary {ip}:{port}"
+        try:
+            keyring = dns.tsigkeyring.from_text({name: (algorithm, secret)})
+            update = dns.update.UpdateMessage(domain + ".", keyring=keyring, keyname=name)
+        except Exception as e:  # noqa: BLE001 - a secret that is not base64, an odd name
+            raise DnsTrouble(
+                f"tsig= in control/dkimrotate is not usable ({e}): it must be "
+                "name:algorithm:base64secret",
+                person=True,
+            ) from None
+        build(update)
         try:
             answer = dns.query.tcp(update, ip, port=port, timeout=10)
-        except Exception as e:  # noqa: BLE001 - any failure: retried next run
+        except (dns.tsig.PeerError, dns.tsig.BadSignature, dns.tsig.BadTime) as e:
+            raise DnsTrouble(
+                f"{where} refused our TSIG key {name!r} ({e.__class__.__name__}): check tsig= "
+                "in control/dkimrotate against the key the primary has",
+                person=True,
+            ) from None
+        except (dns.exception.Timeout, OSError) as e:
+            raise DnsTrouble(
+                f"{where} did not answer ({e.__class__.__name__}); the next run retries"
+            ) from None
+        except Exception as e:  # noqa: BLE001 - any other failure: retried next run
             raise DnsTrouble(f"UPDATE to {ip}:{port} failed: {e.__class__.__name__}") from None
-        if answer.rcode() != dns.rcode.NOERROR:
-            raise DnsTrouble(f"UPDATE refused by {ip}:{port}: {dns.rcode.to_text(answer.rcode())}")
+        rcode = answer.rcode()
+        if rcode == dns.rcode.NOERROR:
+            return
+        text = dns.rcode.to_text(rcode)
+        if rcode == dns.rcode.NOTAUTH:
+            raise DnsTrouble(
+                f"{where} answered NOTAUTH: it does not take TSIG key {name!r} for {domain} "
+                "(check tsig= in control/dkimrotate) or is not authoritative for it",
+                person=True,
+            )
+        if rcode in (dns.rcode.REFUSED, dns.rcode.NOTZONE):
+            raise DnsTrouble(
+                f"{where} refused the UPDATE of {domain} ({text}): allow UPDATE there for "
+                f"TSIG key {name!r}, or correct primary= in control/dkimrotate",
+                person=True,
+            )
+        raise DnsTrouble(f"UPDATE refused by {ip}:{port}: {text}")
 
     def publish(self, domain: str, selector: str, key) -> None:
         strings = records.quoted(records.record(key))
@@ -218,44 +270,110 @@ class Dns:
 # -- the steps -------------------------------------------------------------------------------
 
 
-def _active_selector(folder: str) -> str | None:
-    link = os.path.join(folder, "default")
+KINDS = (("rsa", "default"), ("ed25519", "ed25519"))
+"""Each kind of key and the link that names its active selector."""
+
+
+def _active_selector(folder: str, link_name: str = "default") -> str | None:
+    link = os.path.join(folder, link_name)
     if not os.path.islink(link):
         return None
     target = os.path.basename(os.readlink(link))
     return target[:-4] if target.endswith(".pem") else None
 
 
+def key_born(path: str) -> int:
+    """When a key was made: its file's modification time (what ``keys list`` shows)."""
+    return int(os.stat(path).st_mtime)
+
+
+def _kind_of(folder: str, selector: str, info: dict) -> str | None:
+    """The kind of a selector in the state file (older state files did not say)."""
+    if "kind" in info:
+        return info["kind"]
+    try:
+        key = _load_key(os.path.join(folder, f"{selector}.pem"))
+    except (OSError, ValueError, TypeError):
+        return None
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    return "ed25519" if isinstance(key, ed25519.Ed25519PrivateKey) else "rsa"
+
+
+def _trouble(state: dict, selector: str, e: DnsTrouble, problems: list[str], domain: str) -> None:
+    """Remember what held a selector up (``qremote check`` says it after a day)."""
+    state[selector]["problem"] = str(e)
+    if e.person:
+        problems.append(f"{domain}: {e}")
+
+
 def rotate_domain(
     control: str, domain: str, config: Config, dns_side: Dns, now: int, log: Callable[[str], None]
-) -> None:
+) -> list[str]:
+    """One step for each kind of key of one domain; the problems that need a person."""
     folder = os.path.join(control, "domainkeys", domain)
-    active = _active_selector(folder)
-    if active is None:
+    problems: list[str] = []
+    state = load_state(folder)
+    if not any(_active_selector(folder, link) for _, link in KINDS):
         if os.path.exists(os.path.join(folder, "default")):
             log(
                 f"{domain}: skipped: 'default' is a plain file; rotation needs <selector>.pem "
                 "and a default symlink"
             )
-        return
-    state = load_state(folder)
+        return problems
+    for kind, link in KINDS:
+        active = _active_selector(folder, link)
+        if active is not None:
+            _rotate_kind(control, domain, folder, state, kind, active, config, dns_side, now, log,
+                         problems)  # fmt: skip
+    _withdraw(domain, folder, state, config, dns_side, now, log, problems)
+    return problems
+
+
+def _rotate_kind(
+    control: str,
+    domain: str,
+    folder: str,
+    state: dict,
+    kind: str,
+    active: str,
+    config: Config,
+    dns_side: Dns,
+    now: int,
+    log: Callable[[str], None],
+    problems: list[str],
+) -> None:
     if active not in state or state[active]["state"] != "active":
-        state[active] = {"state": "active", "since": state.get(active, {}).get("since", now)}
+        state[active] = {
+            "state": "active",
+            "since": state.get(active, {}).get("since", now),
+            "kind": kind,
+        }
         # A run interrupted right after switching left the old key marked active.
         for selector, info in state.items():
-            if selector != active and info["state"] == "active":
-                state[selector] = {"state": "retiring", "since": now}
+            if (
+                selector != active
+                and info["state"] == "active"
+                and _kind_of(folder, selector, info) == kind
+            ):
+                state[selector] = {"state": "retiring", "since": now, "kind": kind}
                 log(f"{domain}: {selector} retiring (switch completed)")
         save_state(folder, state)
 
-    waiting = [s for s, v in state.items() if v["state"] in ("pending", "published")]
-    if not waiting and now - state[active]["since"] >= config.period:
+    waiting = [
+        s
+        for s, v in state.items()
+        if v["state"] in ("pending", "published") and _kind_of(folder, s, v) == kind
+    ]
+    born = key_born(os.path.join(folder, f"{active}.pem"))
+    if not waiting and now - born >= config.period:
         today = datetime.datetime.fromtimestamp(now, datetime.UTC).date()
-        path, _ = manage.new_key(control, domain, kind="rsa", today=today, inactive=True)
+        path, _ = manage.new_key(control, domain, kind=kind, today=today, inactive=True)
+        os.utime(path, (now, now))  # made now, by the job's clock
         selector = os.path.basename(path)[:-4]
-        state[selector] = {"state": "pending", "since": now}
+        state[selector] = {"state": "pending", "since": now, "kind": kind}
         save_state(folder, state)
-        log(f"{domain}: made {selector} (rsa 2048), pending")
+        log(f"{domain}: made {selector} ({'rsa 2048' if kind == 'rsa' else kind}), pending")
         waiting = [selector]
 
     for selector in waiting:
@@ -267,41 +385,78 @@ def rotate_domain(
                 dns_side.publish(domain, selector, key)
             except DnsTrouble as e:
                 log(f"{domain}: {selector} not published yet: {e}")
+                _trouble(state, selector, e, problems, domain)
+                save_state(folder, state)
                 continue
             how = "sent to the primary" if config.primary else f"publish {selector}.zone by hand"
-            state[selector] = {"state": "published", "since": now}
+            state[selector] = {"state": "published", "since": now, "kind": kind}
             save_state(folder, state)
             log(f"{domain}: {selector} published ({how})")
         try:
             lacking = dns_side.missing(domain, selector, key)
         except DnsTrouble as e:
             log(f"{domain}: {selector} not verified: {e}")
+            _trouble(state, selector, e, problems, domain)
+            save_state(folder, state)
             continue
         if lacking:
             log(f"{domain}: {selector} waiting: not yet served by {', '.join(lacking)}")
             continue
         manage.activate(control, domain, selector)
-        state[active] = {"state": "retiring", "since": now}
-        state[selector] = {"state": "active", "since": now}
+        state[active] = {"state": "retiring", "since": now, "kind": kind}
+        state[selector] = {"state": "active", "since": now, "kind": kind}
         save_state(folder, state)
         log(f"{domain}: {selector} is active; {active} retiring")
 
+
+def _withdraw(
+    domain: str,
+    folder: str,
+    state: dict,
+    config: Config,
+    dns_side: Dns,
+    now: int,
+    log: Callable[[str], None],
+    problems: list[str],
+) -> None:
     for selector, info in sorted(state.items()):
         if info["state"] == "retiring" and now - info["since"] >= config.grace:
             try:
                 dns_side.withdraw(domain, selector)
             except DnsTrouble as e:
                 log(f"{domain}: {selector} not withdrawn yet: {e}")
+                _trouble(state, selector, e, problems, domain)
+                save_state(folder, state)
                 continue
             zone = os.path.join(folder, f"{selector}.zone")
             if os.path.exists(zone):
                 os.unlink(zone)
-            state[selector] = {"state": "retired", "since": now}
+            state[selector] = {"state": "retired", "since": now, "kind": info.get("kind")}
             save_state(folder, state)
             how = "" if config.primary else " (remove its record by hand)"
             log(f"{domain}: {selector} withdrawn{how}, retired")
             if config.reveal_dir:
                 _reveal(config.reveal_dir, folder, domain, selector, log)
+
+
+def stuck(folder: str, config: Config, now: int) -> list[str]:
+    """Why a domain's rotation has not moved for more than a day, if it has not: a new key
+    still waiting to be published or served, an old one still not withdrawn."""
+    out = []
+    for selector, info in sorted(load_state(folder).items()):
+        since = int(info.get("since", now))
+        limit = DAY + (config.grace if info["state"] == "retiring" else 0)
+        if info["state"] in ("pending", "published", "retiring") and now - since > limit:
+            what = info.get("problem") or (
+                "not yet served by every authoritative name server"
+                if info["state"] == "published"
+                else "not yet published"
+                if info["state"] == "pending"
+                else "not yet withdrawn"
+            )
+            days = (now - since) // DAY
+            out.append(f"{selector} {info['state']} for {days} days: {what}")
+    return out
 
 
 def _reveal(target: str, folder: str, domain: str, selector: str, log) -> None:
@@ -315,7 +470,8 @@ def _reveal(target: str, folder: str, domain: str, selector: str, log) -> None:
 
 
 def run(home: str, now: int, log: Callable[[str], None]) -> int:
-    """One run over every domain; 0, or 1 when another run holds the lock."""
+    """One run over every domain: 0; 1 when another run holds the lock; 2 when a domain
+    could not make progress for a reason that needs a person (said in the log lines)."""
     control = ControlDir(os.path.join(home, "control"))
     config = load_config(control)
     servers = [parse_nameserver(line) for line in control.listing("nameservers")]
@@ -331,9 +487,10 @@ def run(home: str, now: int, log: Callable[[str], None]) -> int:
             log("another rotation is running; nothing done")
             return 1
         dns_side = Dns(config, servers)
+        problems: list[str] = []
         for domain in sorted(os.listdir(root)):
             if os.path.isdir(os.path.join(root, domain)) and not domain.startswith("."):
-                rotate_domain(control.path, domain, config, dns_side, now, log)
-        return 0
+                problems += rotate_domain(control.path, domain, config, dns_side, now, log)
+        return 2 if problems else 0
     finally:
         os.close(lock)
