@@ -11,6 +11,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from qremote import report
 from qremote.control import ControlDir, ControlError
@@ -44,6 +45,9 @@ from qremote.tcpto.shared import SharedTcpto
 from qremote.tcpto.store import Tcpto, TcptoFiles
 from qremote.tls import contexts
 from qremote.tls.policy import Mode, decide
+
+if TYPE_CHECKING:  # dnspython is imported only when a name must be looked up
+    from dns.asyncresolver import Resolver as AsyncResolver
 
 
 @dataclass
@@ -110,9 +114,9 @@ class Resources:
     """What a long-lived process (qremoted) keeps between deliveries; a standalone
     qmail-remote has none and makes what it needs per delivery."""
 
-    resolver: object | None = None
+    resolver: AsyncResolver | None = None
     """A dnspython resolver with a cache that honours TTLs."""
-    shared: object | None = None
+    shared: caps.SharedState | None = None
     """The Redis backend for ``control/sharedstate``; its owner closes it."""
     pool: ConnectionPool | None = None
     """Idle SMTP connections (connection reuse)."""
@@ -143,7 +147,9 @@ def _with_notes(text: bytes, notes: list[str]) -> bytes:
     return text + "".join(n + "\n" for n in notes).encode()
 
 
-async def _targets(settings: Settings, resolver, host: str) -> tuple[list[Target], int, bool]:
+async def _targets(
+    settings: Settings, resolver: AsyncResolver | None, host: str
+) -> tuple[list[Target], int, bool]:
     """Addresses to try, the port, and whether smtproutes chose them.
 
     dnspython is imported only when a name must be looked up: deliveries to an address
@@ -253,7 +259,7 @@ async def _send(
         shared = caps.shared_backend(settings.shared_state, settings.shared_lease)
     try:
         if kept is not None:
-            job.kept, job.slot, fallback = kept, kept.slot, False
+            job.kept, job.slot, from_fleet = kept, kept.slot, True
         else:
             taken = await _take_slot(job, shared, group)
             job.notes = notes + taken.notes
@@ -263,10 +269,10 @@ async def _send(
                         report.group_full(group.name, group.limit, settings.group_wait), job.notes
                     )
                 )
-            job.slot, fallback = taken.slot, bool(taken.notes)
-        # The fleet's tcpto only when Redis answered for the slot (no fallback note).
-        fleet = SharedTcpto(shared.client) if shared is not None and not fallback else None
-        job.tcpto = Tcpto(TcptoFiles(settings.home), fleet)
+            job.slot, from_fleet = taken.slot, taken.backend == "shared"
+        # The fleet's tcpto only when Redis answered for the slot.
+        fleet = SharedTcpto(shared.client) if shared is not None and from_fleet else None
+        job.tcpto_ = Tcpto(TcptoFiles(settings.home), fleet)
         try:
             outcome = await _each_host(job, host, chosen)
         finally:
@@ -308,13 +314,19 @@ class _Job:
     """Lines for every report from a remote host (what was signed, cap fallbacks)."""
     group: str
     pool: ConnectionPool | None
-    tcpto: Tcpto | None = None
-    slot: object | None = None
+    tcpto_: Tcpto | None = None
+    slot: caps.Slot | None = None
     """The MX-group slot this delivery holds."""
     kept: Kept | None = None
     """An idle connection taken from the pool for this delivery, not yet used."""
     slot_kept: bool = False
     """The slot went back to the pool with the connection: do not release it."""
+
+    @property
+    def tcpto(self) -> Tcpto:
+        """qmail's do-not-try list for this delivery, set up once its slot is held."""
+        assert self.tcpto_ is not None
+        return self.tcpto_
 
 
 def _tls_setup(settings: Settings, target: Target) -> tuple[TlsSetup | None, list[str]]:
@@ -422,9 +434,10 @@ async def _try_host(job: _Job, target: Target) -> Outcome | NextHost | None:
             start = session.next_message(job.envelope, job.body)
             born, carried = kept.born, kept.messages
         else:
-            session = await _open(job, target, tls)
-            if session is None:
+            opened = await _open(job, target, tls)
+            if opened is None:
                 return None
+            session = opened
             start, born, carried = None, time.monotonic(), 0
         conv = session.conv
         try:

@@ -37,7 +37,7 @@ def _silence_stderr() -> int | None:
 
 
 def _read_message() -> bytes | None:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         try:
             chunk = posix.read(0, 1 << 20)

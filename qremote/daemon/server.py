@@ -25,6 +25,7 @@ import struct
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from qremote import report
 from qremote.control import ControlError
@@ -34,6 +35,9 @@ from qremote.delivery import Resources, Settings, deliver, load_settings
 from qremote.fdutil import write_all
 from qremote.smtp.pool import ConnectionPool
 from qremote.tls import contexts
+
+if TYPE_CHECKING:
+    from qremote.groups.caps import SharedState
 
 REQUEST_TIMEOUT = 30.0
 """A client that connects and says nothing is dropped after this long."""
@@ -87,7 +91,7 @@ def read_queue_file(fd: int) -> bytes:
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         raise OSError("not a regular file")
     offset = os.lseek(fd, 0, os.SEEK_CUR)
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         chunk = os.pread(fd, 1 << 20, offset)
         if not chunk:
@@ -120,7 +124,7 @@ class SettingsCache:
         self.control = os.path.join(home, "control")
         self.current: Generation | None = None
         self._signature: tuple | None = None
-        self._shared: dict[tuple, object] = {}
+        self._shared: dict[tuple[str, int], SharedState | None] = {}
         """Redis backends by (url, lease), kept for the process: in-flight deliveries may
         still hold leases renewed through an older one."""
         self.retired: list[ConnectionPool] = []
@@ -153,7 +157,7 @@ class SettingsCache:
         self._signature = None
         contexts.forget()
 
-    def _shared_for(self, settings: Settings):
+    def _shared_for(self, settings: Settings) -> SharedState | None:
         if not settings.shared_state:
             return None
         key = (settings.shared_state, settings.shared_lease)
@@ -170,7 +174,8 @@ class SettingsCache:
         for pool in pools:
             await pool.close()
         for backend in self._shared.values():
-            await backend.close()
+            if backend is not None:
+                await backend.close()
 
 
 @dataclass
@@ -417,6 +422,7 @@ class Daemon:
             self.log(f"pid {pid} stopped waiting before the delivery began; not delivered here")
             return
         task = asyncio.current_task()
+        assert task is not None  # a connection is always served by a task
         job = self.inflight[task] = InFlight(pid, host, sender, len(args) - 2)
         try:
             out = await self._beating(conn, job, self._outcome(host, args, fds[0]))

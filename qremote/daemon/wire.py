@@ -54,9 +54,9 @@ class FrameReader:
     def __init__(self) -> None:
         self._buf = b""
 
-    def feed(self, data: bytes) -> list:
+    def feed(self, data: bytes) -> list[tuple[bytes, bytes]]:
         self._buf += data
-        frames = []
+        frames: list[tuple[bytes, bytes]] = []
         while len(self._buf) >= HEADER:
             kind = self._buf[:1]
             size = int.from_bytes(self._buf[1:HEADER], "big")

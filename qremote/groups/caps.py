@@ -11,17 +11,39 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 from qremote.groups.filelocks import FileBackend
 from qremote.groups.rules import Group
 
 
+class Slot(Protocol):
+    """A slot in an MX group, held until released (by a delivery or a kept connection)."""
+
+    def release(self) -> None: ...
+
+
+class SharedState(Protocol):
+    """The fleet-wide backend of ``control/sharedstate`` (Redis), or its stand-in."""
+
+    url: str
+    client: Any
+    """The Redis client, shared with the fleet's tcpto; None for a stand-in."""
+
+    async def acquire(self, group: str, limit: int, wait: float) -> Slot | None: ...
+
+    async def close(self) -> None: ...
+
+
 @dataclass
 class Taken:
-    slot: object | None
-    """The held slot (None when caps are off or the group stayed full)."""
+    slot: Slot | None
+    """The held slot (None when the group stayed full)."""
     full: bool
     notes: list[str]
+    backend: Literal["shared", "local", "off"]
+    """Where the slot came from: the fleet's Redis, this host's files, or nowhere (caps
+    off, the files unusable); the fleet's tcpto is used only when it is ``shared``."""
 
 
 class _NoSlot:
@@ -37,7 +59,7 @@ class Unusable:
     """Stands in for the Redis backend when redis-py cannot be loaded: every delivery
     then takes the local path, with a note, exactly as when Redis does not answer."""
 
-    client = None
+    client: Any = None
 
     def __init__(self, url: str, reason: str) -> None:
         self.url = url
@@ -50,7 +72,7 @@ class Unusable:
         pass
 
 
-def shared_backend(url: str | None, lease: int):
+def shared_backend(url: str | None, lease: int) -> SharedState | None:
     """The Redis backend for ``control/sharedstate``, or None (no network traffic yet)."""
     if not url:
         return None
@@ -62,13 +84,13 @@ def shared_backend(url: str | None, lease: int):
         return Unusable(url, f"redis-py cannot be loaded: {e.__class__.__name__}: {e}")
 
 
-async def take(home: str, shared, group: Group, wait: float) -> Taken:
+async def take(home: str, shared: SharedState | None, group: Group, wait: float) -> Taken:
     """A slot from the shared backend when there is one and it answers, else locally."""
     notes: list[str] = []
     if shared is not None:
         try:
             slot = await shared.acquire(group.name, group.limit, wait)
-            return Taken(slot, slot is None, notes)
+            return Taken(slot, slot is None, notes, "shared")
         except BackendUnusable as e:
             notes.append(f"Shared state {shared.url} unusable ({e}); local MX-group caps used.")
         except Exception as e:  # noqa: BLE001 - any Redis trouble: fall back, never block
@@ -81,5 +103,5 @@ async def take(home: str, shared, group: Group, wait: float) -> Taken:
         slot = await local.acquire(group.name, group.limit, wait)
     except OSError as e:
         notes.append(f"MX-group caps off: {e.strerror} in {local.root}.")
-        return Taken(_NoSlot(), False, notes)
-    return Taken(slot, slot is None, notes)
+        return Taken(_NoSlot(), False, notes, "off")
+    return Taken(slot, slot is None, notes, "local")

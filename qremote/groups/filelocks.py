@@ -38,6 +38,11 @@ def _try_lock(path: str, create: bool = True) -> int | None:
     return fd
 
 
+
+def _settle(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)
+
 async def _until_unlocked(path: str, deadline: float) -> None:
     """Wait until the waiter ahead of us lets go of its ticket (it got a slot, gave up,
     or died), or until our deadline. The blocking flock runs in a thread of its own; it
@@ -56,7 +61,7 @@ async def _until_unlocked(path: str, deadline: float) -> None:
             pass
         finally:
             os.close(fd)
-            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+            loop.call_soon_threadsafe(_settle, done)
 
     threading.Thread(target=block, daemon=True).start()
     with contextlib.suppress(asyncio.TimeoutError):
@@ -167,7 +172,7 @@ class FileBackend:
 
     def status(self) -> list[tuple[str, int, int]]:
         """(group, slots in use, live waiters) for every group seen on this host."""
-        out = []
+        out: list[tuple[str, int, int]] = []
         top = os.path.join(self.root, "groups")
         if not os.path.isdir(top):
             return out

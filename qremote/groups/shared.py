@@ -14,6 +14,7 @@ import os
 import secrets
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 LEASE_SECONDS = 60
 """How long a slot outlives a host that stopped renewing it (control/sharedlease)."""
@@ -79,6 +80,11 @@ class SharedSlot:
         self.backend.release_soon(self.group, self.lease)
 
 
+async def _awaited(pending: Any) -> Any:
+    """redis-py's commands are awaitables, not coroutines; create_task wants the latter."""
+    return await pending
+
+
 class SharedBackend:
     name = "shared"
 
@@ -90,10 +96,10 @@ class SharedBackend:
         self.client = aredis.Redis.from_url(
             url, socket_connect_timeout=2, socket_timeout=2, decode_responses=True
         )
-        self._pending: set[asyncio.Task] = set()
+        self._pending: set[asyncio.Task[Any]] = set()
         """Releases still on their way (a long-lived qremoted must not collect them all)."""
 
-    async def _script(self, body: str, keys: list[str], args: list) -> object:
+    async def _script(self, body: str, keys: list[str], args: list[Any]) -> Any:
         return await self.client.eval(body, len(keys), *keys, *args)
 
     async def acquire(self, group: str, limit: int, wait: float) -> SharedSlot | None:
@@ -134,7 +140,9 @@ class SharedBackend:
 
     def release_soon(self, group: str, lease: str) -> None:
         slots, _, _ = _keys(group)
-        task = asyncio.get_running_loop().create_task(self.client.zrem(slots, lease))
+        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(
+            _awaited(self.client.zrem(slots, lease))
+        )
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 

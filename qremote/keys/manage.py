@@ -57,6 +57,7 @@ def new_key(
 ) -> tuple[str, str]:
     """Make a key; (path of the key, zone-file text of its record)."""
     domain = _check_domain(domain)
+    key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
     if kind == "rsa":
         if bits < MIN_BITS or (bits < DEFAULT_BITS and not force):
             raise KeyError_(

@@ -151,6 +151,7 @@ class Dns:
 
     def _update(self, domain: str, build: Callable) -> None:
         import dns.exception
+        import dns.name
         import dns.query
         import dns.rcode
         import dns.tsig
@@ -164,7 +165,9 @@ class Dns:
         where = f"the primary {ip}:{port}"
         try:
             keyring = dns.tsigkeyring.from_text({name: (algorithm, secret)})
-            update = dns.update.UpdateMessage(domain + ".", keyring=keyring, keyname=name)
+            update = dns.update.UpdateMessage(
+                domain + ".", keyring=keyring, keyname=dns.name.from_text(name)
+            )
         except Exception as e:  # noqa: BLE001 - a secret that is not base64, an odd name
             raise DnsTrouble(
                 f"tsig= in control/dkimrotate is not usable ({e}): it must be "

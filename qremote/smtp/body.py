@@ -7,6 +7,8 @@ The message must end with a line end: qmail refuses a partial final line permane
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 
 class PartialFinalLine(Exception):
     """The message does not end with LF; SMTP cannot carry it (qmail: #5.6.2)."""
@@ -32,7 +34,7 @@ class Body:
         self.size = 3 + sum(_encoded_size(p) for p in self.parts)
         """Bytes on the wire, final dot included: the SIZE= of MAIL FROM (RFC 1870)."""
 
-    def pieces(self):
+    def pieces(self) -> Iterator[bytes]:
         """The encoded payload without the final ``.\r\n``, in pieces of about 64 KB."""
         for part in self.parts:
             view = memoryview(part)

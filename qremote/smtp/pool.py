@@ -13,9 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from qremote.smtp.session import Session
+
+
+class Slot(Protocol):
+    """An MX-group slot (qremote.groups): held by one delivery or one kept connection."""
+
+    def release(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -42,15 +50,15 @@ class Key:
     port: int
     source: str | None
     helo: str
-    tls: tuple | None
-    """What TLS was asked for (mode, server name, context), None for plain SMTP."""
+    tls: tuple[str, bool, int] | None
+    """What TLS was asked for (server name, required, context id), None for plain SMTP."""
 
 
 @dataclass(eq=False)
 class Kept:
     key: Key
     session: Session
-    slot: object
+    slot: Slot
     group: str
     born: float
     messages: int
@@ -64,7 +72,7 @@ class ConnectionPool:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self._idle: list[Kept] = []
-        self._closing: set[asyncio.Task] = set()
+        self._closing: set[asyncio.Task[None]] = set()
 
     def checkout(self, group: str, keys: list[Key]) -> Kept | None:
         """The idle connection of ``group`` for the first of ``keys`` that has one, taken
@@ -135,7 +143,7 @@ class ConnectionPool:
         finally:
             kept.slot.release()
 
-    def _background(self, coro) -> None:
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)

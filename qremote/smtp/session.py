@@ -36,7 +36,7 @@ from qremote.smtp.conversation import (
     Stale,
     StartTLS,
 )
-from qremote.smtp.replies import ReplyParser, ReplyTooLong
+from qremote.smtp.replies import Reply, ReplyParser, ReplyTooLong
 
 
 class ConnectFailed(Exception):
@@ -131,14 +131,14 @@ class Session:
         self.conv.dot_sending()
         await self._write(b".\r\n")
 
-    def _nothing_unasked(self, pending: list, what: str) -> None:
+    def _nothing_unasked(self, pending: list[Reply], what: str) -> None:
         """Raise :class:`_Unasked` if the server has said anything we did not ask for
         yet: about to send a command (or the body, or the dot), every reply received so
         far must have been taken by the conversation."""
         if pending or self.parser.partial or self._buffered():
             raise _Unasked(what)
 
-    async def _read_replies(self) -> list:
+    async def _read_replies(self) -> list[Reply]:
         deadline = time.monotonic() + self.timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -205,7 +205,7 @@ class Session:
 
     async def _run(self, actions: list[Action]) -> SessionResult:
         recipients = self.recipients
-        pending: list = []
+        pending: list[Reply] = []
         while True:
             final = next((a for a in actions if isinstance(a, (Finished, NextHost, Stale))), None)
             restart: list[Action] | None = None

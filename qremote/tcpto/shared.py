@@ -51,9 +51,9 @@ class SharedTcpto:
             _RECORD, 1, self.key(ip), "1" if timed_out else "0", table.ERROR_QUIET, table.MAX_COUNT
         )
 
-    async def entries(self) -> list[tuple[str, int, int, int]]:
+    async def entries(self) -> list[tuple[str, int, int]]:
         """(ip, count, seconds ago) of every listed address."""
-        out = []
+        out: list[tuple[str, int, int]] = []
         async for key in self.client.scan_iter(match="qremote:tcpto:*"):
             now, count, when = await self.client.eval(_STATE, 1, key)
             if int(count):

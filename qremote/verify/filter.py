@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import os
 import re
-import sys
+from typing import TYPE_CHECKING
 
 from qremote.fdutil import memory_file, write_all
+
+if TYPE_CHECKING:
+    from qremote.verify.policy import Verdict
 
 EXIT_PERMANENT = 31  # qmail-smtpd: 554 mail server permanently rejected message (#5.3.0)
 EXIT_TEMPORARY = 71  # qmail-smtpd: 451 mail server temporarily rejected message (#4.3.0)
@@ -176,7 +179,7 @@ def _log(text: str) -> None:
         pass
 
 
-def build(home: str, message_fd: int, size: int) -> tuple[int, object]:
+def build(home: str, message_fd: int, size: int) -> tuple[int, Verdict | None]:
     """Verify and write the new message; (fd of the new message, policy verdict or None)."""
     from qremote.control import ControlDir, ControlError
     from qremote.routing.dnserrors import parse_nameserver
@@ -237,4 +240,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
