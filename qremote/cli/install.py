@@ -21,10 +21,11 @@ import sys
 import sysconfig
 
 import qremote
+from qremote import report
 from qremote.atomic import write_file
 
 MARKER = "# qremote wrapper: installed by `qremote install`"
-USAGE = b"DI (qmail-remote) was invoked improperly. (#5.3.5)\n\0"
+USAGE = report.USAGE + b"\0"
 
 
 class InstallError(Exception):
@@ -59,7 +60,7 @@ try:
 except BaseException as e:
     import sys as _s
     if len(_s.argv) < 4:
-        os.write(1, b"DI (qmail-remote) was invoked improperly. (#5.3.5)\\n\\0")
+        os.write(1, {USAGE!r})
     else:
         os.write(1, b"Zqremote cannot start: " + repr(e).encode()[:300] + b" (#4.3.0)\\n\\0")
     os._exit(0)

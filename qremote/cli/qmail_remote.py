@@ -11,8 +11,9 @@ import posix
 import sys
 
 from qremote.fdutil import stderr_to_devnull, write_all
+from qremote.report import USAGE as _USAGE
 
-USAGE = b"DI (qmail-remote) was invoked improperly. (#5.3.5)\n\0"
+USAGE = _USAGE + b"\0"
 
 
 def _write_all(data: bytes) -> None:
