@@ -44,7 +44,7 @@ from qremote.smtp.session import (
 from qremote.tcpto.shared import SharedTcpto
 from qremote.tcpto.store import Tcpto, TcptoFiles
 from qremote.tls import contexts
-from qremote.tls.policy import Mode, decide
+from qremote.tls.policy import Mode, PolicyFiles, decide, read_policy_files
 
 if TYPE_CHECKING:  # dnspython is imported only when a name must be looked up
     from dns.asyncresolver import Resolver as AsyncResolver
@@ -71,6 +71,8 @@ class Settings:
     shared_lease: int = 60
     reuse: Limits = field(default_factory=Limits)
     """Connection reuse; only a long-lived process (qremoted) has a pool to reuse from."""
+    tls_files: PolicyFiles | None = None
+    """What control/tlshosts and control/notlshosts say, read with the rest."""
 
 
 def load_settings(home: str) -> Settings:
@@ -106,6 +108,7 @@ def load_settings(home: str) -> Settings:
             messages=control.integer("reusemessages", 100),
             age=control.integer("reuseage", 300),
         ),
+        tls_files=read_policy_files(control.path),
     )
 
 
@@ -331,7 +334,8 @@ class _Job:
 
 def _tls_setup(settings: Settings, target: Target) -> tuple[TlsSetup | None, list[str]]:
     """How to run STARTTLS with ``target``, and notes; ControlError when it must not go on."""
-    policy = decide(settings.control.path, target.name)
+    files = settings.tls_files or read_policy_files(settings.control.path)
+    policy = decide(files, target.name)
     if policy.mode is Mode.PLAIN:
         return None, []
     try:

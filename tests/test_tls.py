@@ -223,22 +223,40 @@ def test_tls_below_1_2_is_not_spoken(home, zone, tmp_path):
 
 
 def test_unreadable_tls_policy_is_an_error_not_plain_text(tmp_path, monkeypatch):
-    """Run as root, permission cannot be lost for real: os.stat answers EACCES here."""
+    """Run as root, permission cannot be lost for real: os.listdir answers EACCES here."""
     from qremote.control import ControlError
-    from qremote.tls.policy import decide
+    from qremote.tls.policy import decide, read_policy_files
 
-    real_stat = os.stat
+    real_listdir = os.listdir
 
-    def stat(path, *args, **kwargs):
-        if "/tlshosts/" in str(path):
+    def listdir(path, *args, **kwargs):
+        if str(path).endswith("/tlshosts"):
             raise PermissionError(13, "Permission denied")
-        return real_stat(path, *args, **kwargs)
+        return real_listdir(path, *args, **kwargs)
 
-    monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.setattr(os, "listdir", listdir)
     control = tmp_path / "control"
-    control.mkdir()
-    with pytest.raises(ControlError, match=r"^control/tlshosts/mx.example.net.pem: Permission"):
-        decide(str(control), MX)
+    (control / "tlshosts").mkdir(parents=True)
+    files = read_policy_files(str(control))
+    with pytest.raises(ControlError, match=r"^control/tlshosts: Permission denied"):
+        decide(files, MX)
+
+
+def test_the_tls_policy_is_a_pure_decision_over_the_files_read():
+    """The precedence table, without a file system: notlshosts, then tlshosts/<mx>.pem,
+    then exhaustivelist, then opportunistic; a name that cannot be a file has no file."""
+    from qremote.tls.policy import Mode, PolicyFiles, decide
+
+    plain = frozenset({"plain.example", "both.example"})
+    files = PolicyFiles("/c", plain, frozenset({"pin.example", "both.example"}))
+    assert decide(files, "plain.example").mode is Mode.PLAIN
+    assert decide(files, "both.example").mode is Mode.PLAIN
+    assert decide(files, "PIN.example.").ca_file == "/c/tlshosts/pin.example.pem"
+    assert decide(files, "other.example").mode is Mode.OPPORTUNISTIC
+    assert decide(files, "../etc").mode is Mode.OPPORTUNISTIC
+    exhaustive = PolicyFiles("/c", pinned=frozenset({"pin.example"}), exhaustive=True)
+    assert decide(exhaustive, "other.example").mode is Mode.PLAIN
+    assert decide(exhaustive, "pin.example").mode is Mode.REQUIRED
 
 
 def test_a_context_is_built_again_when_its_files_change(tmp_path):

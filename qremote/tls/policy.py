@@ -1,4 +1,4 @@
-"""Which TLS to use with one MX host: a pure decision over the control directory's files.
+"""Which TLS to use with one MX host: a pure decision over what the policy files say.
 
 - ``control/notlshosts/<mx>`` exists: plain text, never STARTTLS.
 - ``control/tlshosts/<mx>.pem`` exists: STARTTLS is required and the certificate must
@@ -56,16 +56,64 @@ def exists(path: str) -> bool:
     return True
 
 
-def decide(control_path: str, mx: str) -> Policy:
-    """The policy for one MX host; ControlError when the files cannot be read."""
+@dataclass(frozen=True)
+class PolicyFiles:
+    """What ``control/`` says about TLS, read once (per delivery standalone, per settings
+    generation in qremoted, which rereads when a file is added to or removed from these
+    folders: that changes the folder, which its change check watches).
+
+    The precedence, strongest first: ``notlshosts/<mx>`` (plain text), then
+    ``tlshosts/<mx>.pem`` (required and verified), then ``tlshosts/exhaustivelist``
+    (plain text for hosts without a pem file), then opportunistic. Stronger sources to
+    come (a verified relay for AUTH, DANE, MTA-STS) take their row in :func:`decide`.
+    """
+
+    control: str
+    plain: frozenset[str] = frozenset()
+    """MX names with a ``notlshosts/`` file."""
+    pinned: frozenset[str] = frozenset()
+    """MX names with a ``tlshosts/<name>.pem`` file."""
+    exhaustive: bool = False
+    problem: str | None = None
+    """A policy folder that exists but cannot be read: every decision is then an error
+    (an unreadable tlshosts/ must never quietly turn required TLS into opportunistic)."""
+
+
+def _names(folder: str) -> tuple[list[str], str | None]:
+    """The entries of a folder ([] when it does not exist), or the error that hid them."""
+    try:
+        return os.listdir(folder), None
+    except (FileNotFoundError, NotADirectoryError):
+        return [], None
+    except OSError as e:
+        parts = folder.split(os.sep)
+        return [], f"{os.sep.join(parts[-2:])}: {e.strerror}"
+
+
+def read_policy_files(control_path: str) -> PolicyFiles:
+    plain, problem_plain = _names(os.path.join(control_path, "notlshosts"))
+    pinned, problem_pinned = _names(os.path.join(control_path, "tlshosts"))
+    return PolicyFiles(
+        control_path,
+        frozenset(plain),
+        frozenset(name[:-4] for name in pinned if name.endswith(".pem")),
+        "exhaustivelist" in pinned,
+        problem_plain or problem_pinned,
+    )
+
+
+def decide(files: PolicyFiles, mx: str) -> Policy:
+    """The policy for one MX host, from the files as read; ControlError when they could
+    not be read. Pure: no file is looked at here."""
+    if files.problem is not None:
+        raise ControlError(files.problem)
     name = _safe_name(mx)
     if name is None:
         return Policy(Mode.OPPORTUNISTIC)
-    if exists(os.path.join(control_path, "notlshosts", name)):
+    if name in files.plain:
         return Policy(Mode.PLAIN)
-    pem = os.path.join(control_path, "tlshosts", name + ".pem")
-    if exists(pem):
-        return Policy(Mode.REQUIRED, pem)
-    if exists(os.path.join(control_path, "tlshosts", "exhaustivelist")):
+    if name in files.pinned:
+        return Policy(Mode.REQUIRED, os.path.join(files.control, "tlshosts", name + ".pem"))
+    if files.exhaustive:
         return Policy(Mode.PLAIN)
     return Policy(Mode.OPPORTUNISTIC)
