@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from qremote import report
+from qremote.attempts import Event, HostAttempt, Next, Refusal, Walk
 from qremote.control import ControlDir, ControlError
 from qremote.groups import caps
 from qremote.groups import rules as group_rules
@@ -374,14 +375,9 @@ async def _each_host(job: _Job, host: str, chosen: list[Target]) -> Outcome:
     random among the lowest preference anyway.
     """
     origin = job.origin
-    order = chosen
-    if job.kept is not None:
-        first = [t for t in chosen if t.ip == job.kept.key.ip][:1]
-        order = first + [t for t in chosen if t not in first]
-    refusals: list[NextHost] = []
-    for target in order:
-        if not origin.serves(target.ip):
-            continue
+    served = frozenset(t.ip for t in chosen if origin.serves(t.ip))
+    walk = Walk(chosen, served, job.kept.key.ip if job.kept is not None else None)
+    for target in walk.order():
         live = job.kept is not None and job.kept.key.ip == target.ip
         if not live and await job.tcpto.skip(target.ip):
             continue
@@ -389,16 +385,10 @@ async def _each_host(job: _Job, host: str, chosen: list[Target]) -> Outcome:
         if isinstance(result, Outcome):
             return result
         if result is not None:
-            refusals.append(result)
-    if not refusals:
-        if not any(origin.serves(t.ip) for t in chosen):
-            note = f"No address of {host} is of the family of {origin.ip} ({origin.where})."
-            return _final(_with_notes(report.NOCONN, [note]))
-        return _final(report.NOCONN)
-    last = refusals[-1].report
-    if len(refusals) == len(chosen) and all(r.permanent for r in refusals):
-        return _final(last)
-    return _final(b"Z" + last[1:])
+            walk.refused(Refusal(result.report, result.permanent))
+    note = report.note_no_family(host, str(origin.ip), origin.where)
+    text, notes = walk.final(note)
+    return _final(_with_notes(text, notes))
 
 
 async def _open(job: _Job, target: Target, tls: TlsSetup | None) -> Session | None:
@@ -432,6 +422,7 @@ async def _try_host(job: _Job, target: Target) -> Outcome | NextHost | None:
     if kept is not None and kept.key != key:
         await kept.session.quit()  # the TLS files changed since it was opened
         kept = None
+    attempt = HostAttempt(tls is not None, tls is not None and tls.required)
     while True:
         if kept is not None:
             session = kept.session
@@ -440,6 +431,7 @@ async def _try_host(job: _Job, target: Target) -> Outcome | NextHost | None:
         else:
             opened = await _open(job, target, tls)
             if opened is None:
+                attempt.after(Event.UNREACHABLE)  # the next address
                 return None
             session = opened
             start, born, carried = None, time.monotonic(), 0
@@ -448,7 +440,8 @@ async def _try_host(job: _Job, target: Target) -> Outcome | NextHost | None:
             result = await session.run(start)
         except Dropped:
             await session.close()
-            if kept is not None and conv.state is State.RSET:
+            idle = kept is not None and conv.state is State.RSET
+            if attempt.after(Event.DIED_IDLE if idle else Event.OVER) is Next.NEW_CONNECTION:
                 kept = None  # it died while idle: nothing of this message was sent
                 continue
             return Outcome(
@@ -457,23 +450,25 @@ async def _try_host(job: _Job, target: Target) -> Outcome | NextHost | None:
             )
         except TlsFailed as e:
             await session.close()
-            if tls is not None and not tls.required:
-                notes.append(f"TLS to {target.ip} failed ({e}); retried without TLS")
+            if attempt.after(Event.TLS_FAILED) is Next.PLAIN:
+                notes.append(report.note_tls_retried(target.ip, str(e)))
                 tls = None
                 continue
-            return _final(f"ZConnected to {target.ip} but TLS failed: {e}. (#4.7.0)\n".encode())
+            return _final(report.tls_failed(target.ip, str(e)))
         except BaseException:
             session.abort()  # cancelled (qremoted stopping) or a bug: never leave it open
             raise
         final = result.final
         if isinstance(final, Stale):
             await session.close()
-            kept = None
-            continue
+            if attempt.after(Event.STALE) is Next.NEW_CONNECTION:
+                kept = None  # nothing of the message was sent on it
+                continue
+            return None
         if result.tls_info:
             notes.append(result.tls_info)
         if kept is not None:
-            notes.append(f"Reused the connection to {target.ip} (message {carried + 1} on it).")
+            notes.append(report.note_reused(target.ip, carried + 1))
         if isinstance(final, Finished):
             if final.open:
                 await _keep_or_quit(job, key, session, born, carried + 1)

@@ -80,6 +80,37 @@ def protocol_violation(partner: str, what: str, critical: bool) -> bytes:
     return f"ZConnected to {partner} but {what}. {dup}(#4.5.0)\n".encode()
 
 
+def tls_failed(partner: str, why: str) -> bytes:
+    """Required TLS could not be had with this host: retry later, never plain text."""
+    return f"ZConnected to {partner} but TLS failed: {why}. (#4.7.0)\n".encode()
+
+
+def tls_not_negotiated(partner: str) -> bytes:
+    """Required TLS, and the server did not offer STARTTLS."""
+    text = f"ZConnected to {partner} but TLS is required and was not negotiated. (#4.7.0)\n"
+    return text.encode()
+
+
+def no_recipient_accepted(partner: str) -> bytes:
+    """qmail's text when every recipient was refused (the recipient reports say why)."""
+    return f"DGiving up on {partner}.\n".encode()
+
+
+# -- the extra lines of a report (after the server's words), for the qmail-send log ---------
+
+
+def note_tls_retried(partner: str, why: str) -> str:
+    return f"TLS to {partner} failed ({why}); retried without TLS"
+
+
+def note_reused(partner: str, message: int) -> str:
+    return f"Reused the connection to {partner} (message {message} on it)."
+
+
+def note_no_family(host: str, source: str, where: str) -> str:
+    return f"No address of {host} is of the family of {source} ({where})."
+
+
 def sign_error(reason: str) -> bytes:
     """Signing was required and failed: retry later rather than send unsigned."""
     text = reason.replace("\0", "?").replace("\n", " ").strip()

@@ -220,13 +220,7 @@ class Conversation:
         """MAIL, then RCPTs: all at once with DATA when the server pipelines (RFC 2920)."""
         if self.require_tls and not self.tls:
             self.state = State.DONE
-            return [
-                Send(b"QUIT\r\n"),
-                Finished(
-                    f"ZConnected to {self.partner} but TLS is required and was not "
-                    "negotiated. (#4.7.0)\n".encode()
-                ),
-            ]
+            return [Send(b"QUIT\r\n"), Finished(report.tls_not_negotiated(self.partner))]
         self.state = State.MAIL
         if not self.extensions.pipelining:
             return [Send(self._mail_command())]
@@ -305,7 +299,7 @@ class Conversation:
             # Pipelined DATA may still be answered 354 by a broken server; QUIT then
             # lands inside an unfinished message, which the server must discard.
             self.state = State.DONE
-            text = f"DGiving up on {self.partner}.\n".encode()
+            text = report.no_recipient_accepted(self.partner)
             return [*actions, Send(b"QUIT\r\n"), Finished(text)]
         self.state = State.DATA
         if not self.extensions.pipelining:
