@@ -20,9 +20,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from qremote.delivery import deliver, load_settings  # noqa: E402
+from qremote.delivery import deliver  # noqa: E402
 from qremote.groups.filelocks import FileBackend  # noqa: E402
 from qremote.groups.shared import SharedBackend  # noqa: E402
+from qremote.settings import load_settings  # noqa: E402
 from tests.support import qmailhome  # noqa: E402
 from tests.support.redisserver import RedisServer  # noqa: E402
 from tests.support.smtpserver import ScriptedServer, free_port  # noqa: E402

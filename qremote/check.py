@@ -16,6 +16,7 @@ from qremote.groups import rules as group_rules
 from qremote.routing import source
 from qremote.routing.dnserrors import parse_nameserver
 from qremote.routing.routes import RouteError, parse_relay
+from qremote.settings import CONTROL_FILES, integer
 from qremote.signing.keys import KeyProblem, KeyStore
 from qremote.signing.sign import load_config
 
@@ -30,11 +31,12 @@ def _guard(fn) -> Iterator[str]:
 def _basics(control: ControlDir) -> Iterator[str]:
     if control.line("helohost") is None and control.line("me") is None:
         yield "control/me and control/helohost are both missing"
-    for name, default in (("timeoutconnect", 60), ("timeoutremote", 1200)):
-        try:
-            control.integer(name, default)
-        except ControlError as e:
-            yield str(e)
+    for entry in CONTROL_FILES:  # every whole-number file, whoever reads it
+        if entry.kind == "integer":
+            try:
+                integer(control, entry.name)
+            except ControlError as e:
+                yield str(e)
     for value in control.mapping("smtproutes").values():
         try:
             parse_relay(value)
@@ -50,11 +52,6 @@ def _basics(control: ControlDir) -> Iterator[str]:
     except ControlError as e:
         yield str(e)
     yield from group_rules.parse(control.lines("mxgroups") or [])[1]
-    for name in ("mxgroupwait", "sharedlease", "reuseidle", "reusemessages", "reuseage"):
-        try:
-            control.integer(name, 60)
-        except ControlError as e:
-            yield str(e)
     url = (control.line("sharedstate") or "").strip()
     if url and not url.startswith(("redis://", "rediss://", "unix://")):
         yield f"control/sharedstate: {url!r} is not a redis:// URL"
@@ -297,4 +294,4 @@ def problems(home: str, user: str = "qmailr") -> list[str]:
     found.extend(_guard(lambda: _backends(control)))
     found.extend(_install(home))
     found.extend(_daemon(home, user))
-    return found
+    return list(dict.fromkeys(found))  # a file two checks read is named once

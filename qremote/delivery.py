@@ -2,37 +2,30 @@
 
 It is the pipeline of docs/DESIGN.md section 3: check the message, resolve the route, then for
 each address in order skip it if tcpto says so, connect, and hold the SMTP conversation.
-It keeps no global state, so a daemon can run many of these at once.
+It keeps no global state, so a daemon can run many of these at once. What it reads
+from control/ comes in a :class:`~qremote.settings.Settings`.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from qremote import report
 from qremote.attempts import Event, HostAttempt, Next, Refusal, Walk
-from qremote.control import ControlDir, ControlError
+from qremote.control import ControlError
 from qremote.groups import caps
 from qremote.groups import rules as group_rules
 from qremote.routing import routes, source
-from qremote.routing.dnserrors import DnsHard, DnsSoft, NullMx, ip_literal, parse_nameserver
-from qremote.routing.ipme import local_addresses
+from qremote.routing.dnserrors import DnsHard, DnsSoft, NullMx, ip_literal
 from qremote.routing.mx import Target, usable
-from qremote.signing.sign import (
-    SignConfig,
-    SigningError,
-    Unsignable,
-    load_config,
-    sign_message,
-    store_for,
-)
+from qremote.settings import Settings, load_settings
+from qremote.signing.sign import SigningError, Unsignable, sign_message, store_for
 from qremote.smtp.body import Body, has_partial_final_line, is_eight_bit
 from qremote.smtp.conversation import Conversation, Envelope, Finished, NextHost, Stale, State
-from qremote.smtp.pool import ConnectionPool, Kept, Key, Limits
+from qremote.smtp.pool import ConnectionPool, Kept, Key
 from qremote.smtp.session import (
     ConnectFailed,
     Dropped,
@@ -45,72 +38,12 @@ from qremote.smtp.session import (
 from qremote.tcpto.shared import SharedTcpto
 from qremote.tcpto.store import Tcpto, TcptoFiles
 from qremote.tls import contexts
-from qremote.tls.policy import Mode, PolicyFiles, decide, read_policy_files
+from qremote.tls.policy import Mode, decide, read_policy_files
+
+__all__ = ["Outcome", "Resources", "Settings", "deliver", "load_settings"]
 
 if TYPE_CHECKING:  # dnspython is imported only when a name must be looked up
     from dns.asyncresolver import Resolver as AsyncResolver
-
-
-@dataclass
-class Settings:
-    """Everything a delivery reads from control files, loaded once."""
-
-    home: str
-    control: ControlDir
-    helo: str
-    routes: dict[str, str]
-    timeout_connect: int
-    timeout_remote: int
-    local: set[str] = field(default_factory=set)
-    nameservers: list = field(default_factory=list)
-    signing: SignConfig = field(default_factory=SignConfig)
-    bindings: dict = field(default_factory=dict)
-    outgoing_ip: str | None = None
-    groups: group_rules.Rules = field(default_factory=group_rules.Rules)
-    group_wait: int = 60
-    shared_state: str | None = None
-    shared_lease: int = 60
-    reuse: Limits = field(default_factory=Limits)
-    """Connection reuse; only a long-lived process (qremoted) has a pool to reuse from."""
-    tls_files: PolicyFiles | None = None
-    """What control/tlshosts and control/notlshosts say, read with the rest."""
-
-
-def load_settings(home: str) -> Settings:
-    """Read the control files qmail-remote needs; ControlError names the one at fault."""
-    control = ControlDir(os.path.join(home, "control"))
-    helo, where = control.line("helohost"), "control/helohost"
-    if helo is None:
-        helo, where = control.line("me"), "control/me"
-    if helo is None:
-        raise ControlError("control/me and control/helohost are both missing")
-    if not helo:
-        raise ControlError("control/helohost (or control/me) is empty")
-    if not helo.isascii() or not helo.isprintable():
-        raise ControlError(f"{where}: {helo!r} is not a host name (not printable ASCII)")
-    return Settings(
-        home=home,
-        control=control,
-        helo=helo,
-        routes=control.mapping("smtproutes"),
-        timeout_connect=control.integer("timeoutconnect", 60),
-        timeout_remote=control.integer("timeoutremote", 1200),
-        local=local_addresses(control),
-        nameservers=[parse_nameserver(line) for line in control.listing("nameservers")],
-        signing=load_config(control),
-        bindings=source.parse_bindings(control.lines("domainbindings") or []),
-        outgoing_ip=source.parse_outgoing_ip(control.line("outgoingip")),
-        groups=group_rules.parse(control.lines("mxgroups") or [])[0],
-        group_wait=control.integer("mxgroupwait", 60),
-        shared_state=(control.line("sharedstate") or "").strip() or None,
-        shared_lease=control.integer("sharedlease", 60),
-        reuse=Limits(
-            idle=control.integer("reuseidle", 5),
-            messages=control.integer("reusemessages", 100),
-            age=control.integer("reuseage", 300),
-        ),
-        tls_files=read_policy_files(control.path),
-    )
 
 
 @dataclass

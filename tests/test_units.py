@@ -234,3 +234,10 @@ def test_required_tls_without_starttls_offered_is_temporary():
     c.receive(r(b"220 hi\r\n"))
     acts = c.receive(r(b"250 mx\r\n"))
     assert isinstance(acts[-1], Finished) and acts[-1].report.startswith(b"Z")
+
+
+def test_the_thin_clients_usage_text_is_qmails():
+    from qremote import report
+    from qremote.cli import qmail_remote
+
+    assert qmail_remote.USAGE == report.USAGE + b"\0"

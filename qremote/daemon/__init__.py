@@ -1,6 +1,8 @@
-"""qremoted: the long-lived delivery process and the thin client that talks to it.
+"""qremoted: the long-lived delivery process and the thin clients that talk to it.
 
-``wire`` is the byte protocol between them (sans I/O), ``client`` is what the thin
-``qmail-remote`` runs (standard library only: it starts once per delivery), ``server``
-is the asyncio daemon, ``pool`` keeps idle SMTP connections between deliveries.
+``wire`` is the byte protocol between them (sans I/O); ``client`` is the Python thin
+client (standard library only: it starts once per delivery) and ``thinclient.c`` the
+compiled one, built by ``compiled``; ``server`` is the asyncio daemon; ``service`` writes
+the files that run it under daemontools or systemd. The idle SMTP connections it keeps
+between deliveries are ``qremote.smtp.pool``'s.
 """

@@ -31,8 +31,9 @@ from qremote import report
 from qremote.control import ControlError
 from qremote.daemon import wire
 from qremote.daemon.client import RELATIVE_PATH, SOCKET_NAME
-from qremote.delivery import Resources, Settings, deliver, load_settings
+from qremote.delivery import Resources, deliver
 from qremote.fdutil import write_all
+from qremote.settings import Settings, load_settings
 from qremote.smtp.pool import ConnectionPool
 from qremote.tls import contexts
 
