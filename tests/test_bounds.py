@@ -101,10 +101,14 @@ def test_header_block_end_across_the_read_chunk_boundary(shift):
     line = b"X-Pad: " + b"p" * 70 + b"\n"
     head = line * ((CHUNK + shift) // len(line))
     head += b"X-Last: " + b"q" * (CHUNK + shift - len(head) - 9) + b"\n"
-    message = head + b"\nbody\n"
+    assert _block_end(head + b"\nbody\n") == len(head) + 1
+
+
+def _block_end(message: bytes) -> int:
+    """header_block_end on ``message`` held in a memory file, as the filter holds it."""
     fd = memory_file("test", message)
     try:
-        assert header_block_end(fd, len(message)) == len(head) + 1
+        return header_block_end(fd, len(message))
     finally:
         os.close(fd)
 
@@ -118,12 +122,7 @@ def _header_with_line_end_at(offset: int, total: int) -> bytes:
 @pytest.mark.parametrize("before", range(1, 6))
 def test_line_end_just_before_the_chunk_boundary_is_not_an_empty_header_block(before):
     head = _header_with_line_end_at(CHUNK - before, 2 * CHUNK + 5000)
-    message = head + b"\nbody\n"
-    fd = memory_file("test", message)
-    try:
-        assert header_block_end(fd, len(message)) == len(head) + 1
-    finally:
-        os.close(fd)
+    assert _block_end(head + b"\nbody\n") == len(head) + 1
 
 
 def test_forged_verdict_after_a_header_block_over_2mb_is_renamed(site, queue):

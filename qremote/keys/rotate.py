@@ -40,7 +40,7 @@ import fcntl
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives import serialization
 
@@ -303,49 +303,58 @@ def _kind_of(folder: str, selector: str, info: dict) -> str | None:
     return "ed25519" if isinstance(key, ed25519.Ed25519PrivateKey) else "rsa"
 
 
-def _trouble(state: dict, selector: str, e: DnsTrouble, problems: list[str], domain: str) -> None:
-    """Remember what held a selector up (``qremote check`` says it after a day)."""
-    state[selector]["problem"] = str(e)
-    if e.person:
-        problems.append(f"{domain}: {e}")
+@dataclass
+class _Step:
+    """One run's work on one domain: what every step reads, and what needs a person."""
+
+    control: str
+    domain: str
+    config: Config
+    dns: Dns
+    now: int
+    log: Callable[[str], None]
+    folder: str = ""
+    state: dict[str, dict] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.folder = os.path.join(self.control, "domainkeys", self.domain)
+        self.state = load_state(self.folder)
+
+    def save(self) -> None:
+        save_state(self.folder, self.state)
+
+    def trouble(self, selector: str, e: DnsTrouble) -> None:
+        """Remember what held a selector up (``qremote check`` says it after a day)."""
+        self.state[selector]["problem"] = str(e)
+        if e.person:
+            self.problems.append(f"{self.domain}: {e}")
+        self.save()
 
 
 def rotate_domain(
     control: str, domain: str, config: Config, dns_side: Dns, now: int, log: Callable[[str], None]
 ) -> list[str]:
     """One step for each kind of key of one domain; the problems that need a person."""
-    folder = os.path.join(control, "domainkeys", domain)
-    problems: list[str] = []
-    state = load_state(folder)
-    if not any(_active_selector(folder, link) for _, link in KINDS):
-        if os.path.exists(os.path.join(folder, "default")):
+    step = _Step(control, domain, config, dns_side, now, log)
+    if not any(_active_selector(step.folder, link) for _, link in KINDS):
+        if os.path.exists(os.path.join(step.folder, "default")):
             log(
                 f"{domain}: skipped: 'default' is a plain file; rotation needs <selector>.pem "
                 "and a default symlink"
             )
-        return problems
+        return step.problems
     for kind, link in KINDS:
-        active = _active_selector(folder, link)
+        active = _active_selector(step.folder, link)
         if active is not None:
-            _rotate_kind(control, domain, folder, state, kind, active, config, dns_side, now, log,
-                         problems)  # fmt: skip
-    _withdraw(domain, folder, state, config, dns_side, now, log, problems)
-    return problems
+            _rotate_kind(step, kind, active)
+    _withdraw(step)
+    return step.problems
 
 
-def _rotate_kind(
-    control: str,
-    domain: str,
-    folder: str,
-    state: dict,
-    kind: str,
-    active: str,
-    config: Config,
-    dns_side: Dns,
-    now: int,
-    log: Callable[[str], None],
-    problems: list[str],
-) -> None:
+def _rotate_kind(step: _Step, kind: str, active: str) -> None:
+    domain, folder, state, now, log = step.domain, step.folder, step.state, step.now, step.log
+    config, dns_side = step.config, step.dns
     if active not in state or state[active]["state"] != "active":
         state[active] = {
             "state": "active",
@@ -361,7 +370,7 @@ def _rotate_kind(
             ):
                 state[selector] = {"state": "retiring", "since": now, "kind": kind}
                 log(f"{domain}: {selector} retiring (switch completed)")
-        save_state(folder, state)
+        step.save()
 
     waiting = [
         s
@@ -371,11 +380,11 @@ def _rotate_kind(
     born = key_born(os.path.join(folder, f"{active}.pem"))
     if not waiting and now - born >= config.period:
         today = datetime.datetime.fromtimestamp(now, datetime.UTC).date()
-        path, _ = manage.new_key(control, domain, kind=kind, today=today, inactive=True)
+        path, _ = manage.new_key(step.control, domain, kind=kind, today=today, inactive=True)
         os.utime(path, (now, now))  # made now, by the job's clock
         selector = os.path.basename(path)[:-4]
         state[selector] = {"state": "pending", "since": now, "kind": kind}
-        save_state(folder, state)
+        step.save()
         log(f"{domain}: made {selector} ({'rsa 2048' if kind == 'rsa' else kind}), pending")
         waiting = [selector]
 
@@ -388,54 +397,44 @@ def _rotate_kind(
                 dns_side.publish(domain, selector, key)
             except DnsTrouble as e:
                 log(f"{domain}: {selector} not published yet: {e}")
-                _trouble(state, selector, e, problems, domain)
-                save_state(folder, state)
+                step.trouble(selector, e)
                 continue
             how = "sent to the primary" if config.primary else f"publish {selector}.zone by hand"
             state[selector] = {"state": "published", "since": now, "kind": kind}
-            save_state(folder, state)
+            step.save()
             log(f"{domain}: {selector} published ({how})")
         try:
             lacking = dns_side.missing(domain, selector, key)
         except DnsTrouble as e:
             log(f"{domain}: {selector} not verified: {e}")
-            _trouble(state, selector, e, problems, domain)
-            save_state(folder, state)
+            step.trouble(selector, e)
             continue
         if lacking:
             log(f"{domain}: {selector} waiting: not yet served by {', '.join(lacking)}")
             continue
-        manage.activate(control, domain, selector)
+        manage.activate(step.control, domain, selector)
         state[active] = {"state": "retiring", "since": now, "kind": kind}
         state[selector] = {"state": "active", "since": now, "kind": kind}
-        save_state(folder, state)
+        step.save()
         log(f"{domain}: {selector} is active; {active} retiring")
 
 
-def _withdraw(
-    domain: str,
-    folder: str,
-    state: dict,
-    config: Config,
-    dns_side: Dns,
-    now: int,
-    log: Callable[[str], None],
-    problems: list[str],
-) -> None:
+def _withdraw(step: _Step) -> None:
+    domain, folder, state, now, log = step.domain, step.folder, step.state, step.now, step.log
+    config = step.config
     for selector, info in sorted(state.items()):
         if info["state"] == "retiring" and now - info["since"] >= config.grace:
             try:
-                dns_side.withdraw(domain, selector)
+                step.dns.withdraw(domain, selector)
             except DnsTrouble as e:
                 log(f"{domain}: {selector} not withdrawn yet: {e}")
-                _trouble(state, selector, e, problems, domain)
-                save_state(folder, state)
+                step.trouble(selector, e)
                 continue
             zone = os.path.join(folder, f"{selector}.zone")
             if os.path.exists(zone):
                 os.unlink(zone)
             state[selector] = {"state": "retired", "since": now, "kind": info.get("kind")}
-            save_state(folder, state)
+            step.save()
             how = "" if config.primary else " (remove its record by hand)"
             log(f"{domain}: {selector} withdrawn{how}, retired")
             if config.reveal_dir:
