@@ -73,7 +73,8 @@ ALGORITHMS = {b"rsa-sha256": (b"rsa", b"sha256"), b"ed25519-sha256": (b"ed25519"
 CANONS = (b"simple", b"relaxed")
 REQUIRED = (b"v", b"a", b"b", b"bh", b"d", b"h", b"s")
 CLOCK_SLOP = 36000
-"""Seconds a t= may lie in the future (a sender's clock may be wrong; dkimpy's 10 hours)."""
+"""Seconds a sender's clock may be off (dkimpy's 10 hours): a t= that far in the future,
+an x= that far in the past, are still taken as the sender meant them."""
 
 _BASE64 = re.compile(rb"^[A-Za-z0-9+/ \t\r\n]*={0,2}[ \t\r\n]*$")
 _LABEL = rb"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?"
@@ -148,7 +149,7 @@ def signature_problem(value: bytes, now: int) -> tuple[Finding | None, dict[byte
         return _finding("future"), tags
     if t is not None and x is not None and x < t:
         return _finding("order"), tags
-    if x is not None and x < now:
+    if x is not None and x + CLOCK_SLOP < now:
         return _finding("expired"), tags
     return None, tags
 
