@@ -14,7 +14,7 @@ from qremote.cli.install import is_compiled, is_wrapper
 from qremote.control import ControlDir, ControlError
 from qremote.groups import rules as group_rules
 from qremote.routing import source
-from qremote.routing.dnserrors import parse_nameserver
+from qremote.routing.addresses import parse_nameserver
 from qremote.routing.routes import RouteError, parse_relay
 from qremote.settings import CONTROL_FILES, integer
 from qremote.signing.keys import KeyProblem, KeyStore

@@ -19,7 +19,8 @@ from qremote.control import ControlError
 from qremote.groups import caps
 from qremote.groups import rules as group_rules
 from qremote.routing import routes, source
-from qremote.routing.dnserrors import DnsHard, DnsSoft, NullMx, ip_literal
+from qremote.routing.addresses import ip_literal
+from qremote.routing.dnserrors import DnsHard, DnsSoft, NullMx
 from qremote.routing.mx import Target, usable
 from qremote.settings import Settings, load_settings
 from qremote.signing.sign import SigningError, Unsignable, sign_message, store_for

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from qremote.control import ControlDir, ControlError
 from qremote.groups import rules as group_rules
 from qremote.routing import source
-from qremote.routing.dnserrors import parse_nameserver
+from qremote.routing.addresses import parse_nameserver
 from qremote.routing.ipme import local_addresses
 from qremote.signing.sign import SignConfig, load_config
 from qremote.smtp.pool import Limits

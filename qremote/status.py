@@ -67,7 +67,7 @@ async def _shared(url: str) -> list[str]:
         await backend.close()
 
 
-def report(home: str) -> str:
+def text(home: str) -> str:
     control = ControlDir(os.path.join(home, "control"))
     local = FileBackend(os.path.join(home, "qremote"))
     lines = [f"MX groups, local ({local.root}):", *_group_lines(local.status())]

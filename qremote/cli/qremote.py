@@ -114,7 +114,7 @@ def _keys(args: argparse.Namespace) -> str:
         if args.keys_command == "dns":
             return manage.dns_text(control, args.domain)
         return manage.list_text(control)
-    except manage.KeyError_ as e:
+    except manage.KeyCommandError as e:
         raise CommandFailed(str(e)) from None
 
 
@@ -143,9 +143,9 @@ def _daemon(args: argparse.Namespace) -> str:
 
 
 def _status(args: argparse.Namespace) -> str:
-    from qremote.status import report
+    from qremote.status import text
 
-    return report(qmail_home())
+    return text(qmail_home())
 
 
 class CheckFailed(Exception):

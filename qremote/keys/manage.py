@@ -24,7 +24,7 @@ MIN_BITS = 1024
 DEFAULT_BITS = 2048
 
 
-class KeyError_(Exception):
+class KeyCommandError(Exception):
     """The key cannot be made as asked; the message says why."""
 
 
@@ -40,7 +40,7 @@ def default_selector(kind: str, folder: str, today: datetime.date) -> str:
 def _check_domain(domain: str) -> str:
     domain = domain.lower().rstrip(".")
     if not domain or "/" in domain or domain.startswith(".") or " " in domain:
-        raise KeyError_(f"{domain!r} is not a domain name")
+        raise KeyCommandError(f"{domain!r} is not a domain name")
     return domain
 
 
@@ -60,7 +60,7 @@ def new_key(
     key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
     if kind == "rsa":
         if bits < MIN_BITS or (bits < DEFAULT_BITS and not force):
-            raise KeyError_(
+            raise KeyCommandError(
                 f"{bits}-bit RSA is too weak (RFC 8301); use 2048 or more"
                 + (" (1024 only with --force)" if bits >= MIN_BITS else "")
             )
@@ -68,15 +68,15 @@ def new_key(
     elif kind == "ed25519":
         key = ed25519.Ed25519PrivateKey.generate()
     else:
-        raise KeyError_(f"--type {kind!r}: rsa or ed25519")
+        raise KeyCommandError(f"--type {kind!r}: rsa or ed25519")
     folder = os.path.join(control, "domainkeys", domain)
     os.makedirs(folder, mode=0o700, exist_ok=True)
     selector = selector or default_selector(kind, folder, today or datetime.date.today())
     if not selector.replace("-", "").replace("_", "").isalnum():
-        raise KeyError_(f"selector {selector!r}: letters, digits, '-' and '_' only")
+        raise KeyCommandError(f"selector {selector!r}: letters, digits, '-' and '_' only")
     path = os.path.join(folder, f"{selector}.pem")
     if os.path.exists(path):
-        raise KeyError_(f"{path} exists already")
+        raise KeyCommandError(f"{path} exists already")
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -85,7 +85,7 @@ def new_key(
     try:
         write_file(path, pem, 0o600, replace=False)
     except FileExistsError:
-        raise KeyError_(f"{path} exists already") from None
+        raise KeyCommandError(f"{path} exists already") from None
     if os.geteuid() == 0:
         try:
             pw = pwd.getpwnam(user)
@@ -121,11 +121,11 @@ def activate(control: str, domain: str, selector: str) -> str:
         with open(path, "rb") as f:
             key = serialization.load_pem_private_key(f.read(), password=None)
     except (OSError, ValueError, TypeError) as e:
-        raise KeyError_(f"{path}: not a usable key ({e})") from None
+        raise KeyCommandError(f"{path}: not a usable key ({e})") from None
     name = "ed25519" if isinstance(key, ed25519.Ed25519PrivateKey) else "default"
     link = os.path.join(folder, name)
     if os.path.exists(link) and not os.path.islink(link):
-        raise KeyError_(f"{link} is a plain key file; move it to <selector>.pem first")
+        raise KeyCommandError(f"{link} is a plain key file; move it to <selector>.pem first")
     tmp = os.path.join(folder, f".{name}.{os.getpid()}")
     os.symlink(f"{selector}.pem", tmp)
     os.rename(tmp, link)
@@ -194,7 +194,7 @@ def domain_keys(control: str, domain: str) -> list[KeyInfo]:
 def dns_text(control: str, domain: str) -> str:
     keys = domain_keys(control, domain)
     if not keys:
-        raise KeyError_(f"no keys for {domain} in control/domainkeys")
+        raise KeyCommandError(f"no keys for {domain} in control/domainkeys")
     return "\n".join(records.zone_lines(k.domain, k.selector, k.key) for k in keys)
 
 

@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives import serialization
 from qremote.atomic import write_file
 from qremote.control import ControlDir, ControlError
 from qremote.keys import manage, records
-from qremote.routing.dnserrors import parse_nameserver
+from qremote.routing.addresses import parse_nameserver
 
 DAY = 86400
 STATE_FILE = "rotation.json"

@@ -20,7 +20,8 @@ import dns.rdatatype
 import dns.resolver
 
 from qremote.limits import DNS_MAX_MX_HOSTS, DNS_MAX_TARGETS, DNS_TOTAL, DNS_TRY
-from qremote.routing.dnserrors import DnsHard, DnsSoft, NullMx, ip_literal
+from qremote.routing.addresses import ip_literal
+from qremote.routing.dnserrors import DnsHard, DnsSoft, NullMx
 from qremote.routing.mx import Target, order
 
 

@@ -40,7 +40,7 @@ def _covered(after: list[Header], names: list[bytes] | None) -> list[Header]:
     return out
 
 
-def _one(msg: Message, index: int, lookup: TxtLookup) -> Result:
+def _signature_result(msg: Message, index: int, lookup: TxtLookup) -> Result:
     sig_header = msg.headers[index]
     tags = parse_tags(sig_header.value)
     domain = tags.get(b"d", b"").decode("ascii", "replace").lower()
@@ -115,5 +115,5 @@ def verify(message: bytes, lookup: TxtLookup) -> list[Result]:
             why = "not evaluated: the time for verifying this message (dkimverifytimeout) ran out"
             results.append(Result("domainkeys", "temperror", why))
         else:
-            results.append(_one(msg, i, lookup))
+            results.append(_signature_result(msg, i, lookup))
     return results

@@ -118,7 +118,7 @@ class _BodyHashes:
         return max(0, len(self.bodies[body_c]) - int(length))
 
 
-def _one(
+def _signature_result(
     checker: dkim.DKIM,
     field: tuple[bytes, bytes],
     index: int,
@@ -205,8 +205,9 @@ def verify(message: bytes, lookup: TxtLookup, unsigned_tail: str = "pass") -> li
     now = int(time.time())
     for i, field in enumerate(fields):
         handler.messages.clear()
-        results.append(
-            _one(checker, field, i, lookup, hashes, now, unsigned_tail, handler.messages)
+        result = _signature_result(
+            checker, field, i, lookup, hashes, now, unsigned_tail, handler.messages
         )
+        results.append(result)
     logger.removeHandler(handler)
     return results

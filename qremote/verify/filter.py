@@ -182,7 +182,7 @@ def _log(text: str) -> None:
 def build(home: str, message_fd: int, size: int) -> tuple[int, Verdict | None]:
     """Verify and write the new message; (fd of the new message, policy verdict or None)."""
     from qremote.control import ControlDir, ControlError
-    from qremote.routing.dnserrors import parse_nameserver
+    from qremote.routing.addresses import parse_nameserver
     from qremote.signing.choose import domain_of
     from qremote.signing.message import parse as parse_message
     from qremote.verify import dkcheck, dkimcheck, policy, results
