@@ -9,7 +9,9 @@ import socket
 import pytest
 
 from qremote.daemon import client, wire
-from qremote.daemon.server import Daemon, InFlight, allowed, control_signature
+from qremote.daemon.generations import control_signature
+from qremote.daemon.listener import allowed
+from qremote.daemon.server import Daemon, InFlight
 from qremote.smtp.conversation import Conversation, Envelope, Finished, Send, SendBody, Stale
 from qremote.smtp.pool import Limits, keepable
 from qremote.smtp.replies import ReplyParser

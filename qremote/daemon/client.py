@@ -12,7 +12,7 @@ import sys
 
 from qremote.daemon import wire
 
-SOCKET_NAME = "qremoted.sock"
+SOCKET_NAME = wire.SOCKET_NAME
 
 LOST = (
     b"Zqremoted stopped answering during the delivery; the message may or may not have "
@@ -41,9 +41,7 @@ def stall_timeout(accepted_payload: bytes) -> float | None:
     return interval * STALL_BEATS
 
 
-RELATIVE_PATH = "qremote/" + SOCKET_NAME
-"""Relative to the qmail home (qmail-remote's working directory): a Unix socket path
-may not exceed 107 bytes, a qmail home may be long."""
+RELATIVE_PATH = wire.RELATIVE_PATH
 
 
 def _connect(home: str):

@@ -10,6 +10,11 @@ or on SIGHUP), a caching DNS resolver, the Redis backend, idle SMTP connections,
 Before the daemon answers ``A`` nothing of the message has left, so the client may
 deliver it itself; the daemon therefore refuses (``N``) rather than fail whenever it
 cannot take a delivery cleanly: shutting down, sign-only mode, stdin not a file.
+
+This module is the runner: the lock, the accept loop, each delivery with its heartbeats,
+SIGTERM and SIGHUP. Its parts: ``listener`` (who may talk, reading a request and the
+queue file), ``generations`` (the settings and what is built from them), ``formatting``
+(the log line and the status text), ``wire`` (the frames).
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ import os
 import signal
 import socket
 import stat
-import struct
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -30,15 +34,15 @@ from typing import TYPE_CHECKING
 from qremote import report
 from qremote.control import ControlError
 from qremote.daemon import wire
-from qremote.daemon.client import RELATIVE_PATH, SOCKET_NAME
-from qremote.delivery import Resources, deliver
+from qremote.daemon.formatting import delivery_line, status_text
+from qremote.daemon.generations import SettingsCache
+from qremote.daemon.listener import allowed, peer_credentials, read_queue_file, read_request
+from qremote.daemon.wire import RELATIVE_PATH, SOCKET_NAME
+from qremote.delivery import deliver
 from qremote.fdutil import write_all
-from qremote.settings import Settings, load_settings
-from qremote.smtp.pool import ConnectionPool
-from qremote.tls import contexts
 
 if TYPE_CHECKING:
-    from qremote.groups.caps import SharedState
+    pass
 
 REQUEST_TIMEOUT = 30.0
 """A client that connects and says nothing is dropped after this long."""
@@ -54,131 +58,6 @@ class StartError(Exception):
     """The daemon cannot start; the message says why."""
 
 
-def allowed(peer_uid: int, own_uid: int) -> bool:
-    """Only the user the daemon runs as (qmailr) and root may hand it deliveries."""
-    return peer_uid in (0, own_uid)
-
-
-def peer_credentials(sock: socket.socket) -> tuple[int, int]:
-    """(pid, uid) of the process at the other end, from the kernel (SO_PEERCRED)."""
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, _gid = struct.unpack("3i", raw)
-    return pid, uid
-
-
-def control_signature(control: str) -> tuple:
-    """What changes when any file directly in ``control/`` is edited, added or removed.
-
-    Editors and ``qremote keys`` replace files by rename, which changes the inode; an
-    in-place edit changes mtime or size. Keys have their own stat-keyed cache.
-    """
-    entries = []
-    try:
-        with os.scandir(control) as it:
-            for entry in it:
-                try:
-                    st = entry.stat()
-                except OSError:
-                    continue
-                entries.append((entry.name, st.st_ino, st.st_mtime_ns, st.st_size))
-    except OSError:
-        return ()
-    return tuple(sorted(entries))
-
-
-def read_queue_file(fd: int) -> bytes:
-    """The message from the client's stdin, from its current offset, without moving it:
-    if the client ends up delivering in-process it reads the same bytes."""
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        raise OSError("not a regular file")
-    offset = os.lseek(fd, 0, os.SEEK_CUR)
-    chunks: list[bytes] = []
-    while True:
-        chunk = os.pread(fd, 1 << 20, offset)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-        offset += len(chunk)
-
-
-class Generation:
-    """Settings and what is built from them, replaced together when control/ changes."""
-
-    def __init__(self, settings: Settings, shared) -> None:
-        import dns.resolver
-
-        from qremote.routing import resolve
-
-        self.settings = settings
-        resolver = resolve.make_resolver(
-            settings.nameservers, settings.timeout_connect, settings.timeout_remote
-        )
-        resolver.cache = dns.resolver.LRUCache(100_000)  # honours each answer's TTL
-        self.resources = Resources(resolver, shared, ConnectionPool(settings.reuse))
-
-
-class SettingsCache:
-    """The current :class:`Generation`, rebuilt when ``control/`` changes or on SIGHUP."""
-
-    def __init__(self, home: str) -> None:
-        self.home = home
-        self.control = os.path.join(home, "control")
-        self.current: Generation | None = None
-        self._signature: tuple | None = None
-        self._shared: dict[tuple[str, int], SharedState | None] = {}
-        """Redis backends by (url, lease), kept for the process: in-flight deliveries may
-        still hold leases renewed through an older one."""
-        self.retired: list[ConnectionPool] = []
-        self._closing: set[asyncio.Task] = set()
-
-    def get(self) -> Generation:
-        """The current generation, reloaded first if control/ changed.
-
-        A bad control file raises ControlError (the delivery is deferred with qmail's
-        text) and is read again on the next delivery. On a reload the old pool's idle
-        connections are closed: they were opened under the old settings.
-        """
-        signature = control_signature(self.control)
-        if self.current is None or signature != self._signature:
-            settings = load_settings(self.home)
-            old = self.current
-            self.current = Generation(settings, self._shared_for(settings))
-            self._signature = signature
-            # Deliveries in flight may still return connections to the old pool.
-            self.retired = [pool for pool in self.retired if len(pool)]
-            if old is not None and old.resources.pool is not None:
-                self.retired.append(old.resources.pool)
-                task = asyncio.get_running_loop().create_task(old.resources.pool.close())
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
-        return self.current
-
-    def forget(self) -> None:
-        """SIGHUP: read everything again on the next delivery."""
-        self._signature = None
-        contexts.forget()
-
-    def _shared_for(self, settings: Settings) -> SharedState | None:
-        if not settings.shared_state:
-            return None
-        key = (settings.shared_state, settings.shared_lease)
-        if key not in self._shared:
-            from qremote.groups.caps import shared_backend
-
-            self._shared[key] = shared_backend(*key)
-        return self._shared[key]
-
-    async def close(self) -> None:
-        pools = list(self.retired)
-        if self.current is not None and self.current.resources.pool is not None:
-            pools.append(self.current.resources.pool)
-        for pool in pools:
-            await pool.close()
-        for backend in self._shared.values():
-            if backend is not None:
-                await backend.close()
-
-
 @dataclass
 class InFlight:
     pid: int
@@ -188,50 +67,6 @@ class InFlight:
     started: float = field(default_factory=time.monotonic)
     owed: bytes = b""
     """The part of a heartbeat the socket did not take; it goes out ahead of the report."""
-
-
-def _wake(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-async def _recvmsg(sock: socket.socket) -> tuple[bytes, list]:
-    """recvmsg on a non-blocking socket; asyncio has no such call of its own."""
-    loop = asyncio.get_running_loop()
-    space = socket.CMSG_SPACE(MAX_FDS * 4)
-    while True:
-        try:
-            data, ancillary, _flags, _addr = sock.recvmsg(1 << 16, space, socket.MSG_CMSG_CLOEXEC)
-            return data, ancillary
-        except (BlockingIOError, InterruptedError):
-            pass
-        ready = loop.create_future()
-        loop.add_reader(sock.fileno(), _wake, ready)
-        try:
-            await ready
-        finally:
-            loop.remove_reader(sock.fileno())
-
-
-async def read_request(sock: socket.socket, fds: list[int]) -> tuple[bytes, bytes]:
-    """One request frame; descriptors that came with it are appended to ``fds``."""
-    reader = wire.FrameReader()
-    while True:
-        data, ancillary = await _recvmsg(sock)
-        for level, kind, cdata in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                usable = len(cdata) - len(cdata) % 4
-                fds.extend(int.from_bytes(cdata[i : i + 4], "little") for i in range(0, usable, 4))
-        if not data:
-            raise ConnectionError("the client closed before sending its request")
-        frames = reader.feed(data)
-        if frames:
-            return frames[0]
-
-
-def _one_line(data: bytes, limit: int = 300) -> str:
-    text = data.rstrip(b"\0\n").decode("utf-8", "replace")
-    return text.replace("\n", " / ")[:limit]
 
 
 HEARTBEAT = 20.0
@@ -435,15 +270,8 @@ class Daemon:
             del self.inflight[task]
         self.done += 1
         handed_back = await self._send(conn, job.owed + wire.frame(wire.REPORT, out))
-        reports = out.split(b"\0")[:-1]
-        letters = "".join(r[:1].decode("ascii", "replace") for r in reports[:-1])
-        if len(letters) > 10:  # keep the line short: counts instead
-            letters = " ".join(f"{letters.count(c)}{c}" for c in "rhs" if c in letters)
-        self.log(
-            f"delivery pid {pid} to {host} from <{sender}> rcpt {letters or '-'}: "
-            f"{_one_line(reports[-1] if reports else out)} ({time.monotonic() - job.started:.2f}s)"
-            + ("" if handed_back else "; the client had stopped waiting, qmail will retry")
-        )
+        seconds = time.monotonic() - job.started
+        self.log(delivery_line(pid, host, sender, out, seconds, handed_back))
 
     async def _beating(self, conn: socket.socket, job: InFlight, work: Awaitable[bytes]) -> bytes:
         """Await ``work``, saying ``W`` to the client every ``heartbeat`` seconds meanwhile.
@@ -488,19 +316,12 @@ class Daemon:
 
     def status(self) -> str:
         now = time.monotonic()
-        lines = [
-            f"qremoted pid {os.getpid()}, up {now - self.started:.0f}s, "
-            f"{self.done} deliveries done, {len(self.inflight)} in flight"
+        jobs = [
+            (job.pid, job.host, job.sender, job.recipients, now - job.started)
+            for job in self.inflight.values()
         ]
-        for job in self.inflight.values():
-            lines.append(
-                f"  pid {job.pid} to {job.host} from <{job.sender}>, "
-                f"{job.recipients} recipients, {now - job.started:.1f}s"
-            )
         pools = list(self.cache.retired)
         if self.cache.current is not None and self.cache.current.resources.pool is not None:
             pools.append(self.cache.current.resources.pool)
         idle = [line for pool in pools for line in pool.describe()]
-        lines.append(f"cached connections: {len(idle)}")
-        lines.extend(f"  {line}" for line in idle)
-        return "\n".join(lines) + "\n"
+        return status_text(os.getpid(), now - self.started, self.done, jobs, idle)

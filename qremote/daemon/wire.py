@@ -15,6 +15,11 @@ SCM_RIGHTS on the first byte, so the queue file is never copied. The daemon answ
 Standard library only and no imports at all: the thin client loads this on every delivery.
 """
 
+SOCKET_NAME = "qremoted.sock"
+RELATIVE_PATH = "qremote/" + SOCKET_NAME
+"""Where qremoted listens, relative to the qmail home (qmail-remote's working directory):
+a Unix socket path may not exceed 107 bytes, a qmail home may be long."""
+
 DELIVER = b"D"
 """Request: argv[1:] (host, sender, recipients) joined by NUL; stdin passed alongside."""
 STATUS = b"S"

@@ -1,0 +1,43 @@
+"""qremoted's words: its log lines and the parts of ``qremote status`` (pure)."""
+
+from __future__ import annotations
+
+
+def one_line(data: bytes, limit: int = 300) -> str:
+    text = data.rstrip(b"\0\n").decode("utf-8", "replace")
+    return text.replace("\n", " / ")[:limit]
+
+
+def delivery_line(
+    pid: int, host: str, sender: str, out: bytes, seconds: float, handed_back: bool
+) -> str:
+    """The one log line of a delivery: who, to where, each recipient's letter (counts when
+    there are many), the message report on one line, and how long it took."""
+    reports = out.split(b"\0")[:-1]
+    letters = "".join(r[:1].decode("ascii", "replace") for r in reports[:-1])
+    if len(letters) > 10:  # keep the line short: counts instead
+        letters = " ".join(f"{letters.count(c)}{c}" for c in "rhs" if c in letters)
+    return (
+        f"delivery pid {pid} to {host} from <{sender}> rcpt {letters or '-'}: "
+        f"{one_line(reports[-1] if reports else out)} ({seconds:.2f}s)"
+        + ("" if handed_back else "; the client had stopped waiting, qmail will retry")
+    )
+
+
+def status_text(
+    pid: int,
+    up: float,
+    done: int,
+    jobs: list[tuple[int, str, str, int, float]],
+    idle: list[str],
+) -> str:
+    """What ``qremote status`` shows of qremoted: in-flight deliveries (pid, host, sender,
+    recipients, seconds so far) and the cached connections."""
+    lines = [f"qremoted pid {pid}, up {up:.0f}s, {done} deliveries done, {len(jobs)} in flight"]
+    for job_pid, host, sender, recipients, seconds in jobs:
+        lines.append(
+            f"  pid {job_pid} to {host} from <{sender}>, {recipients} recipients, {seconds:.1f}s"
+        )
+    lines.append(f"cached connections: {len(idle)}")
+    lines.extend(f"  {line}" for line in idle)
+    return "\n".join(lines) + "\n"

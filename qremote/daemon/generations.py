@@ -1,0 +1,118 @@
+"""qremoted's settings generations: control/ read once, and again when it changes.
+
+A :class:`Generation` is the settings and what is built from them (the caching resolver,
+the connection pool); :class:`SettingsCache` replaces it when any file in ``control/``
+changes (name, inode, size, mtime) or on SIGHUP, keeping the old pools until they close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import TYPE_CHECKING
+
+from qremote.delivery import Resources
+from qremote.settings import Settings, load_settings
+from qremote.smtp.pool import ConnectionPool
+from qremote.tls import contexts
+
+if TYPE_CHECKING:
+    from qremote.groups.caps import SharedState
+
+
+def control_signature(control: str) -> tuple:
+    """What changes when any file directly in ``control/`` is edited, added or removed.
+
+    Editors and ``qremote keys`` replace files by rename, which changes the inode; an
+    in-place edit changes mtime or size. Keys have their own stat-keyed cache.
+    """
+    entries = []
+    try:
+        with os.scandir(control) as it:
+            for entry in it:
+                try:
+                    st = entry.stat()
+                except OSError:
+                    continue
+                entries.append((entry.name, st.st_ino, st.st_mtime_ns, st.st_size))
+    except OSError:
+        return ()
+    return tuple(sorted(entries))
+
+
+class Generation:
+    """Settings and what is built from them, replaced together when control/ changes."""
+
+    def __init__(self, settings: Settings, shared) -> None:
+        import dns.resolver
+
+        from qremote.routing import resolve
+
+        self.settings = settings
+        resolver = resolve.make_resolver(
+            settings.nameservers, settings.timeout_connect, settings.timeout_remote
+        )
+        resolver.cache = dns.resolver.LRUCache(100_000)  # honours each answer's TTL
+        self.resources = Resources(resolver, shared, ConnectionPool(settings.reuse))
+
+
+class SettingsCache:
+    """The current :class:`Generation`, rebuilt when ``control/`` changes or on SIGHUP."""
+
+    def __init__(self, home: str) -> None:
+        self.home = home
+        self.control = os.path.join(home, "control")
+        self.current: Generation | None = None
+        self._signature: tuple | None = None
+        self._shared: dict[tuple[str, int], SharedState | None] = {}
+        """Redis backends by (url, lease), kept for the process: in-flight deliveries may
+        still hold leases renewed through an older one."""
+        self.retired: list[ConnectionPool] = []
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def get(self) -> Generation:
+        """The current generation, reloaded first if control/ changed.
+
+        A bad control file raises ControlError (the delivery is deferred with qmail's
+        text) and is read again on the next delivery. On a reload the old pool's idle
+        connections are closed: they were opened under the old settings.
+        """
+        signature = control_signature(self.control)
+        if self.current is None or signature != self._signature:
+            settings = load_settings(self.home)
+            old = self.current
+            self.current = Generation(settings, self._shared_for(settings))
+            self._signature = signature
+            # Deliveries in flight may still return connections to the old pool.
+            self.retired = [pool for pool in self.retired if len(pool)]
+            if old is not None and old.resources.pool is not None:
+                self.retired.append(old.resources.pool)
+                task = asyncio.get_running_loop().create_task(old.resources.pool.close())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+        return self.current
+
+    def forget(self) -> None:
+        """SIGHUP: read everything again on the next delivery."""
+        self._signature = None
+        contexts.forget()
+
+    def _shared_for(self, settings: Settings) -> SharedState | None:
+        if not settings.shared_state:
+            return None
+        key = (settings.shared_state, settings.shared_lease)
+        if key not in self._shared:
+            from qremote.groups.caps import shared_backend
+
+            self._shared[key] = shared_backend(*key)
+        return self._shared[key]
+
+    async def close(self) -> None:
+        pools = list(self.retired)
+        if self.current is not None and self.current.resources.pool is not None:
+            pools.append(self.current.resources.pool)
+        for pool in pools:
+            await pool.close()
+        for backend in self._shared.values():
+            if backend is not None:
+                await backend.close()
