@@ -8,6 +8,7 @@ from control/ comes in a :class:`~qremote.settings.Settings`.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from dataclasses import dataclass
@@ -211,19 +212,22 @@ async def _send(
         # The fleet's tcpto only when Redis answered for the slot.
         fleet = SharedTcpto(shared.client) if shared is not None and from_fleet else None
         job.tcpto_ = Tcpto(TcptoFiles(settings.home), fleet)
-        try:
+        async with caps.Hold(job.slot) as job.hold, contextlib.AsyncExitStack() as unused:
+            unused.push_async_callback(_quit_unused, job)
             outcome = await _each_host(job, host, chosen)
-        finally:
-            if job.kept is not None:  # taken from the pool but never used
-                await job.kept.session.quit()
-            if job.slot is not None and not job.slot_kept:
-                job.slot.release()
         if job.tcpto.notes:
             outcome.message = _with_notes(outcome.message, job.tcpto.notes)
         return outcome
     finally:
         if shared is not None and shared is not resources.shared:
             await shared.close()
+
+
+async def _quit_unused(job: _Job) -> None:
+    """A connection taken from the pool for this delivery and never used is ended."""
+    if job.kept is not None:
+        kept, job.kept = job.kept, None
+        await kept.session.quit()
 
 
 async def _take_slot(job: _Job, shared, group: group_rules.Group) -> caps.Taken:
@@ -254,11 +258,11 @@ class _Job:
     pool: ConnectionPool | None
     tcpto_: Tcpto | None = None
     slot: caps.Slot | None = None
-    """The MX-group slot this delivery holds."""
+    """The MX-group slot this delivery took (or its kept connection brought)."""
+    hold: caps.Hold | None = None
+    """Who owns that slot now: the delivery, or (handed on) the pool's kept connection."""
     kept: Kept | None = None
     """An idle connection taken from the pool for this delivery, not yet used."""
-    slot_kept: bool = False
-    """The slot went back to the pool with the connection: do not release it."""
 
     @property
     def tcpto(self) -> Tcpto:
@@ -415,9 +419,9 @@ async def _try_host(job: _Job, target: Target) -> Outcome | NextHost | None:
 
 async def _keep_or_quit(job: _Job, key: Key, session: Session, born: float, carried: int) -> None:
     """Hand the connection and its MX-group slot to the pool, or end it."""
-    if job.pool is not None and job.slot is not None:
-        kept = Kept(key, session, job.slot, job.group, born, carried)
+    if job.pool is not None and job.hold is not None and job.hold.slot is not None:
+        kept = Kept(key, session, job.hold.slot, job.group, born, carried)
         if job.pool.checkin(kept):
-            job.slot_kept = True
+            job.hold.hand_on()
             return
     await session.quit()

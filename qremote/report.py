@@ -15,6 +15,13 @@ CONTROL = b"ZUnable to read control files. (#4.3.0)\n"
 TEMP_DNS = b"ZSorry, I couldn't find any host by that name. (#4.1.2)\n"
 NOMX = b"DSorry, I couldn't find a mail exchanger or IP address. (#5.4.4)\n"
 PARTIAL_LINE = b"DSMTP cannot transfer messages with partial final lines. (#5.6.2)\n"
+STOPPED = (
+    b"Zqremoted was stopped during the delivery; the message may or may not have been "
+    b"sent, qmail will try again. (#4.3.0)\n"
+)
+"""qremoted's SIGTERM grace ran out mid-delivery: only a retry is safe. (The thin
+clients' own "stopped answering" text stays in client.py and thinclient.c: the thin
+path loads nothing it can do without.)"""
 AMBIGUOUS_MX = (
     b"DSorry. Although I'm listed as a best-preference MX or A for that host,\n"
     b"it isn't in my control/locals file, so I don't treat it as local. (#5.4.6)\n"
@@ -109,6 +116,12 @@ def note_reused(partner: str, message: int) -> str:
 
 def note_no_family(host: str, source: str, where: str) -> str:
     return f"No address of {host} is of the family of {source} ({where})."
+
+
+def cannot_run(program: str, why: str) -> bytes:
+    """A program qremote hands the delivery to (sign-only mode's qmail-remote.orig)
+    could not be started: temporary, the administrator can fix it."""
+    return f"Zcannot run {program}: {why}. (#4.3.0)\n".encode("utf-8", "replace")
 
 
 def sign_error(reason: str) -> bytes:

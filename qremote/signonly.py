@@ -39,6 +39,5 @@ def sign_and_exec(settings, argv: list[bytes], message: bytes, stderr: int | Non
     except OSError as e:
         if stderr is not None:
             stderr_to_devnull()
-        reason = f"cannot run {program}: {e.strerror}"
-        return b"Z" + reason.encode("utf-8", "replace") + b". (#4.3.0)\n\0"
+        return report.cannot_run(program, e.strerror or str(e)) + b"\0"
     raise AssertionError("unreachable")

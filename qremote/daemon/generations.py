@@ -7,10 +7,10 @@ changes (name, inode, size, mtime) or on SIGHUP, keeping the old pools until the
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import TYPE_CHECKING
 
+from qremote.background import Background
 from qremote.delivery import Resources
 from qremote.settings import Settings, load_settings
 from qremote.smtp.pool import ConnectionPool
@@ -68,7 +68,7 @@ class SettingsCache:
         """Redis backends by (url, lease), kept for the process: in-flight deliveries may
         still hold leases renewed through an older one."""
         self.retired: list[ConnectionPool] = []
-        self._closing: set[asyncio.Task[None]] = set()
+        self._closing = Background()
 
     def get(self) -> Generation:
         """The current generation, reloaded first if control/ changed.
@@ -87,9 +87,7 @@ class SettingsCache:
             self.retired = [pool for pool in self.retired if len(pool)]
             if old is not None and old.resources.pool is not None:
                 self.retired.append(old.resources.pool)
-                task = asyncio.get_running_loop().create_task(old.resources.pool.close())
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
+                self._closing.start(old.resources.pool.close())
         return self.current
 
     def forget(self) -> None:

@@ -48,10 +48,6 @@ REQUEST_TIMEOUT = 30.0
 """A client that connects and says nothing is dropped after this long."""
 MAX_FDS = 4
 
-STOPPED = (
-    b"Zqremoted was stopped during the delivery; the message may or may not have been "
-    b"sent, qmail will try again. (#4.3.0)\n\0"
-)
 
 
 class StartError(Exception):
@@ -263,7 +259,7 @@ class Daemon:
         try:
             out = await self._beating(conn, job, self._outcome(host, args, fds[0]))
         except asyncio.CancelledError:
-            out = STOPPED
+            out = report.STOPPED + b"\0"
         except Exception as e:  # noqa: BLE001 - every failure must become a Z report
             out = report.internal_error(f"{e.__class__.__name__}: {e}") + b"\0"
         finally:

@@ -46,6 +46,30 @@ class Taken:
     off, the files unusable); the fleet's tcpto is used only when it is ``shared``."""
 
 
+class Hold:
+    """The one owner of a delivery's MX-group slot at a time: the delivery, until it hands
+    the slot on with a kept connection (:meth:`hand_on`); whatever happens, a slot the
+    delivery still owns is released when it leaves the ``async with``."""
+
+    def __init__(self, slot: Slot | None) -> None:
+        self.slot = slot
+        self._owned = slot is not None
+
+    def hand_on(self) -> Slot:
+        """The slot, now owned by whoever took it (the connection pool)."""
+        assert self.slot is not None and self._owned
+        self._owned = False
+        return self.slot
+
+    async def __aenter__(self) -> Hold:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._owned and self.slot is not None:
+            self._owned = False
+            self.slot.release()
+
+
 class _NoSlot:
     def release(self) -> None:
         pass

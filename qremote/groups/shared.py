@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from qremote.background import Background
+
 LEASE_SECONDS = 60
 """How long a slot outlives a host that stopped renewing it (control/sharedlease)."""
 HEARTBEAT_MS = 3_000
@@ -80,11 +82,6 @@ class SharedSlot:
         self.backend.release_soon(self.group, self.lease)
 
 
-async def _awaited(pending: Any) -> Any:
-    """redis-py's commands are awaitables, not coroutines; create_task wants the latter."""
-    return await pending
-
-
 class SharedBackend:
     name = "shared"
 
@@ -96,7 +93,7 @@ class SharedBackend:
         self.client = aredis.Redis.from_url(
             url, socket_connect_timeout=2, socket_timeout=2, decode_responses=True
         )
-        self._pending: set[asyncio.Task[Any]] = set()
+        self._pending = Background()
         """Releases still on their way (a long-lived qremoted must not collect them all)."""
 
     async def _script(self, body: str, keys: list[str], args: list[Any]) -> Any:
@@ -140,16 +137,10 @@ class SharedBackend:
 
     def release_soon(self, group: str, lease: str) -> None:
         slots, _, _ = _keys(group)
-        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(
-            _awaited(self.client.zrem(slots, lease))
-        )
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._pending.start(self.client.zrem(slots, lease))
 
     async def close(self) -> None:
-        for task in list(self._pending):
-            with contextlib.suppress(Exception):
-                await task
+        await self._pending.wait()
         with contextlib.suppress(Exception):
             await self.client.aclose()
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
+from qremote.background import Background
 from qremote.smtp.session import Session
 
 
@@ -72,7 +72,7 @@ class ConnectionPool:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self._idle: list[Kept] = []
-        self._closing: set[asyncio.Task[None]] = set()
+        self._closing = Background()
 
     def checkout(self, group: str, keys: list[Key]) -> Kept | None:
         """The idle connection of ``group`` for the first of ``keys`` that has one, taken
@@ -135,7 +135,7 @@ class ConnectionPool:
     def discard(self, kept: Kept) -> None:
         """Say QUIT and close in the background, then free the slot: not before, or the
         group could briefly hold one connection more than its cap."""
-        self._background(self._close(kept))
+        self._closing.start(self._close(kept))
 
     async def _close(self, kept: Kept) -> None:
         try:
@@ -143,14 +143,8 @@ class ConnectionPool:
         finally:
             kept.slot.release()
 
-    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-
     async def close(self) -> None:
         """Close every idle connection (shutdown or a control-file reload)."""
         for kept in list(self._idle):
             self._expire(kept)
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
+        await self._closing.wait()
