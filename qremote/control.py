@@ -78,5 +78,11 @@ def parse_map(lines: list[str]) -> dict[str, str]:
     return result
 
 
+def shown(path: str, parts: int = 3) -> str:
+    """The tail of a path as messages name control files (``control/tlshosts/x.pem``):
+    the qmail home is the administrator's to know, the file is what they must find."""
+    return os.sep.join(path.split(os.sep)[-parts:])
+
+
 def qmail_home() -> str:
     return os.environ.get("QMAILHOME") or "/var/qmail"

@@ -71,6 +71,9 @@ def parse_bindings(lines: list[str]) -> dict[str, Binding]:
 
 
 def sender_domain(sender: bytes) -> str | None:
+    """The envelope sender's domain as the bindings are looked up by: whatever follows the
+    last ``@``, lowercased. Lenient on purpose, unlike ``signing.choose.domain_of`` (which
+    signs only for a domain that is one): a binding must hold for any sender qmail sends."""
     if b"@" not in sender:
         return None
     domain = sender.rsplit(b"@", 1)[1].decode("utf-8", "replace").strip().lower().rstrip(".")

@@ -6,7 +6,7 @@ import os
 import ssl
 from functools import lru_cache
 
-from qremote.control import ControlError
+from qremote.control import ControlError, shown
 from qremote.tls.policy import Mode, Policy, exists
 
 SESSIONS_KEPT = 1000
@@ -80,10 +80,7 @@ def _context(control_path: str, mode: Mode, ca_file: str | None, files: tuple) -
 
 
 def _rel(path: str | None) -> str:
-    if not path:
-        return "?"
-    parts = path.split(os.sep)
-    return os.sep.join(parts[-3:])
+    return shown(path) if path else "?"
 
 
 def _state(path: str | None) -> tuple:

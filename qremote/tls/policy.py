@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from enum import Enum
 
-from qremote.control import ControlError
+from qremote.control import ControlError, shown
 
 
 class Mode(Enum):
@@ -51,8 +51,7 @@ def exists(path: str) -> bool:
     except OSError as e:
         if e.errno == errno.ENAMETOOLONG:
             return False
-        parts = path.split(os.sep)
-        raise ControlError(f"{os.sep.join(parts[-3:])}: {e.strerror}") from None
+        raise ControlError(f"{shown(path)}: {e.strerror}") from None
     return True
 
 
@@ -86,8 +85,7 @@ def _names(folder: str) -> tuple[list[str], str | None]:
     except (FileNotFoundError, NotADirectoryError):
         return [], None
     except OSError as e:
-        parts = folder.split(os.sep)
-        return [], f"{os.sep.join(parts[-2:])}: {e.strerror}"
+        return [], f"{shown(folder, 2)}: {e.strerror}"
 
 
 def read_policy_files(control_path: str) -> PolicyFiles:
