@@ -110,14 +110,7 @@ def one_run(home: str, n: int, conn, daemon_pid: int | None, sink_pid: int) -> d
     d0 = stat(daemon_pid)[0] if daemon_pid else 0.0
     s0 = stat(sink_pid)[0]
     started = time.monotonic()
-    send = subprocess.Popen(
-        [os.path.join(home, "bin", "qmail-start"), "./Mailbox", "cat"],
-        env={"PATH": f"{home}/bin:/usr/bin:/bin"},
-        cwd="/",
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
-    )
+    send = realqmail.start_send(home, log)
     rspawn = None
     deadline = started + 600
     while True:

@@ -20,6 +20,9 @@ from qremote.settings import CONTROL_FILES, integer
 from qremote.signing.keys import KeyProblem, KeyStore
 from qremote.signing.sign import load_config
 
+_SHARED_SCHEMES = ("redis://", "rediss://", "unix://")
+"""What control/sharedstate may hold: the URL forms redis-py connects to."""
+
 
 def _guard(fn) -> Iterator[str]:
     try:
@@ -53,7 +56,7 @@ def _basics(control: ControlDir) -> Iterator[str]:
         yield str(e)
     yield from group_rules.parse(control.lines("mxgroups") or [])[1]
     url = (control.line("sharedstate") or "").strip()
-    if url and not url.startswith(("redis://", "rediss://", "unix://")):
+    if url and not url.startswith(_SHARED_SCHEMES):
         yield f"control/sharedstate: {url!r} is not a redis:// URL"
 
 
@@ -260,8 +263,8 @@ def _backends(control: ControlDir) -> Iterator[str]:
             "passes mail on unverified; install qremote's dependencies"
         )
     url = (control.line("sharedstate") or "").strip()
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        return
+    if not url.startswith(_SHARED_SCHEMES):
+        return  # none, or one _basics names
     try:
         import redis
     except Exception as e:  # noqa: BLE001

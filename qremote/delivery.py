@@ -40,7 +40,7 @@ from qremote.smtp.session import (
 from qremote.tcpto.shared import SharedTcpto
 from qremote.tcpto.store import Tcpto, TcptoFiles
 from qremote.tls import contexts
-from qremote.tls.policy import Mode, decide, read_policy_files
+from qremote.tls.policy import Mode, decide
 
 __all__ = ["Outcome", "Resources", "Settings", "deliver", "load_settings"]
 
@@ -196,9 +196,10 @@ async def _send(
     shared = resources.shared
     if shared is None:
         shared = caps.shared_backend(settings.shared_state, settings.shared_lease)
+    slot: caps.Slot | None
     try:
         if kept is not None:
-            job.kept, job.slot, from_fleet = kept, kept.slot, True
+            job.kept, slot, from_fleet = kept, kept.slot, True
         else:
             taken = await _take_slot(job, shared, group)
             job.notes = notes + taken.notes
@@ -208,11 +209,11 @@ async def _send(
                         report.group_full(group.name, group.limit, settings.group_wait), job.notes
                     )
                 )
-            job.slot, from_fleet = taken.slot, taken.backend == "shared"
+            slot, from_fleet = taken.slot, taken.backend == "shared"
         # The fleet's tcpto only when Redis answered for the slot.
         fleet = SharedTcpto(shared.client) if shared is not None and from_fleet else None
         job.tcpto_ = Tcpto(TcptoFiles(settings.home), fleet)
-        async with caps.Hold(job.slot) as job.hold, contextlib.AsyncExitStack() as unused:
+        async with caps.Hold(slot) as job.hold, contextlib.AsyncExitStack() as unused:
             unused.push_async_callback(_quit_unused, job)
             outcome = await _each_host(job, host, chosen)
         if job.tcpto.notes:
@@ -257,10 +258,9 @@ class _Job:
     group: str
     pool: ConnectionPool | None
     tcpto_: Tcpto | None = None
-    slot: caps.Slot | None = None
-    """The MX-group slot this delivery took (or its kept connection brought)."""
     hold: caps.Hold | None = None
-    """Who owns that slot now: the delivery, or (handed on) the pool's kept connection."""
+    """The MX-group slot this delivery took (or its kept connection brought), and who owns
+    it now: the delivery, or (handed on) the pool's kept connection."""
     kept: Kept | None = None
     """An idle connection taken from the pool for this delivery, not yet used."""
 
@@ -273,8 +273,7 @@ class _Job:
 
 def _tls_setup(settings: Settings, target: Target) -> tuple[TlsSetup | None, list[str]]:
     """How to run STARTTLS with ``target``, and notes; ControlError when it must not go on."""
-    files = settings.tls_files or read_policy_files(settings.control.path)
-    policy = decide(files, target.name)
+    policy = decide(settings.tls_files, target.name)
     if policy.mode is Mode.PLAIN:
         return None, []
     try:

@@ -93,6 +93,8 @@ class Settings:
     routes: dict[str, str]
     timeout_connect: int
     timeout_remote: int
+    tls_files: PolicyFiles
+    """What control/tlshosts and control/notlshosts say, read with the rest."""
     local: set[str] = field(default_factory=set)
     nameservers: list = field(default_factory=list)
     signing: SignConfig = field(default_factory=SignConfig)
@@ -104,8 +106,6 @@ class Settings:
     shared_lease: int = 60
     reuse: Limits = field(default_factory=Limits)
     """Connection reuse; only a long-lived process (qremoted) has a pool to reuse from."""
-    tls_files: PolicyFiles | None = None
-    """What control/tlshosts and control/notlshosts say, read with the rest."""
 
 
 def load_settings(home: str) -> Settings:

@@ -97,14 +97,7 @@ def test_real_qmail_sends_signed_mail_through_qremote(qmail_home, installed, zon
             wait_until(lambda: client.status(home) is not None, 30)
             check = _run(installed, home, "check")
             assert check.returncode == 0, check.stdout
-            send = subprocess.Popen(
-                [os.path.join(home, "bin", "qmail-start"), "./Mailbox", "cat"],
-                env={"PATH": f"{home}/bin:/usr/bin:/bin"},
-                cwd="/",
-                stdin=subprocess.DEVNULL,
-                stdout=send_log,
-                stderr=send_log,
-            )
+            send = realqmail.start_send(home, send_log)
             for n in range(MESSAGES):
                 message = (
                     f"From: Alice <alice@example.com>\nTo: bob@example.net\n"

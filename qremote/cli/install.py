@@ -145,6 +145,18 @@ def first_blocked(paths: list[str], pw: pwd.struct_passwd) -> str | None:
     return None
 
 
+def _blocked(program: str, pw: pwd.struct_passwd) -> str | None:
+    """What keeps ``pw`` from the interpreter or the package, and what to do; None when
+    nothing does (the program failed for another reason)."""
+    where = first_blocked([python_of(program), *import_paths()], pw)
+    if where is None:
+        return None
+    return (
+        f"{where}; install qremote where {pw.pw_name} can read it, e.g. in a virtualenv of "
+        "/usr/bin/python3 under /opt/qremote (README, Installing it for real)"
+    )
+
+
 def check_as_user(program: str, home: str, user: str) -> str | None:
     """Run ``program`` as qmail-rspawn would; None when qmail's usage report comes back."""
     try:
@@ -168,24 +180,13 @@ def check_as_user(program: str, home: str, user: str) -> str | None:
             **kwargs,
         )
     except OSError as e:
-        where = first_blocked([python_of(program), *import_paths()], pw)
-        if where is not None:
-            return (
-                f"{user} cannot run {program}: {where}; install qremote where {user} can "
-                "read it, e.g. in a virtualenv of /usr/bin/python3 under /opt/qremote "
-                "(README, Installing it for real)"
-            )
-        return f"{user} cannot run {program}: {e.strerror}"
+        return f"{user} cannot run {program}: {_blocked(program, pw) or e.strerror}"
     except subprocess.TimeoutExpired:
         return f"{program} did not answer within 60 seconds"
     if proc.returncode != 0 or proc.stdout != USAGE:
-        where = first_blocked([python_of(program), *import_paths()], pw)
-        if where is not None:
-            return (
-                f"{program} run as {user} does not start: {where}; install qremote where "
-                f"{user} can read it, e.g. in a virtualenv of /usr/bin/python3 under "
-                "/opt/qremote (README, Installing it for real)"
-            )
+        blocked = _blocked(program, pw)
+        if blocked is not None:
+            return f"{program} run as {user} does not start: {blocked}"
         shown = proc.stdout[:300].decode("utf-8", "replace").replace("\n", " ").replace("\0", "")
         return (
             f"{program} run as {user} exited {proc.returncode} and said {shown!r} instead of "

@@ -2,9 +2,8 @@
 
 ``control/sharedstate`` holding a ``redis://`` URL selects the shared backend; if Redis
 cannot be reached, or redis-py cannot be imported, the local one is used and the report
-says so. If even the local state
-folder cannot be used the delivery goes ahead uncapped, and the report says that too:
-a cap protects our reputation, it must never stop mail.
+says so. If even the local state folder cannot be used the delivery goes ahead uncapped,
+and the report says that too: a cap protects our reputation, it must never stop mail.
 """
 
 from __future__ import annotations

@@ -14,16 +14,13 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from qremote.background import Background
 from qremote.smtp.session import Session
 
-
-class Slot(Protocol):
-    """An MX-group slot (qremote.groups): held by one delivery or one kept connection."""
-
-    def release(self) -> None: ...
+if TYPE_CHECKING:
+    from qremote.groups.caps import Slot
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,21 @@ import ssl
 from functools import lru_cache
 
 from qremote.control import ControlError, shown
-from qremote.tls.policy import Mode, Policy, exists
+from qremote.tls.policy import Mode, Policy
 
 SESSIONS_KEPT = 1000
+
+
+def exists(path: str) -> bool:
+    """Like os.path.exists, but a file we may not look at is an error, not an absence: an
+    unreadable client certificate must not quietly turn into none."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as e:
+        raise ControlError(f"{shown(path)}: {e.strerror}") from None
+    return True
 
 
 class ResumingContext(ssl.SSLContext):

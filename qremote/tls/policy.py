@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 from dataclasses import dataclass
 from enum import Enum
@@ -36,23 +35,6 @@ def _safe_name(mx: str) -> str | None:
     if not name or "/" in name or name.startswith(".") or "\0" in name:
         return None
     return name
-
-
-def exists(path: str) -> bool:
-    """Like os.path.exists, but a file we may not look at is an error, not an absence:
-    an unreadable tlshosts/ must not quietly turn required TLS into opportunistic.
-
-    A name too long to be a file (a legal 253-character MX name plus ``.pem``) cannot
-    have a policy file, so it has none."""
-    try:
-        os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-    except OSError as e:
-        if e.errno == errno.ENAMETOOLONG:
-            return False
-        raise ControlError(f"{shown(path)}: {e.strerror}") from None
-    return True
 
 
 @dataclass(frozen=True)

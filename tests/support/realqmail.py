@@ -82,3 +82,16 @@ def make_top() -> str:
     top = tempfile.mkdtemp(prefix="qremote-qmail-", dir="/tmp")
     os.chmod(top, 0o755)  # the qmail users live in there
     return top
+
+
+def start_send(home: str, log) -> subprocess.Popen:
+    """qmail-send as qmail's rc starts it (qmail-start, ./Mailbox deliveries), its log
+    lines through ``cat`` into ``log``. It is a root process: stop it with SIGTERM."""
+    return subprocess.Popen(
+        [os.path.join(home, "bin", "qmail-start"), "./Mailbox", "cat"],
+        env={"PATH": f"{home}/bin:/usr/bin:/bin"},
+        cwd="/",
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+    )

@@ -86,29 +86,38 @@ def run(
     timeout: float = 120,
     measure_memory: bool = False,
 ) -> Run:
+    argv = [program, host, sender, *recipients]
+    reaper = _Reaper() if measure_memory else None
     with tempfile.TemporaryFile() as stdin:
         stdin.write(message)
         stdin.flush()
         stdin.seek(0)
         started = time.monotonic()
-        argv = [program, host, sender, *recipients]
-        if measure_memory:
-            return _measured(argv, stdin, home, env, timeout, started)
-        proc = subprocess.run(
-            argv,
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            cwd=home,
-            env=env if env is not None else {},
-            timeout=timeout,
-        )
-    code = proc.returncode
+        try:
+            proc = subprocess.run(
+                reaper.command(argv) if reaper else argv,
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                cwd=home,
+                env=env if env is not None else {},
+                timeout=timeout,
+                pass_fds=reaper.fds if reaper else (),
+            )
+            rss, code = reaper.result() if reaper else (0, proc.returncode)
+        finally:
+            if reaper:
+                reaper.close()
     output = proc.stdout
-    return Run(output, code, reduce_like_rspawn(output, code), 0, time.monotonic() - started)
+    return Run(output, code, reduce_like_rspawn(output, code), rss, time.monotonic() - started)
 
 
-_REAPER = """
+class _Reaper:
+    """Forks and reaps the program from a small interpreter: a process forked straight
+    from the test run starts as big as the test run, and its peak memory (ru_maxrss, kept
+    across exec) would say so, not what the program itself took."""
+
+    SCRIPT = """
 import os, sys
 report = int(sys.argv[1])
 pid = os.fork()
@@ -118,33 +127,25 @@ if pid == 0:
 _, status, usage = os.wait4(pid, 0)
 os.write(report, b"%d %d" % (usage.ru_maxrss, os.waitstatus_to_exitcode(status)))
 """
-"""Forks and reaps the program from a small interpreter: a process forked straight from
-the test run starts as big as the test run, and its peak memory (ru_maxrss, kept across
-exec) would say so, not what the program itself took."""
 
+    def __init__(self) -> None:
+        self.read_end, self.write_end = os.pipe()
+        self.fds = (self.write_end,)
 
-def _measured(argv, stdin, home, env, timeout, started) -> Run:
-    read_end, write_end = os.pipe()
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-I", "-S", "-c", _REAPER, str(write_end), *argv],
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            cwd=home,
-            env=env if env is not None else {},
-            timeout=timeout,
-            pass_fds=(write_end,),
-        )
-        os.close(write_end)
-        write_end = -1
-        rss, code = (int(x) for x in os.read(read_end, 100).split())
-    finally:
-        os.close(read_end)
-        if write_end >= 0:
-            os.close(write_end)
-    output = proc.stdout
-    return Run(output, code, reduce_like_rspawn(output, code), rss, time.monotonic() - started)
+    def command(self, argv: list[str]) -> list[str]:
+        return [sys.executable, "-I", "-S", "-c", self.SCRIPT, str(self.write_end), *argv]
+
+    def result(self) -> tuple[int, int]:
+        """(peak memory in KB, exit status) of the program, once it has ended."""
+        os.close(self.write_end)
+        self.write_end = -1
+        rss, code = (int(x) for x in os.read(self.read_end, 100).split())
+        return rss, code
+
+    def close(self) -> None:
+        for fd in (self.read_end, self.write_end):
+            if fd >= 0:
+                os.close(fd)
 
 
 def run_args(program: str, home: str, args: list[str], message: bytes = b"") -> Run:
