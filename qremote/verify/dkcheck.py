@@ -20,7 +20,7 @@ from qremote.signing import canon
 from qremote.signing.choose import domain_of
 from qremote.signing.message import Header, MalformedMessage, Message, parse
 from qremote.signing.tags import parse_tags
-from qremote.verify.results import Result
+from qremote.verify.results import TIME_SPENT, Result, past_the_count
 from qremote.verify.txt import DnsTemporary, TxtLookup
 
 
@@ -109,10 +109,10 @@ def verify(message: bytes, lookup: TxtLookup) -> list[Result]:
     results = []
     for n, i in enumerate(i for i, h in enumerate(msg.headers) if h.key == b"domainkey-signature"):
         if n >= VERIFY_MAX_DOMAINKEYS_SIGNATURES:
-            why = f"not evaluated: only the first {VERIFY_MAX_DOMAINKEYS_SIGNATURES} signatures are"
+            why = past_the_count(VERIFY_MAX_DOMAINKEYS_SIGNATURES)
             results.append(Result("domainkeys", "neutral", why))
         elif time.monotonic() >= lookup.deadline:
-            why = "not evaluated: the time for verifying this message (dkimverifytimeout) ran out"
+            why = TIME_SPENT
             results.append(Result("domainkeys", "temperror", why))
         else:
             results.append(_signature_result(msg, i, lookup))

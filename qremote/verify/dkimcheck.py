@@ -33,7 +33,7 @@ import dkim
 from qremote.limits import VERIFY_MAX_DKIM_SIGNATURES
 from qremote.signing.tags import parse_tags
 from qremote.verify import dkimrules
-from qremote.verify.results import Result
+from qremote.verify.results import TIME_SPENT, Result, past_the_count
 from qremote.verify.txt import DnsTemporary, TxtLookup
 
 
@@ -122,10 +122,10 @@ def _signature_result(
     finding, tags = dkimrules.signature_problem(field[1], now)
     props = _props(tags or parse_tags(field[1]))
     if index >= VERIFY_MAX_DKIM_SIGNATURES:
-        why = f"not evaluated: only the first {VERIFY_MAX_DKIM_SIGNATURES} signatures are"
+        why = past_the_count(VERIFY_MAX_DKIM_SIGNATURES)
         return Result("dkim", "neutral", why, props)
     if time.monotonic() >= lookup.deadline:
-        why = "not evaluated: the time for verifying this message (dkimverifytimeout) ran out"
+        why = TIME_SPENT
         return Result("dkim", "temperror", why, props)
     if finding is not None:
         return Result("dkim", finding.result, finding.reason, props)

@@ -25,6 +25,15 @@ class Result:
         return out
 
 
+TIME_SPENT = "not evaluated: the time for verifying this message, dkimverifytimeout, ran out"
+"""The reason for a signature left unchecked once the message's time budget is spent."""
+
+
+def past_the_count(limit: int) -> str:
+    """The reason for a signature past the number a message may have checked."""
+    return f"not evaluated: only the first {limit} signatures are"
+
+
 def _comment(text: str) -> str:
     # No ';' either: legal inside a comment, but naive A-R readers split on it.
     return "".join(c if 32 <= ord(c) < 127 and c not in "();\\" else " " for c in text)[:200]
