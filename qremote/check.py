@@ -13,12 +13,15 @@ from collections.abc import Iterator
 from qremote.cli.install import is_compiled, is_wrapper
 from qremote.control import ControlDir, ControlError
 from qremote.groups import rules as group_rules
+from qremote.relay import smtpauth
+from qremote.relay.plan import plan
 from qremote.routing import source
 from qremote.routing.addresses import parse_nameserver
-from qremote.routing.routes import RouteError, parse_relay
+from qremote.routing.routes import RouteError, describe, parse_route
 from qremote.settings import CONTROL_FILES, integer
 from qremote.signing.keys import KeyProblem, KeyStore
 from qremote.signing.sign import load_config
+from qremote.tls.policy import decide, read_policy_files
 
 _SHARED_SCHEMES = ("redis://", "rediss://", "unix://")
 """What control/sharedstate may hold: the URL forms redis-py connects to."""
@@ -40,11 +43,6 @@ def _basics(control: ControlDir) -> Iterator[str]:
                 integer(control, entry.name)
             except ControlError as e:
                 yield str(e)
-    for value in control.mapping("smtproutes").values():
-        try:
-            parse_relay(value)
-        except RouteError as e:
-            yield str(e)
     for line in control.listing("nameservers"):
         try:
             parse_nameserver(line)
@@ -102,6 +100,60 @@ def _tls(control: ControlDir) -> Iterator[str]:
             ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).set_ciphers(ciphers.strip())
         except ssl.SSLError:
             yield f"control/tlsclientciphers: OpenSSL accepts no cipher in {ciphers.strip()!r}"
+
+
+def _relays(control: ControlDir, user: str) -> Iterator[str]:
+    """Every route line (smtproutes, authsenders) as a delivery would use it, with
+    control/smtpauth; the files that hold passwords must be for qmail-remote's eyes only."""
+    table = smtpauth.parse(control.lines("smtpauth") or [])
+    yield from table.problems
+    usable = smtpauth.AuthTable(table.entries)
+    files = read_policy_files(control.path)
+    holding = {"smtpauth"} if any(e.credentials for e in table.entries.values()) else set()
+    for name in ("authsenders", "smtproutes"):
+        for key, value in control.mapping(name).items():
+            try:
+                route = parse_route(value, describe(name, key))
+                if route is None:
+                    continue
+                if route.credentials is not None:
+                    holding.add(name)
+                relay_tls = plan(route, usable).tls
+                if relay_tls is not None:
+                    decide(files, route.relay, relay_tls)
+            except (RouteError, ControlError) as e:
+                yield str(e)
+    for name in sorted(holding):
+        yield from _secret_file(os.path.join(control.path, name), user)
+
+
+def _secret_file(path: str, user: str) -> Iterator[str]:
+    """A file with passwords: readable by qmail-remote's user, by nobody else but root."""
+    import grp
+    import pwd
+    import stat
+
+    st = os.stat(path)
+    shown = f"control/{os.path.basename(path)}"
+    mode = stat.S_IMODE(st.st_mode)
+    fix = f"chown {user} {shown}; chmod 600 {shown}"
+    if mode & stat.S_IROTH:
+        yield f"{shown} holds passwords and anyone can read it (mode {mode:04o}); {fix}"
+        return
+    try:
+        account = pwd.getpwnam(user)
+    except KeyError:
+        return
+    if mode & stat.S_IRGRP and st.st_gid != account.pw_gid:
+        try:
+            group = grp.getgrgid(st.st_gid).gr_name
+        except KeyError:
+            group = str(st.st_gid)
+        yield f"{shown} holds passwords and group {group} can read it; {fix}"
+    owner_reads = st.st_uid == account.pw_uid and mode & stat.S_IRUSR
+    group_reads = st.st_gid == account.pw_gid and mode & stat.S_IRGRP
+    if account.pw_uid != 0 and not owner_reads and not group_reads:
+        yield f"{shown}: {user} (qmail-remote) cannot read it; {fix}"
 
 
 def _foreign_owner(st: os.stat_result, user: str, root_suffices: bool = False) -> str | None:
@@ -293,6 +345,7 @@ def problems(home: str, user: str = "qmailr") -> list[str]:
     found: list[str] = []
     for check in (_basics, _bindings, _tls):
         found.extend(_guard(lambda check=check: check(control)))
+    found.extend(_guard(lambda: _relays(control, user)))
     found.extend(_guard(lambda: _keys(control, user)))
     found.extend(_guard(lambda: _backends(control)))
     found.extend(_install(home))

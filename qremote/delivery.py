@@ -19,6 +19,7 @@ from qremote.attempts import Event, HostAttempt, Next, Refusal, Walk
 from qremote.control import ControlError
 from qremote.groups import caps
 from qremote.groups import rules as group_rules
+from qremote.relay.plan import Relaying, plan
 from qremote.routing import routes, source
 from qremote.routing.addresses import ip_literal
 from qremote.routing.dnserrors import DnsHard, DnsSoft, NullMx
@@ -26,7 +27,15 @@ from qremote.routing.mx import Target, usable
 from qremote.settings import Settings, load_settings
 from qremote.signing.sign import SigningError, Unsignable, sign_message, store_for
 from qremote.smtp.body import Body, has_partial_final_line, is_eight_bit
-from qremote.smtp.conversation import Conversation, Envelope, Finished, NextHost, Stale, State
+from qremote.smtp.conversation import (
+    Conversation,
+    Envelope,
+    Finished,
+    Login,
+    NextHost,
+    Stale,
+    State,
+)
 from qremote.smtp.pool import ConnectionPool, Kept, Key
 from qremote.smtp.session import (
     ConnectFailed,
@@ -86,20 +95,32 @@ def _with_notes(text: bytes, notes: list[str]) -> bytes:
     return text + "".join(n + "\n" for n in notes).encode()
 
 
+@dataclass(frozen=True)
+class _Way:
+    """Where a delivery goes: the addresses, the port, and the relay if a route chose it."""
+
+    targets: list[Target]
+    port: int
+    relay: Relaying | None
+    """How to talk to the relay (AUTH, its TLS); None for MX delivery."""
+
+
 async def _targets(
-    settings: Settings, resolver: AsyncResolver | None, host: str
-) -> tuple[list[Target], int, bool]:
-    """Addresses to try, the port, and whether smtproutes chose them.
+    settings: Settings, resolver: AsyncResolver | None, host: str, sender: bytes
+) -> _Way:
+    """The addresses to try, by authsenders, smtproutes, or MX.
 
     dnspython is imported only when a name must be looked up: deliveries to an address
     literal or to a relay given as an IP address start faster without it.
     """
-    route = routes.route_for(host, settings.routes)
+    who = sender.decode("utf-8", "surrogateescape")
+    route = routes.route_for(host, settings.routes, who, settings.senders)
+    relay = plan(route, settings.smtpauth) if route is not None else None
     name = route.relay if route is not None else host
     port = route.port if route is not None else routes.DEFAULT_PORT
     ip = ip_literal(name) if route is not None or name.startswith("[") else None
     if ip is not None:
-        return [Target(ip, 0, name)], port, route is not None
+        return _Way([Target(ip, 0, name)], port, relay)
     from qremote.routing import resolve
 
     if resolver is None:
@@ -107,8 +128,8 @@ async def _targets(
             settings.nameservers, settings.timeout_connect, settings.timeout_remote
         )
     if route is not None:
-        return await resolve.relay_targets(resolver, route.relay), port, True
-    return await resolve.mx_targets(resolver, host, random.Random()), port, False
+        return _Way(await resolve.relay_targets(resolver, route.relay), port, relay)
+    return _Way(await resolve.mx_targets(resolver, host, random.Random()), port, None)
 
 
 async def deliver(
@@ -149,6 +170,17 @@ async def deliver(
     )
 
 
+async def probe(settings: Settings, host: str, sender: bytes) -> Outcome:
+    """Go where a delivery from ``sender`` to ``host`` would go, as far as the envelope
+    (TLS, AUTH), and stop without sending anything: ``qremote check --route``."""
+    origin = source.choose(sender, settings.bindings, settings.outgoing_ip, settings.helo)
+    try:
+        source.check_local(origin)
+    except ControlError as e:
+        return _final(report.control_error(str(e)))
+    return await _send(settings, host, sender, [], (b"",), Resources(), origin, [], probe=True)
+
+
 async def _send(
     settings: Settings,
     host: str,
@@ -158,6 +190,7 @@ async def _send(
     resources: Resources,
     origin: source.Source,
     notes: list[str],
+    probe: bool = False,
 ) -> Outcome:
     """Route and transmit an already signed message: ``parts`` are the signature fields
     and the queue file, sent one after the other (never joined into a copy).
@@ -165,7 +198,7 @@ async def _send(
     ``notes`` (what was signed) go into every report that comes from a remote host.
     """
     try:
-        targets, port, routed = await _targets(settings, resources.resolver, host)
+        way = await _targets(settings, resources.resolver, host, sender)
     except routes.RouteError as e:
         return _final(report.control_error(str(e)))
     except DnsHard as e:
@@ -174,6 +207,8 @@ async def _send(
         return _final(report.TEMP_DNS)
     except NullMx:
         return _final(report.null_mx(host.encode()))
+    targets, port = way.targets, way.port
+    routed = way.relay is not None
     if not targets:
         return _final(report.NOMX)
     chosen = usable(targets, settings.local, routed)
@@ -188,8 +223,11 @@ async def _send(
         size=body.size,
         eight_bit=any(is_eight_bit(p) for p in parts),
     )
-    group = group_rules.group_for(host, [t.name for t in chosen], settings.groups)
+    # A relay is its own group: @domain rules are about the destination's MX hosts.
+    grouped_by = "" if routed else host
+    group = group_rules.group_for(grouped_by, [t.name for t in chosen], settings.groups)
     job = _Job(settings, port, envelope, body, origin, notes, group.name, resources.pool)
+    job.relay, job.probe = way.relay, probe
     kept = None
     if job.pool is not None and job.pool.holds(group.name):
         kept = job.pool.checkout(group.name, _reuse_keys(job, chosen))
@@ -263,6 +301,10 @@ class _Job:
     it now: the delivery, or (handed on) the pool's kept connection."""
     kept: Kept | None = None
     """An idle connection taken from the pool for this delivery, not yet used."""
+    relay: Relaying | None = None
+    """The route's relay and how to talk to it (AUTH, TLS); None for MX delivery."""
+    probe: bool = False
+    """Stop before MAIL (``qremote check --route``)."""
 
     @property
     def tcpto(self) -> Tcpto:
@@ -271,9 +313,11 @@ class _Job:
         return self.tcpto_
 
 
-def _tls_setup(settings: Settings, target: Target) -> tuple[TlsSetup | None, list[str]]:
-    """How to run STARTTLS with ``target``, and notes; ControlError when it must not go on."""
-    policy = decide(settings.tls_files, target.name)
+def _tls_setup(job: _Job, target: Target) -> tuple[TlsSetup | None, list[str]]:
+    """How to run TLS with ``target``, and notes; ControlError when it must not go on."""
+    settings = job.settings
+    relay_tls = job.relay.tls if job.relay is not None else None
+    policy = decide(settings.tls_files, target.name, relay_tls)
     if policy.mode is Mode.PLAIN:
         return None, []
     try:
@@ -282,12 +326,14 @@ def _tls_setup(settings: Settings, target: Target) -> tuple[TlsSetup | None, lis
         if policy.mode is Mode.REQUIRED:
             raise
         return None, [f"TLS not tried: {e}"]
-    return TlsSetup(ctx, target.name, policy.mode is Mode.REQUIRED), []
+    required = policy.mode is Mode.REQUIRED
+    return TlsSetup(ctx, target.name, required, policy.implicit), []
 
 
 def _key(job: _Job, target: Target, tls: TlsSetup | None) -> Key:
     wanted = (tls.server_name, tls.required, id(tls.context)) if tls is not None else None
-    return Key(target.ip, job.port, job.origin.ip, job.origin.helo, wanted)
+    account = job.relay.identity() if job.relay is not None else None
+    return Key(target.ip, job.port, job.origin.ip, job.origin.helo, wanted, account)
 
 
 def _reuse_keys(job: _Job, chosen: list[Target]) -> list[Key]:
@@ -298,7 +344,7 @@ def _reuse_keys(job: _Job, chosen: list[Target]) -> list[Key]:
         if target.pref != chosen[0].pref or not job.origin.serves(target.ip):
             continue
         try:
-            tls, _ = _tls_setup(job.settings, target)
+            tls, _ = _tls_setup(job, target)
         except ControlError:
             continue
         keys.append(_key(job, target, tls))
@@ -337,12 +383,19 @@ async def _open(job: _Job, target: Target, tls: TlsSetup | None) -> Session | No
         await job.tcpto.record(target.ip, e.timed_out)
         return None
     await job.tcpto.record(target.ip, False)
+    relay = job.relay
+    login = None
+    if relay is not None and relay.credentials is not None:
+        login = Login(relay.credentials, relay.mechanism, relay.where)
     conv = Conversation(
         partner=target.ip,
         envelope=job.envelope,
         want_tls=tls is not None,
         require_tls=tls is not None and tls.required,
         keep_open=job.pool is not None and job.pool.limits.idle > 0,
+        login=login,
+        route=relay.where if relay is not None else None,
+        probe=job.probe,
     )
     return Session(reader, writer, conv, job.body, settings.timeout_remote, tls)
 
@@ -350,7 +403,7 @@ async def _open(job: _Job, target: Target, tls: TlsSetup | None) -> Session | No
 async def _try_host(job: _Job, target: Target) -> Outcome | NextHost | None:
     """One address: an Outcome ends the delivery; NextHost or None moves on."""
     try:
-        tls, notes = _tls_setup(job.settings, target)
+        tls, notes = _tls_setup(job, target)
     except ControlError as e:
         return _final(report.control_error(str(e)))
     notes = job.notes + notes
@@ -404,6 +457,8 @@ async def _try_host(job: _Job, target: Target) -> Outcome | NextHost | None:
             return None
         if result.tls_info:
             notes.append(result.tls_info)
+        if result.auth_info:
+            notes.append(result.auth_info)
         if kept is not None:
             notes.append(report.note_reused(target.ip, carried + 1))
         if isinstance(final, Finished):

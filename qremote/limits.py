@@ -69,3 +69,20 @@ evaluated. Real mail carries one to three (author, list, forwarder)."""
 VERIFY_MAX_DOMAINKEYS_SIGNATURES = 3
 """DomainKey-Signature fields evaluated per message, for the same reason; a DomainKeys
 signer adds one."""
+
+# -- SMTP AUTH (qremote/relay/) -------------------------------------------------------------
+
+AUTH_CREDENTIAL_MAX = 1024
+"""Bytes of a user name, and of a password, for SMTP AUTH. RFC 4954 bounds an AUTH line at
+12288 bytes after base64; 1 KiB each keeps every exchange far below that, and no real
+account needs more. A longer one is a configuration error (``qremote check`` names it)."""
+
+AUTH_CHALLENGE_MAX = REPLY_LINE_KEEP
+"""Bytes of a 334 challenge line we read: the reply parser keeps that much of each line.
+Real challenges (a SCRAM nonce and salt, a CRAM-MD5 timestamp) are under 200; a longer
+one is cut and the exchange fails as a temporary error."""
+
+SCRAM_MAX_ITERATIONS = 1_000_000
+"""The largest SCRAM iteration count we compute. The relay chooses it; servers use 4096
+(Dovecot, Cyrus) to a few hundred thousand. A hostile relay must not make us spend
+minutes of CPU per delivery: a million PBKDF2-SHA-256 rounds take well under a second."""

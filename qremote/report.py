@@ -98,6 +98,47 @@ def tls_not_negotiated(partner: str) -> bytes:
     return text.encode()
 
 
+def auth_identity(user: bytes, mechanism: str) -> str:
+    """``user (MECH)`` as reports show who we authenticated as: the user as qmail shows
+    names (outsafe), never the password."""
+    return f"{safe_name(user).decode('ascii')} ({mechanism})"
+
+
+def auth_unusable(partner: str, offered: tuple[str, ...], wanted: str | None, where: str) -> bytes:
+    """The relay offers no SASL mechanism we may use: our configuration or theirs."""
+    if not offered:
+        why = "it does not offer AUTH"
+    elif wanted is not None:
+        why = f"it does not offer {wanted}, which control/smtpauth names"
+    else:
+        shown = " ".join(safe_name(m.encode("ascii", "replace")).decode() for m in offered[:10])
+        why = f"it offers no AUTH mechanism I speak (it offers {shown})"
+    return f"ZConnected to {partner} but {why}; credentials from {where}. (#4.7.0)\n".encode()
+
+
+def auth_failed(partner: str, who: str, why: str, text: bytes) -> bytes:
+    """AUTH was refused or could not be completed: a configuration problem on one side or
+    the other, never a reason to bounce the message (qmail retries)."""
+    shown = "".join(c if c.isprintable() else "?" for c in why)
+    because = f": {shown}" if shown else ""
+    head = f"ZConnected to {partner} but authentication as {who} failed{because}. (#4.7.0)\n"
+    return head.encode("utf-8", "replace") + remote_said(text)
+
+
+def auth_required(partner: str, where: str, text: bytes) -> bytes:
+    """530 to MAIL from a relay we have no credentials for: the route needs some."""
+    head = (
+        f"ZConnected to {partner} but it requires authentication, and {where} has no "
+        "credentials (see control/smtpauth). (#4.7.0)\n"
+    )
+    return head.encode("utf-8", "replace") + remote_said(text)
+
+
+def probe_done(partner: str) -> bytes:
+    """``qremote check --route``: the connection got as far as MAIL, which it never sends."""
+    return f"KConnected to {partner}; ready for MAIL, which was not sent (a check).\n".encode()
+
+
 def no_recipient_accepted(partner: str) -> bytes:
     """qmail's text when every recipient was refused (the recipient reports say why)."""
     return f"DGiving up on {partner}.\n".encode()
@@ -108,6 +149,10 @@ def no_recipient_accepted(partner: str) -> bytes:
 
 def note_tls_retried(partner: str, why: str) -> str:
     return f"TLS to {partner} failed ({why}); retried without TLS"
+
+
+def note_authenticated(who: str, tls_version: str) -> str:
+    return f"Authenticated as {who} over {tls_version}."
 
 
 def note_reused(partner: str, message: int) -> str:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from qremote.control import ControlDir, ControlError
 from qremote.groups import rules as group_rules
+from qremote.relay import smtpauth
+from qremote.relay.smtpauth import AuthTable
 from qremote.routing import source
 from qremote.routing.addresses import parse_nameserver
 from qremote.routing.ipme import local_addresses
@@ -39,7 +41,9 @@ class ControlFile:
 CONTROL_FILES: tuple[ControlFile, ...] = (
     ControlFile("me", "line", None, (REMOTE,), "EHLO name when helohost is missing"),
     ControlFile("helohost", "line", None, (REMOTE,), "EHLO name"),
-    ControlFile("smtproutes", "map", {}, (REMOTE,), "domain:relay[:port] routes"),
+    ControlFile("smtproutes", "map", {}, (REMOTE,), "domain:relay[:port][ credentials]"),
+    ControlFile("authsenders", "map", {}, (REMOTE,), "sender:relay[:port][ credentials]"),
+    ControlFile("smtpauth", "lines", [], (REMOTE,), "relay[:port] user= password= ..."),
     ControlFile("timeoutconnect", "integer", 60, (REMOTE,), "seconds to connect"),
     ControlFile("timeoutremote", "integer", 1200, (REMOTE,), "seconds per read or write"),
     ControlFile("nameservers", "list", [], (REMOTE, VERIFY, ROTATE), "DNS servers to ask"),
@@ -104,6 +108,9 @@ class Settings:
     group_wait: int = 60
     shared_state: str | None = None
     shared_lease: int = 60
+    senders: dict[str, str] = field(default_factory=dict)
+    """control/authsenders: relays by envelope sender, looked up before smtproutes."""
+    smtpauth: AuthTable = field(default_factory=lambda: AuthTable({}))
     reuse: Limits = field(default_factory=Limits)
     """Connection reuse; only a long-lived process (qremoted) has a pool to reuse from."""
 
@@ -125,6 +132,8 @@ def load_settings(home: str) -> Settings:
         control=control,
         helo=helo,
         routes=control.mapping("smtproutes"),
+        senders=control.mapping("authsenders"),
+        smtpauth=smtpauth.parse(control.lines("smtpauth") or []),
         timeout_connect=integer(control, "timeoutconnect"),
         timeout_remote=integer(control, "timeoutremote"),
         local=local_addresses(control),

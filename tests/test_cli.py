@@ -68,7 +68,8 @@ def test_bad_smtproutes_port_is_named(home, zone):
     run = home.deliver("example.net", "a@example.org", ["b@example.net"], MSG)
     assert run.output == (
         b"ZUnable to read control files. (#4.3.0)\n"
-        b"control/smtproutes: bad port 'smtp' for relay 'relay'\n\0"
+        b"control/smtproutes line for 'example.net': the port is not a number from 1 to "
+        b"65535\n\0"
     )
 
 

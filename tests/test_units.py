@@ -112,11 +112,11 @@ def test_smtproutes_walk_order():
 
 def test_smtproutes_bad_port_and_brackets():
     with pytest.raises(routes.RouteError):
-        routes.parse_relay("relay:http")
+        routes.parse_route("relay:http")
     with pytest.raises(routes.RouteError):
-        routes.parse_relay("[::1")
-    assert routes.parse_relay("[2001:db8::1]:587") == routes.Route("2001:db8::1", 587)
-    assert routes.parse_relay(":26") is None
+        routes.parse_route("[::1")
+    assert routes.parse_route("[2001:db8::1]:587") == routes.Route("2001:db8::1", 587)
+    assert routes.parse_route(":26") is None
 
 
 def test_mx_order_sorts_and_shuffles_equals():

@@ -58,10 +58,33 @@ def _sign(args: argparse.Namespace) -> str:
 def _check(args: argparse.Namespace) -> str:
     from qremote.check import client_kind, problems
 
+    if args.route is not None:
+        return _check_route(args.route, args.sender)
     found = problems(qmail_home(), args.user)
     if found:
         raise CheckFailed("\n".join(found))
     return f"qremote check: no problems found; bin/qmail-remote is {client_kind(qmail_home())}"
+
+
+def _check_route(recipient: str, sender: str) -> str:
+    """Connect where a delivery would, through TLS and AUTH, and stop before MAIL."""
+    import asyncio
+
+    from qremote.control import ControlError
+    from qremote.delivery import load_settings, probe
+
+    host = recipient.rpartition("@")[2]
+    if not host:
+        raise CommandFailed(f"--route {recipient!r}: no domain")
+    try:
+        settings = load_settings(qmail_home())
+    except ControlError as e:
+        raise CommandFailed(str(e)) from None
+    outcome = asyncio.run(probe(settings, host, sender.encode("utf-8", "surrogateescape")))
+    text = outcome.message.decode("utf-8", "replace")
+    if not text.startswith("K"):
+        raise CheckFailed(f"qremote check --route {recipient}: failed:\n{text[1:].rstrip()}")
+    return f"qremote check --route {recipient}: ok\n{text[1:].rstrip()}"
 
 
 def _keys(args: argparse.Namespace) -> str:
@@ -195,6 +218,14 @@ def parser() -> argparse.ArgumentParser:
     sign.set_defaults(func=_sign)
     check = sub.add_parser("check", help="say what is wrong with this installation")
     check.add_argument("--user", default="qmailr", help="user qmail runs qmail-remote as")
+    check.add_argument(
+        "--route",
+        metavar="RECIPIENT",
+        help="connect as a delivery to RECIPIENT would (TLS, AUTH) and stop before MAIL",
+    )
+    check.add_argument(
+        "--sender", default="", help="the envelope sender for --route (authsenders picks by it)"
+    )
     check.set_defaults(func=_check)
     daemon = sub.add_parser("daemon", help="run qremoted in the foreground (as qmailr)")
     daemon.add_argument(

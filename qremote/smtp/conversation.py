@@ -12,10 +12,14 @@ a greeting that is not 220, or a refused HELO, asks the caller to try the next M
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass, field
 from enum import Enum, auto
 
 from qremote import report
+from qremote.relay import sasl
+from qremote.routing.routes import Credentials
 from qremote.smtp.replies import Reply
 
 
@@ -24,6 +28,8 @@ class State(Enum):
     EHLO = auto()
     HELO = auto()
     STARTTLS = auto()
+    AUTH = auto()
+    AUTH_CANCEL = auto()
     MAIL = auto()
     RCPT = auto()
     DATA = auto()
@@ -105,6 +111,8 @@ class Extensions:
     size_limit: int | None = None
     eight_bit_mime: bool = False
     starttls: bool = False
+    auth: tuple[str, ...] = ()
+    """SASL mechanisms offered (``AUTH ...``, or the old ``AUTH=...`` form)."""
 
     @classmethod
     def parse(cls, reply: Reply) -> Extensions:
@@ -124,7 +132,21 @@ class Extensions:
                 ext.eight_bit_mime = True
             elif keyword == "STARTTLS":
                 ext.starttls = True
+            elif keyword == "AUTH" or keyword.startswith("AUTH="):
+                first = keyword[5:] if keyword.startswith("AUTH=") else ""
+                more = [first] if first else []
+                ext.auth = tuple(dict.fromkeys([*ext.auth, *more, *words[1:]]))
         return ext
+
+
+@dataclass(frozen=True)
+class Login:
+    """SMTP AUTH on this connection: whose account, which mechanism if the route names
+    one, and which route line configured it (for reports)."""
+
+    credentials: Credentials
+    mechanism: str | None
+    where: str
 
 
 @dataclass
@@ -146,6 +168,18 @@ class Conversation:
     keep_open: bool = False
     """Hold back QUIT after the server answers the final dot, so a long-lived process
     can send the next message over this connection (see :meth:`reset`)."""
+    login: Login | None = None
+    """Authenticate (only ever inside TLS) before the envelope."""
+    route: str | None = None
+    """The route line that sent us to this relay (None for an MX): named when the relay
+    wants authentication and has none configured."""
+    probe: bool = False
+    """Stop before MAIL: ``qremote check --route`` tests TLS and AUTH without sending."""
+    authenticated: str | None = None
+    """``user (MECH)`` once the relay said 235; kept for a kept connection's messages."""
+    _mechanism: sasl.Mechanism | None = None
+    _who: str = ""
+    _auth_failure: str = ""
     _pending: list[State] = field(default_factory=list)
     _rcpt_index: int = 0
 
@@ -157,6 +191,8 @@ class Conversation:
             State.EHLO: self._on_ehlo,
             State.HELO: self._on_helo,
             State.STARTTLS: self._on_starttls,
+            State.AUTH: self._on_auth,
+            State.AUTH_CANCEL: self._on_auth_cancel,
             State.MAIL: self._on_mail,
             State.RCPT: self._on_rcpt,
             State.DATA: self._on_data,
@@ -216,11 +252,75 @@ class Conversation:
             cmd += b" BODY=8BITMIME"
         return cmd + b"\r\n"
 
+    def _after_hello(self) -> list[Action]:
+        """EHLO (or HELO) done, and STARTTLS if there was one: authenticate, then the
+        envelope. Required TLS that did not happen ends it here, before any AUTH."""
+        if self.require_tls and not self.tls:
+            self.state = State.DONE
+            return [Send(b"QUIT\r\n"), Finished(report.tls_not_negotiated(self.partner))]
+        if self.login is not None:
+            return self._authenticate(self.login)
+        return self._envelope()
+
+    def _authenticate(self, login: Login) -> list[Action]:
+        if not self.tls:  # the policy requires TLS with credentials; never in clear
+            self.state = State.DONE
+            return [Send(b"QUIT\r\n"), Finished(report.tls_not_negotiated(self.partner))]
+        user = login.credentials.user
+        offered = self.extensions.auth
+        name = sasl.choose(offered, login.mechanism)
+        if name is None:
+            self.state = State.DONE
+            text = report.auth_unusable(self.partner, offered, login.mechanism, login.where)
+            return [Send(b"QUIT\r\n"), Finished(text)]
+        self._mechanism = sasl.MECHANISMS[name](login.credentials)
+        self._who = report.auth_identity(user, name)
+        first = self._mechanism.initial()
+        self.state = State.AUTH
+        command = b"AUTH " + name.encode()
+        if first is not None:
+            command += b" " + (base64.b64encode(first) if first else b"=")
+        return [Send(command + b"\r\n")]
+
+    def _on_auth(self, reply: Reply) -> list[Action]:
+        assert self._mechanism is not None
+        if reply.code == 334:
+            challenge_text = reply.lines[0][4:].strip() if reply.lines else b""
+            try:
+                challenge = base64.b64decode(challenge_text, validate=True)
+                response = self._mechanism.respond(challenge)
+            except binascii.Error:
+                return self._cancel_auth("its challenge was not base64")
+            except sasl.SaslError as e:
+                return self._cancel_auth(str(e))
+            return [Send(base64.b64encode(response) + b"\r\n")]
+        if reply.code == 235 and self._mechanism.finished():
+            self.authenticated = self._who
+            return self._envelope()
+        self.state = State.DONE
+        why = "it said 235 without proving it knows the password" if reply.code == 235 else ""
+        text = report.auth_failed(self.partner, self._who, why, reply.text)
+        return [Send(b"QUIT\r\n"), Finished(text)]
+
+    def _cancel_auth(self, why: str) -> list[Action]:
+        """RFC 4954 section 4: ``*`` ends an exchange we cannot go on with."""
+        self.state = State.AUTH_CANCEL
+        self._auth_failure = why
+        return [Send(b"*\r\n")]
+
+    def _on_auth_cancel(self, reply: Reply) -> list[Action]:
+        self.state = State.DONE
+        text = report.auth_failed(self.partner, self._who, self._auth_failure, reply.text)
+        return [Send(b"QUIT\r\n"), Finished(text)]
+
     def _envelope(self) -> list[Action]:
         """MAIL, then RCPTs: all at once with DATA when the server pipelines (RFC 2920)."""
         if self.require_tls and not self.tls:
             self.state = State.DONE
             return [Send(b"QUIT\r\n"), Finished(report.tls_not_negotiated(self.partner))]
+        if self.probe:
+            self.state = State.DONE
+            return [Send(b"QUIT\r\n"), Finished(report.probe_done(self.partner))]
         self.state = State.MAIL
         if not self.extensions.pipelining:
             return [Send(self._mail_command())]
@@ -252,22 +352,27 @@ class Conversation:
         if self.want_tls and not self.tls and self.extensions.starttls:
             self.state = State.STARTTLS
             return [Send(b"STARTTLS\r\n")]
-        return self._envelope()
+        return self._after_hello()
 
     def _on_helo(self, reply: Reply) -> list[Action]:
         if reply.code != 250:
             return self._next_host(" but my name was rejected", reply, False)
         self.extensions = Extensions()
-        return self._envelope()
+        return self._after_hello()
 
     def _on_starttls(self, reply: Reply) -> list[Action]:
         if reply.code != 220:
             if self.require_tls:
                 return self._quit("Z", "Connected to ", " but STARTTLS was refused", reply)
-            return self._envelope()
+            return self._after_hello()
         return [StartTLS()]
 
     def _on_mail(self, reply: Reply) -> list[Action]:
+        if reply.code == 530 and self.route is not None and self.login is None:
+            # A relay that wants AUTH we were not given: the administrator's to fix.
+            self.state = State.DONE
+            text = report.auth_required(self.partner, self.route, reply.text)
+            return [Send(b"QUIT\r\n"), Finished(text)]
         if reply.permanent:
             return self._quit("D", "Connected to ", " but sender was rejected", reply)
         if not reply.positive:
@@ -329,6 +434,8 @@ class Conversation:
             self.state = State.DONE
             return Stale()
         before_envelope = self.state in (State.GREETING, State.EHLO, State.HELO, State.STARTTLS)
+        # (AUTH is not among them: a relay that breaks the protocol there is our one way
+        # out, and its other addresses are the same service with the same account.)
         self.state = State.DONE
         text = report.protocol_violation(self.partner, what, self.critical)
         if before_envelope:

@@ -49,6 +49,10 @@ class Key:
     helo: str
     tls: tuple[str, bool, int] | None
     """What TLS was asked for (server name, required, context id), None for plain SMTP."""
+    account: tuple[str, str, bool] | None = None
+    """For a relay with AUTH or implicit TLS: a digest of the credentials, the mechanism
+    the route names, implicit TLS; so a message rides only a connection logged in as the
+    account its own route names (see :meth:`qremote.relay.plan.Relaying.identity`)."""
 
 
 @dataclass(eq=False)

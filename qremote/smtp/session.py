@@ -64,6 +64,8 @@ class TlsSetup:
     context: ssl.SSLContext
     server_name: str
     required: bool
+    implicit: bool = False
+    """TLS from the first byte (RFC 8314), before the greeting."""
 
 
 @dataclass
@@ -71,6 +73,8 @@ class SessionResult:
     recipients: list[RecipientReport]
     final: Finished | NextHost | Stale
     tls_info: str = ""
+    auth_info: str = ""
+    """``Authenticated as ...`` once the relay accepted our credentials."""
 
 
 async def connect(
@@ -114,6 +118,7 @@ class Session:
         self.tls = tls
         self.parser = ReplyParser()
         self.tls_info = ""
+        self.tls_version = ""
         self.recipients: list[RecipientReport] = []
         """Recipient reports so far; qmail prints them even if the connection dies later."""
 
@@ -177,9 +182,20 @@ class Session:
             checked = self.tls.context.verify_mode == ssl.CERT_REQUIRED
             verified = "verified" if checked else "not verified"
             resumed = ", resumed" if obj.session_reused else ""
+            self.tls_version = obj.version() or "TLS"
             self.tls_info = (
                 f"TLS {obj.version()} {cipher[0] if cipher else '?'}, {verified}{resumed}"
             )
+
+    def _result(
+        self, recipients: list[RecipientReport], final: Finished | NextHost | Stale
+    ) -> SessionResult:
+        return SessionResult(recipients, final, self.tls_info, self._auth_info())
+
+    def _auth_info(self) -> str:
+        if self.conv.authenticated is None:
+            return ""
+        return report.note_authenticated(self.conv.authenticated, self.tls_version)
 
     def _buffered(self) -> bool:
         """Bytes the StreamReader already holds beyond what we parsed. asyncio offers no
@@ -194,6 +210,10 @@ class Session:
             # The server spoke while the connection was idle (a 421 before it closes,
             # or worse): not a connection to carry a message.
             return SessionResult(self.recipients, Stale())
+        if start is None and self.tls is not None and self.tls.implicit and not self.conv.tls:
+            # RFC 8314: the handshake before the greeting; TlsFailed as for STARTTLS.
+            await self._start_tls()
+            self.conv.tls = True
         try:
             return await self._run(start or [])
         except (_Unasked, ReplyTooLong) as e:
@@ -201,7 +221,7 @@ class Session:
             what = str(e)
             if isinstance(e, ReplyTooLong):
                 what = f"it sent {what}"
-            return SessionResult(self.recipients, self.conv.broken(what), self.tls_info)
+            return self._result(self.recipients, self.conv.broken(what))
 
     async def _run(self, actions: list[Action]) -> SessionResult:
         recipients = self.recipients
@@ -227,7 +247,7 @@ class Session:
                     await self._start_tls()
                     restart = self.conv.tls_started()
             if final is not None:
-                return SessionResult(recipients, final, self.tls_info)
+                return self._result(recipients, final)
             if restart is not None:
                 actions = restart
                 continue

@@ -59,15 +59,23 @@ class ResumingContext(ssl.SSLContext):
 
 
 @lru_cache(maxsize=256)
-def _context(control_path: str, mode: Mode, ca_file: str | None, files: tuple) -> ssl.SSLContext:
+def _context(
+    control_path: str, mode: Mode, ca_file: str | None, system: bool, files: tuple
+) -> ssl.SSLContext:
     """``files`` only keys the cache: the state of every file the context is built from."""
     ctx = ResumingContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if mode is Mode.REQUIRED:
+    if mode is Mode.REQUIRED and ca_file is not None:
         try:
             ctx.load_verify_locations(cafile=ca_file)
         except (OSError, ssl.SSLError) as e:
             raise ControlError(f"{_rel(ca_file)}: cannot load CA file: {e}") from None
+        ctx.check_hostname = True
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    elif mode is Mode.REQUIRED and system:
+        # OpenSSL's default paths: SSL_CERT_FILE and SSL_CERT_DIR when set, else the
+        # system's store (ca-certificates on Debian). No list of our own.
+        ctx.set_default_verify_paths()
         ctx.check_hostname = True
         ctx.verify_mode = ssl.CERT_REQUIRED
     else:
@@ -113,7 +121,7 @@ def context_for(control_path: str, policy: Policy) -> ssl.SSLContext:
         _state(os.path.join(control_path, "clientcert.pem")),
         _state(os.path.join(control_path, "tlsclientciphers")),
     )
-    return _context(control_path, policy.mode, policy.ca_file, files)
+    return _context(control_path, policy.mode, policy.ca_file, policy.system, files)
 
 
 def forget() -> None:

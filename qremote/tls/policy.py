@@ -6,6 +6,12 @@
 - ``control/tlshosts/exhaustivelist`` exists: hosts without a pem file get plain text.
 - otherwise opportunistic: STARTTLS when offered, the certificate is not checked, and a
   failed handshake is retried once in plain text on a new connection.
+
+A relay that needs TLS (it has credentials for SMTP AUTH, or speaks implicit TLS) is a
+known host, unlike an MX: TLS is required and its certificate is verified against the
+system's CAs and the relay's name (or address) unless ``tlshosts/<relay>.pem`` names the
+CA to use or its route says ``verify=no``; ``notlshosts/<relay>`` contradicts the route
+and is an error (the password is never sent in clear).
 """
 
 from __future__ import annotations
@@ -27,6 +33,25 @@ class Mode(Enum):
 class Policy:
     mode: Mode
     ca_file: str | None = None
+    """Verify the certificate against this CA file (and the host's name)."""
+    system: bool = False
+    """Verify it against the system's CAs (OpenSSL's default paths) and the name."""
+    implicit: bool = False
+    """TLS from the first byte (RFC 8314), not STARTTLS."""
+
+    @property
+    def verified(self) -> bool:
+        return self.ca_file is not None or self.system
+
+
+@dataclass(frozen=True)
+class RelayTls:
+    """What a relay's route asks of TLS (see :mod:`qremote.relay.plan`)."""
+
+    where: str
+    """The route's line, for messages."""
+    implicit: bool
+    verify: bool
 
 
 def _safe_name(mx: str) -> str | None:
@@ -82,12 +107,15 @@ def read_policy_files(control_path: str) -> PolicyFiles:
     )
 
 
-def decide(files: PolicyFiles, mx: str) -> Policy:
-    """The policy for one MX host, from the files as read; ControlError when they could
-    not be read. Pure: no file is looked at here."""
+def decide(files: PolicyFiles, mx: str, relay: RelayTls | None = None) -> Policy:
+    """The policy for one MX host (or relay needing TLS), from the files as read;
+    ControlError when they could not be read or contradict the route. Pure: no file is
+    looked at here."""
     if files.problem is not None:
         raise ControlError(files.problem)
     name = _safe_name(mx)
+    if relay is not None:
+        return _relay(files, name, relay)
     if name is None:
         return Policy(Mode.OPPORTUNISTIC)
     if name in files.plain:
@@ -97,3 +125,17 @@ def decide(files: PolicyFiles, mx: str) -> Policy:
     if files.exhaustive:
         return Policy(Mode.PLAIN)
     return Policy(Mode.OPPORTUNISTIC)
+
+
+def _relay(files: PolicyFiles, name: str | None, relay: RelayTls) -> Policy:
+    if name is not None and name in files.plain:
+        raise ControlError(
+            f"control/notlshosts/{name} forbids TLS, but {relay.where} needs it "
+            "(credentials are only ever sent inside TLS)"
+        )
+    if not relay.verify:
+        return Policy(Mode.REQUIRED, implicit=relay.implicit)
+    if name is not None and name in files.pinned:
+        ca_file = os.path.join(files.control, "tlshosts", name + ".pem")
+        return Policy(Mode.REQUIRED, ca_file, implicit=relay.implicit)
+    return Policy(Mode.REQUIRED, system=True, implicit=relay.implicit)

@@ -77,6 +77,29 @@ class Authority:
         return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
 
 
+def issue_for_ip(ca: Authority, ip: str) -> tuple[bytes, bytes]:
+    """A server certificate for an IP address (an IP SAN, as a relay given by address has)."""
+    import ipaddress
+
+    key = _key()
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(ip))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
+            critical=False,
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
+
+
 def self_signed(dns_name: str) -> tuple[bytes, bytes]:
     return Authority.create(dns_name).issue(dns_name)
 

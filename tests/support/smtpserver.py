@@ -1,5 +1,12 @@
 """Real SMTP servers for tests: aiosmtpd on a 127.0.0.x address with scripted replies.
 
+With ``accounts`` it is an AUTH relay: aiosmtpd's own PLAIN and LOGIN, SCRAM-SHA-256 by
+scramp (an independent implementation of RFC 5802/7677), CRAM-MD5 as RFC 2195 says; by
+default AUTH is offered only inside TLS (aiosmtpd's ``auth_require_tls``). With
+``implicit_tls`` it speaks TLS from the first byte (RFC 8314, port 465). Every byte a
+client sent (after TLS: decrypted) is kept in ``received_bytes``, so a test can show a
+password never arrived.
+
 A :class:`Script` names, per step, what the server answers instead of aiosmtpd's own
 reply: a reply string (multi-line with ``\\r\\n``), or one of the hostile behaviours
 :data:`CLOSE` (hang up), :data:`STALL` (say nothing, keep the connection) or
@@ -10,13 +17,18 @@ behave like a normal server, so the message really arrives and can be compared.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
 import itertools
+import secrets
 import ssl
 import threading
 from dataclasses import dataclass, field
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
 
 CLOSE = "\0CLOSE"
 STALL = "\0STALL"
@@ -62,6 +74,8 @@ class Received:
     rcpt_tos: list[str]
     content: bytes
     """The message as it arrived: CRLF line ends, dot-stuffing removed."""
+    login: bytes | None = None
+    """The account the client authenticated as on this connection, if any."""
 
 
 @dataclass
@@ -136,12 +150,75 @@ class _Handler:
         return reply
 
     async def handle_DATA(self, server, session, envelope):
+        login = session.auth_data
+        if isinstance(login, LoginPassword):
+            login = login.login
         self.owner.received.append(
-            Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content))
+            Received(
+                envelope.mail_from,
+                list(envelope.rcpt_tos),
+                bytes(envelope.original_content),
+                login if session.authenticated else None,
+            )
         )
         if self.owner.script.dot is not None:
             return _sentinel(self.owner, self.owner.script.dot)
         return "250 2.0.0 Ok: queued as 1234"
+
+
+    # -- AUTH mechanisms beyond aiosmtpd's own PLAIN and LOGIN -------------------------
+
+    async def auth_CRAM__MD5(self, server, args):
+        """RFC 2195: a unique challenge, answered with ``user hex(HMAC-MD5)``."""
+        challenge = f"<{secrets.randbelow(10**9)}.{secrets.randbelow(10**9)}@mx.test>".encode()
+        answer = await server.challenge_auth(challenge)
+        if answer is MISSING:
+            return AuthResult(success=False, handled=True)
+        user, _, digest = answer.rpartition(b" ")
+        password = self.owner.accounts.get(user)
+        ok = password is not None and hmac.compare_digest(
+            digest, hmac.new(password, challenge, hashlib.md5).hexdigest().encode()
+        )
+        return self.owner._authenticated("CRAM-MD5", user, ok)
+
+    async def auth_SCRAM__SHA__256(self, server, args):
+        """RFC 5802/7677, the server side by scramp."""
+        import scramp
+
+        mechanism = scramp.ScramMechanism("SCRAM-SHA-256")
+        accounts = self.owner.accounts
+        seen: list[bytes] = []
+
+        def lookup(username: str):
+            seen.append(username.encode())
+            password = accounts.get(username.encode())
+            if password is None:
+                raise scramp.ScramException("unknown user")
+            return mechanism.make_auth_info(password.decode(), iteration_count=4096)
+
+        server_side = mechanism.make_server(lookup)
+        try:
+            if len(args) > 1:
+                first = base64.b64decode(args[1], validate=True)
+            else:
+                first = await server.challenge_auth(b"")
+                if first is MISSING:
+                    return AuthResult(success=False, handled=True)
+            server_side.set_client_first(first.decode())
+            final = await server.challenge_auth(server_side.get_server_first())
+            if final is MISSING:
+                return AuthResult(success=False, handled=True)
+            server_side.set_client_final(final.decode())
+            if self.owner.scram_wrong_signature:
+                said = b"v=" + base64.b64encode(b"\0" * 32)
+            else:
+                said = server_side.get_server_final().encode()
+            empty = await server.challenge_auth(said)
+            if empty is MISSING:
+                return AuthResult(success=False, handled=True)
+        except (scramp.ScramException, binascii.Error, UnicodeDecodeError):
+            return self.owner._authenticated("SCRAM-SHA-256", (seen or [b"?"])[0], False)
+        return self.owner._authenticated("SCRAM-SHA-256", seen[0], True)
 
 
 def _sentinel(owner: ScriptedServer, reply: Reply) -> str:
@@ -157,8 +234,12 @@ class _ScriptedSMTP(SMTP):
         super().__init__(handler, **kwargs)
         self.owner = owner
         self._greeted = False
+        self._counted = False
 
-    async def push(self, status: str) -> None:
+    async def push(self, status: str | bytes) -> None:
+        if isinstance(status, bytes):  # an AUTH challenge (challenge_auth)
+            await super().push(status)
+            return
         if not self._greeted:
             self._greeted = True
             self.owner._connection(self.session)
@@ -203,11 +284,26 @@ class _ScriptedSMTP(SMTP):
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
-        self.owner._enter()
+        if not self._counted:  # (aiosmtpd calls this again after STARTTLS)
+            self._counted = True
+            self.owner._enter()
+
+    def data_received(self, data: bytes) -> None:
+        with self.owner._lock:
+            self.owner.received_bytes += data
+        super().data_received(data)
 
     def connection_lost(self, exc) -> None:
         super().connection_lost(exc)
-        self.owner._leave()
+        self._uncount()
+
+    def _uncount(self) -> None:
+        """A connection stops counting as active at QUIT or when it is lost, whichever
+        comes first: a client that said QUIT has let go of its slot, and the server may
+        notice the closed socket only after the next client connected."""
+        if self._counted:
+            self._counted = False
+            self.owner._leave()
 
     async def smtp_STARTTLS(self, arg: str) -> None:
         self.owner._connection(self.session).commands.append("STARTTLS")
@@ -225,6 +321,7 @@ class _ScriptedSMTP(SMTP):
 
     async def smtp_QUIT(self, arg: str) -> None:
         self.owner._connection(self.session).quit = True
+        self._uncount()
         await super().smtp_QUIT(arg)
 
     async def smtp_DATA(self, arg: str) -> None:
@@ -277,6 +374,9 @@ class ScriptedServer:
         port: int = 25,
         tls_context: ssl.SSLContext | None = None,
         pipelining: bool = True,
+        accounts: dict[bytes, bytes] | None = None,
+        implicit_tls: ssl.SSLContext | None = None,
+        auth_require_tls: bool = True,
     ) -> None:
         self.script = script or Script()
         self.ip = ip or fresh_ip()
@@ -291,11 +391,37 @@ class ScriptedServer:
         self._raw_ids = itertools.count()
         self._by_session: dict[tuple, Connection] = {}
         self._lock = threading.Lock()
+        self.accounts = accounts or {}
+        self.auth_attempts: list[tuple[str, bytes, bool]] = []
+        """(mechanism, user, accepted) for every AUTH exchange that got that far."""
+        self.scram_wrong_signature = False
+        """Answer SCRAM with a server signature that proves nothing (an impostor)."""
+        self.received_bytes = bytearray()
         kwargs: dict = {"hostname": self.ip, "port": port}
         kwargs["server_hostname"] = "mx.test"
         if tls_context is not None:
             kwargs["tls_context"] = tls_context
+        if implicit_tls is not None:
+            kwargs["ssl_context"] = implicit_tls
+        if accounts is None:
+            kwargs["auth_exclude_mechanism"] = ["PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-256"]
+        else:
+            kwargs["authenticator"] = self._builtin_authenticator
+            kwargs["auth_require_tls"] = auth_require_tls and implicit_tls is None
         self.controller = _Controller(self, **kwargs)
+
+    def _authenticated(self, mechanism: str, user: bytes, ok: bool) -> AuthResult:
+        with self._lock:
+            self.auth_attempts.append((mechanism, user, ok))
+        return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
+
+    def _builtin_authenticator(self, server, session, envelope, mechanism, auth_data):
+        """aiosmtpd's PLAIN and LOGIN hand us the user and password they decoded."""
+        user, password = auth_data.login, auth_data.password
+        ok = self.accounts.get(user) == password
+        with self._lock:
+            self.auth_attempts.append((mechanism, user, ok))
+        return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 
     def _enter(self) -> None:
         with self._lock:

@@ -1,0 +1,1 @@
+"""Relaying through a smarthost: SMTP AUTH credentials, their TLS, and the SASL exchanges."""
