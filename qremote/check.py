@@ -127,6 +127,50 @@ def _relays(control: ControlDir, user: str) -> Iterator[str]:
         yield from _secret_file(os.path.join(control.path, name), user)
 
 
+def _dane(control: ControlDir) -> Iterator[str]:
+    """With control/dane (or control/danecheck) present: is the resolver one whose AD bit
+    DANE may believe (on loopback), and does it validate (AD on a signed name)?"""
+    if control.line("dane") is None and control.line("danecheck") is None:
+        return  # the default: DANE where the resolver allows it, nothing to warn about
+    value = (control.line("dane") or "on").strip().lower()
+    if value not in ("on", "off", "first"):
+        yield f"control/dane: {value[:40]!r} is not on, off or first"
+        return
+    if value == "off":
+        return
+    import dns.flags
+    import dns.message
+    import dns.query
+
+    from qremote.routing.resolve import make_resolver, on_loopback
+
+    servers = [parse_nameserver(line) for line in control.listing("nameservers")]
+    resolver = make_resolver(servers, 5, 10)
+    shown = ", ".join(str(getattr(n, "address", n)) for n in resolver.nameservers)
+    if not on_loopback(resolver):
+        yield (
+            f"control/dane: the resolver ({shown}) is not on loopback, so its DNSSEC "
+            "answers are not believed and DANE is never applied; run a validating "
+            "resolver (unbound) on this host"
+        )
+        return
+    name = (control.line("danecheck") or ".").strip() or "."
+    first = resolver.nameservers[0]
+    address, port = str(getattr(first, "address", first)), int(getattr(first, "port", 53))
+    query = dns.message.make_query(name, "SOA", want_dnssec=True)
+    try:
+        answer = dns.query.udp(query, address, port=port, timeout=5)
+    except Exception as e:  # noqa: BLE001 - any failure to ask is the finding
+        yield f"control/dane: cannot ask the resolver ({shown}) about {name}: {e}"
+        return
+    if not answer.flags & dns.flags.AD:
+        yield (
+            f"control/dane: the resolver ({shown}) does not validate DNSSEC (no AD on the "
+            f"SOA of {name}, which control/danecheck names; default: the root zone), so "
+            "DANE is never applied; run a validating resolver (unbound)"
+        )
+
+
 def _secret_file(path: str, user: str) -> Iterator[str]:
     """A file with passwords: readable by qmail-remote's user, by nobody else but root."""
     import grp
@@ -346,6 +390,7 @@ def problems(home: str, user: str = "qmailr") -> list[str]:
     for check in (_basics, _bindings, _tls):
         found.extend(_guard(lambda check=check: check(control)))
     found.extend(_guard(lambda: _relays(control, user)))
+    found.extend(_guard(lambda: _dane(control)))
     found.extend(_guard(lambda: _keys(control, user)))
     found.extend(_guard(lambda: _backends(control)))
     found.extend(_install(home))

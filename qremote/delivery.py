@@ -8,6 +8,7 @@ from control/ comes in a :class:`~qremote.settings.Settings`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random
 import time
@@ -19,6 +20,9 @@ from qremote.attempts import Event, HostAttempt, Next, Refusal, Walk
 from qremote.control import ControlError
 from qremote.groups import caps
 from qremote.groups import rules as group_rules
+from qremote.mtasts import discover
+from qremote.mtasts.discover import Found
+from qremote.mtasts.store import PolicyStore
 from qremote.relay.plan import Relaying, plan
 from qremote.routing import routes, source
 from qremote.routing.addresses import ip_literal
@@ -49,7 +53,10 @@ from qremote.smtp.session import (
 from qremote.tcpto.shared import SharedTcpto
 from qremote.tcpto.store import Tcpto, TcptoFiles
 from qremote.tls import contexts
-from qremote.tls.policy import Mode, decide
+from qremote.tls.policy import Mode, Policy, decide
+from qremote.tls.tally import Tally
+from qremote.tlsrpt.record import Held, record, result_type
+from qremote.tlsrpt.watch import Watch, held_by
 
 __all__ = ["Outcome", "Resources", "Settings", "deliver", "load_settings"]
 
@@ -68,6 +75,10 @@ class Resources:
     """The Redis backend for ``control/sharedstate``; its owner closes it."""
     pool: ConnectionPool | None = None
     """Idle SMTP connections (connection reuse)."""
+    tally: Tally | None = None
+    """Authenticated-TLS outcomes per MX group (``qremote status``)."""
+    sts: PolicyStore | None = None
+    """MTA-STS policies remembered in memory (and on disk)."""
 
 
 @dataclass
@@ -103,10 +114,16 @@ class _Way:
     port: int
     relay: Relaying | None
     """How to talk to the relay (AUTH, its TLS); None for MX delivery."""
+    sts: Found | None = None
+    """The domain's MTA-STS policy lookup (MX delivery with MTA-STS on)."""
 
 
 async def _targets(
-    settings: Settings, resolver: AsyncResolver | None, host: str, sender: bytes
+    settings: Settings,
+    resolver: AsyncResolver | None,
+    host: str,
+    sender: bytes,
+    store: PolicyStore | None,
 ) -> _Way:
     """The addresses to try, by authsenders, smtproutes, or MX.
 
@@ -129,7 +146,20 @@ async def _targets(
         )
     if route is not None:
         return _Way(await resolve.relay_targets(resolver, route.relay), port, relay)
-    return _Way(await resolve.mx_targets(resolver, host, random.Random()), port, None)
+    dane = settings.dane != "off" and resolve.on_loopback(resolver)
+    mx = resolve.mx_targets(resolver, host, random.Random(), dane)
+    if store is None:
+        return _Way(await mx, port, None)
+    # The policy lookup runs alongside the MX lookup; it never fails the delivery itself.
+    targets, sts = await asyncio.gather(mx, _sts(host, resolver, store))
+    return _Way(targets, port, None, sts)
+
+
+async def _sts(host: str, resolver: AsyncResolver, store: PolicyStore) -> Found:
+    try:
+        return await discover.find(host, resolver, store, time.time())
+    except Exception as e:  # noqa: BLE001 - a bug here must not stop mail: no policy
+        return Found(None, problem=f"sts-policy-fetch-error: {e.__class__.__name__}: {e}")
 
 
 async def deliver(
@@ -197,8 +227,11 @@ async def _send(
 
     ``notes`` (what was signed) go into every report that comes from a remote host.
     """
+    store = None
+    if settings.mta_sts and not host.startswith("["):
+        store = resources.sts or PolicyStore(settings.home)
     try:
-        way = await _targets(settings, resources.resolver, host, sender)
+        way = await _targets(settings, resources.resolver, host, sender, store)
     except routes.RouteError as e:
         return _final(report.control_error(str(e)))
     except DnsHard as e:
@@ -214,6 +247,9 @@ async def _send(
     chosen = usable(targets, settings.local, routed)
     if chosen is None:
         return _final(report.AMBIGUOUS_MX)
+    chosen, refused = _sts_filter(settings, host, way.sts, chosen, origin)
+    if refused is not None:
+        return _final(refused)
 
     body = Body(*parts)
     envelope = Envelope(
@@ -227,7 +263,8 @@ async def _send(
     grouped_by = "" if routed else host
     group = group_rules.group_for(grouped_by, [t.name for t in chosen], settings.groups)
     job = _Job(settings, port, envelope, body, origin, notes, group.name, resources.pool)
-    job.relay, job.probe = way.relay, probe
+    job.relay, job.probe, job.tally = way.relay, probe, resources.tally
+    job.domain, job.sts = host, way.sts
     kept = None
     if job.pool is not None and job.pool.holds(group.name):
         kept = job.pool.checkout(group.name, _reuse_keys(job, chosen))
@@ -305,6 +342,18 @@ class _Job:
     """The route's relay and how to talk to it (AUTH, TLS); None for MX delivery."""
     probe: bool = False
     """Stop before MAIL (``qremote check --route``)."""
+    tally: Tally | None = None
+    domain: str = ""
+    sts: Found | None = None
+    """The destination's MTA-STS policy, if one applies."""
+
+    def watch(self, policy: Policy, target: Target) -> Watch:
+        """Where this connection's TLS outcome goes (TLS report, status counts)."""
+        sts = self.sts.policy if self.sts is not None else None
+        lines, mx = (tuple(sts.lines()), sts.mx) if sts is not None else ((), ())
+        held = held_by(policy, self.domain, lines, mx)
+        ip = self.origin.ip or ""
+        return Watch(self.settings.home, held, self.group, self.tally, ip, target.name, target.ip)
 
     @property
     def tcpto(self) -> Tcpto:
@@ -313,11 +362,23 @@ class _Job:
         return self.tcpto_
 
 
-def _tls_setup(job: _Job, target: Target) -> tuple[TlsSetup | None, list[str]]:
-    """How to run TLS with ``target``, and notes; ControlError when it must not go on."""
+def _policy(job: _Job, target: Target) -> Policy:
+    """The TLS policy for ``target``; ControlError when the files cannot be read."""
     settings = job.settings
     relay_tls = job.relay.tls if job.relay is not None else None
-    policy = decide(settings.tls_files, target.name, relay_tls)
+    first = settings.dane == "first"
+    sts = job.sts.policy.mode if job.sts is not None and job.sts.policy is not None else None
+    return decide(settings.tls_files, target.name, relay_tls, target.dane, first, sts)
+
+
+def _tls_setup(
+    job: _Job, target: Target, policy: Policy | None = None
+) -> tuple[TlsSetup | None, list[str]]:
+    """How to run TLS with ``target``, and notes; ControlError when it must not go on."""
+    settings = job.settings
+    policy = policy or _policy(job, target)
+    if policy.failure is not None:
+        raise _Unusable(report.dane_unusable(target.name, target.ip, policy.failure))
     if policy.mode is Mode.PLAIN:
         return None, []
     try:
@@ -327,7 +388,47 @@ def _tls_setup(job: _Job, target: Target) -> tuple[TlsSetup | None, list[str]]:
             raise
         return None, [f"TLS not tried: {e}"]
     required = policy.mode is Mode.REQUIRED
-    return TlsSetup(ctx, target.name, required, policy.implicit), []
+    return TlsSetup(ctx, target.name, required, policy.implicit, policy.dane), []
+
+
+def _sts_filter(
+    settings: Settings,
+    host: str,
+    sts: Found | None,
+    chosen: list[Target],
+    origin: source.Source,
+) -> tuple[list[Target], bytes | None]:
+    """MTA-STS enforce: only MX hosts its ``mx`` patterns cover (none: ``Z``, no
+    connection). A policy that could not be had is reported as a failed session."""
+    if sts is None:
+        return chosen, None
+    if sts.problem is not None and sts.policy is None:
+        kind = sts.problem.split(":", 1)[0]
+        record(settings.home, Held("sts", host), kind, origin.ip or "")
+    policy = sts.policy
+    if policy is None:
+        return chosen, None
+    allowed = [t for t in chosen if policy.allows(t.name)]
+    if len(allowed) == len(chosen):
+        return chosen, None
+    held = Held("sts", host, tuple(policy.lines()), policy.mx)
+    for t in chosen:
+        if t not in allowed:
+            record(settings.home, held, "validation-failure", origin.ip or "", t.name, t.ip)
+    if policy.mode != "enforce":
+        return chosen, None
+    if not allowed:
+        names = sorted({t.name for t in chosen})
+        return chosen, report.sts_no_mx(host, sts.policy_id, names)
+    return allowed, None
+
+
+class _Unusable(Exception):
+    """This address must not be tried now (its TLSA lookup failed); the report says why."""
+
+    def __init__(self, text: bytes) -> None:
+        super().__init__()
+        self.report = text
 
 
 def _key(job: _Job, target: Target, tls: TlsSetup | None) -> Key:
@@ -345,7 +446,7 @@ def _reuse_keys(job: _Job, chosen: list[Target]) -> list[Key]:
             continue
         try:
             tls, _ = _tls_setup(job, target)
-        except ControlError:
+        except (ControlError, _Unusable):
             continue
         keys.append(_key(job, target, tls))
     return keys
@@ -403,10 +504,17 @@ async def _open(job: _Job, target: Target, tls: TlsSetup | None) -> Session | No
 async def _try_host(job: _Job, target: Target) -> Outcome | NextHost | None:
     """One address: an Outcome ends the delivery; NextHost or None moves on."""
     try:
-        tls, notes = _tls_setup(job, target)
+        policy = _policy(job, target)
+        watch = job.watch(policy, target)
+        tls, notes = _tls_setup(job, target, policy)
     except ControlError as e:
         return _final(report.control_error(str(e)))
+    except _Unusable as e:
+        watch.failure("dnssec-invalid")
+        return NextHost(_with_notes(e.report, job.notes), False)
     notes = job.notes + notes
+    if policy.sts is not None and job.sts is not None:
+        notes.append(report.note_sts(policy.sts, job.sts.policy_id))
     key = _key(job, target, tls)
     kept, job.kept = job.kept, None
     if kept is not None and kept.key != key:
@@ -440,10 +548,20 @@ async def _try_host(job: _Job, target: Target) -> Outcome | NextHost | None:
             )
         except TlsFailed as e:
             await session.close()
+            if kept is None and (policy.verified or policy.dane is not None):
+                watch.failure(result_type(str(e)))
+            if policy.sts == "testing" and tls is not None and tls.context.verify_mode:
+                # MTA-STS testing: the failure is reported; the mail goes with TLS as before.
+                notes.append(report.note_sts_testing_failed(str(e)))
+                tls, _ = _tls_setup(job, target, Policy(Mode.OPPORTUNISTIC))
+                continue
             if attempt.after(Event.TLS_FAILED) is Next.PLAIN:
                 notes.append(report.note_tls_retried(target.ip, str(e)))
                 tls = None
                 continue
+            if tls is not None and (tls.dane is not None or policy.sts == "enforce"):
+                # This host cannot be authenticated; another MX of the domain may be.
+                return NextHost(_with_notes(report.tls_failed(target.ip, str(e)), notes), False)
             return _final(report.tls_failed(target.ip, str(e)))
         except BaseException:
             session.abort()  # cancelled (qremoted stopping) or a bug: never leave it open
@@ -457,6 +575,12 @@ async def _try_host(job: _Job, target: Target) -> Outcome | NextHost | None:
             return None
         if result.tls_info:
             notes.append(result.tls_info)
+            if kept is None and tls is not None and tls.context.verify_mode:
+                watch.success()
+            elif kept is None and tls is not None and policy.dane is not None:
+                watch.success()  # TLSA records, all unusable: TLS was what they asked
+        elif kept is None and tls is not None and not isinstance(final, NextHost):
+            watch.failure("starttls-not-supported")
         if result.auth_info:
             notes.append(result.auth_info)
         if kept is not None:

@@ -58,6 +58,10 @@ DNS_MAX_TARGETS = 100
 """Addresses tried for one delivery, in qmail's order: each may cost ``timeoutconnect``,
 and a name with a thousand A records must not hold a delivery for days."""
 
+DNS_MAX_TLSA = 20
+"""TLSA records considered for one MX host: real hosts publish one to four (a current and
+a next key, perhaps two usages); more only cost time spent hashing certificates."""
+
 # -- Incoming mail verification (qremote/verify/) ------------------------------------------
 
 VERIFY_MAX_DKIM_SIGNATURES = 5
@@ -69,6 +73,20 @@ evaluated. Real mail carries one to three (author, list, forwarder)."""
 VERIFY_MAX_DOMAINKEYS_SIGNATURES = 3
 """DomainKey-Signature fields evaluated per message, for the same reason; a DomainKeys
 signer adds one."""
+
+# -- MTA-STS and TLS reports (qremote/mtasts/, qremote/tlsrpt/) ----------------------------
+
+STS_POLICY_MAX = 64 * 1024
+"""Bytes of an MTA-STS policy file: RFC 8461 section 3.3 suggests 64 KiB; real policies
+are a few hundred bytes. A longer answer is a fetch error and is not read further."""
+
+STS_FETCH_TIMEOUT = 20.0
+"""Seconds for one policy fetch (connect, TLS, answer), in all: the fetch holds up the
+deliveries to that domain, at most once per domain at a time."""
+
+STS_RETRY_AFTER = 300
+"""Seconds before a failed policy fetch is tried again for the same domain: a policy
+server that is down must not add its time-out to every delivery."""
 
 # -- SMTP AUTH (qremote/relay/) -------------------------------------------------------------
 

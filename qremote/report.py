@@ -92,6 +92,23 @@ def tls_failed(partner: str, why: str) -> bytes:
     return f"ZConnected to {partner} but TLS failed: {why}. (#4.7.0)\n".encode()
 
 
+def dane_unusable(name: str, partner: str, why: str) -> bytes:
+    """DANE says this MX host needs authenticated TLS, and what that takes cannot be had
+    now (its TLSA lookup failed): the host is not tried, never tried without TLS."""
+    return f"ZNot trying {name} ({partner}): {why}; DANE requires it. (#4.7.5)\n".encode(
+        "utf-8", "replace"
+    )
+
+
+def sts_no_mx(domain: str, policy_id: str, names: list[str]) -> bytes:
+    """MTA-STS enforce, and no MX host of the domain is one its policy names."""
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    return (
+        f"ZNo MX host of {domain} ({shown}) matches its MTA-STS policy (enforce, id "
+        f"{policy_id}); none was tried. (#4.7.5)\n"
+    ).encode("utf-8", "replace")
+
+
 def tls_not_negotiated(partner: str) -> bytes:
     """Required TLS, and the server did not offer STARTTLS."""
     text = f"ZConnected to {partner} but TLS is required and was not negotiated. (#4.7.0)\n"
@@ -153,6 +170,14 @@ def note_tls_retried(partner: str, why: str) -> str:
 
 def note_authenticated(who: str, tls_version: str) -> str:
     return f"Authenticated as {who} over {tls_version}."
+
+
+def note_sts(mode: str, policy_id: str) -> str:
+    return f"MTA-STS {mode} (policy id {policy_id})"
+
+
+def note_sts_testing_failed(why: str) -> str:
+    return f"MTA-STS testing: TLS would have failed ({why}); sent with TLS unverified"
 
 
 def note_reused(partner: str, message: int) -> str:

@@ -60,6 +60,9 @@ CONTROL_FILES: tuple[ControlFile, ...] = (
     ControlFile("reuseage", "integer", 300, (REMOTE,), "seconds a kept connection may live"),
     ControlFile("notlshosts", "folder", None, (REMOTE,), "MX hosts never to use TLS with"),
     ControlFile("tlshosts", "folder", None, (REMOTE,), "<mx>.pem: TLS required and verified"),
+    ControlFile("dane", "line", "on", (REMOTE,), "on, off or first: DANE for MX hosts"),
+    ControlFile("mtasts", "line", "on", (REMOTE,), "on or off: MTA-STS for MX delivery"),
+    ControlFile("danecheck", "line", ".", ("qremote check",), "a signed name to test AD on"),
     ControlFile("clientcert.pem", "file", None, (REMOTE,), "client certificate for STARTTLS"),
     ControlFile("tlsclientciphers", "line", None, (REMOTE,), "OpenSSL cipher list"),
     ControlFile("domainkeys", "folder", None, (REMOTE, ROTATE), "signing keys"),
@@ -111,6 +114,11 @@ class Settings:
     senders: dict[str, str] = field(default_factory=dict)
     """control/authsenders: relays by envelope sender, looked up before smtproutes."""
     smtpauth: AuthTable = field(default_factory=lambda: AuthTable({}))
+    mta_sts: bool = True
+    """control/mtasts: MTA-STS policies are looked up and applied (on, the default)."""
+    dane: str = "on"
+    """control/dane: on (the default; believed only from a resolver on loopback), off, or
+    first (DANE even where tlshosts/<mx>.pem exists)."""
     reuse: Limits = field(default_factory=Limits)
     """Connection reuse; only a long-lived process (qremoted) has a pool to reuse from."""
 
@@ -151,6 +159,22 @@ def load_settings(home: str) -> Settings:
             age=integer(control, "reuseage"),
         ),
         tls_files=read_policy_files(control.path),
+        dane=_dane(control),
+        mta_sts=_switch(control, "mtasts"),
     )
+
+
+def _switch(control: ControlDir, name: str) -> bool:
+    value = (control.line(name) or "on").strip().lower()
+    if value not in ("on", "off"):
+        raise ControlError(f"control/{name}: {value[:40]!r} is not on or off")
+    return value == "on"
+
+
+def _dane(control: ControlDir) -> str:
+    value = (control.line("dane") or "on").strip().lower()
+    if value not in ("on", "off", "first"):
+        raise ControlError(f"control/dane: {value[:40]!r} is not on, off or first")
+    return value
 
 

@@ -30,6 +30,7 @@ def status_text(
     done: int,
     jobs: list[tuple[int, str, str, int, float]],
     idle: list[str],
+    tls: list[str] | None = None,
 ) -> str:
     """What ``qremote status`` shows of qremoted: in-flight deliveries (pid, host, sender,
     recipients, seconds so far) and the cached connections."""
@@ -40,4 +41,7 @@ def status_text(
         )
     lines.append(f"cached connections: {len(idle)}")
     lines.extend(f"  {line}" for line in idle)
+    if tls:
+        lines.append("authenticated TLS per MX group:")
+        lines.extend(f"  {line}" for line in tls)
     return "\n".join(lines) + "\n"

@@ -15,6 +15,7 @@ from qremote.delivery import Resources
 from qremote.settings import Settings, load_settings
 from qremote.smtp.pool import ConnectionPool
 from qremote.tls import contexts
+from qremote.tls.tally import Tally
 
 if TYPE_CHECKING:
     from qremote.groups.caps import SharedState
@@ -43,7 +44,7 @@ def control_signature(control: str) -> tuple:
 class Generation:
     """Settings and what is built from them, replaced together when control/ changes."""
 
-    def __init__(self, settings: Settings, shared) -> None:
+    def __init__(self, settings: Settings, shared, tally: Tally | None = None) -> None:
         import dns.resolver
 
         from qremote.routing import resolve
@@ -53,7 +54,7 @@ class Generation:
             settings.nameservers, settings.timeout_connect, settings.timeout_remote
         )
         resolver.cache = dns.resolver.LRUCache(100_000)  # honours each answer's TTL
-        self.resources = Resources(resolver, shared, ConnectionPool(settings.reuse))
+        self.resources = Resources(resolver, shared, ConnectionPool(settings.reuse), tally)
 
 
 class SettingsCache:
@@ -69,6 +70,8 @@ class SettingsCache:
         still hold leases renewed through an older one."""
         self.retired: list[ConnectionPool] = []
         self._closing = Background()
+        self.tally = Tally()
+        """DANE outcomes per MX group, kept across generations."""
 
     def get(self) -> Generation:
         """The current generation, reloaded first if control/ changed.
@@ -81,7 +84,7 @@ class SettingsCache:
         if self.current is None or signature != self._signature:
             settings = load_settings(self.home)
             old = self.current
-            self.current = Generation(settings, self._shared_for(settings))
+            self.current = Generation(settings, self._shared_for(settings), self.tally)
             self._signature = signature
             # Deliveries in flight may still return connections to the old pool.
             self.retired = [pool for pool in self.retired if len(pool)]

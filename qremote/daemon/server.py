@@ -320,4 +320,5 @@ class Daemon:
         if self.cache.current is not None and self.cache.current.resources.pool is not None:
             pools.append(self.cache.current.resources.pool)
         idle = [line for pool in pools for line in pool.describe()]
-        return status_text(os.getpid(), now - self.started, self.done, jobs, idle)
+        tls = self.cache.tally.lines()
+        return status_text(os.getpid(), now - self.started, self.done, jobs, idle, tls)

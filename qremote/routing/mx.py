@@ -11,6 +11,10 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from qremote.dane.tlsa import Dane
 
 
 @dataclass(frozen=True)
@@ -20,6 +24,8 @@ class Target:
     ip: str
     pref: int
     name: str
+    dane: Dane | None = None
+    """What DNSSEC-signed TLSA records say about this host (None: nothing secure)."""
 
 
 ROUTE_PREF = 300000

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 from qremote import report
+from qremote.dane.tlsa import Dane, Mismatch, verify
 from qremote.limits import CLOSE_WAIT, READ_CHUNK
 from qremote.smtp.body import Body
 from qremote.smtp.conversation import (
@@ -66,6 +67,9 @@ class TlsSetup:
     required: bool
     implicit: bool = False
     """TLS from the first byte (RFC 8314), before the greeting."""
+    dane: Dane | None = None
+    """Authenticate the server by these TLSA records after the handshake (the context
+    itself checks nothing)."""
 
 
 @dataclass
@@ -181,11 +185,26 @@ class Session:
             cipher = obj.cipher()
             checked = self.tls.context.verify_mode == ssl.CERT_REQUIRED
             verified = "verified" if checked else "not verified"
+            if self.tls.dane is not None and self.tls.dane.records:
+                verified = self._dane(obj)
             resumed = ", resumed" if obj.session_reused else ""
             self.tls_version = obj.version() or "TLS"
             self.tls_info = (
                 f"TLS {obj.version()} {cipher[0] if cipher else '?'}, {verified}{resumed}"
             )
+
+    def _dane(self, obj: ssl.SSLObject) -> str:
+        """Match the server's certificates to the TLSA records (TlsFailed if none does).
+        A resumed session was made through a context kept for these very records, and
+        sessions are only kept after a match, so it was authenticated by them."""
+        assert self.tls is not None and self.tls.dane is not None
+        if obj.session_reused:
+            return "verified by DANE"
+        try:
+            usage = verify(_peer_chain(obj), self.tls.dane)
+        except Mismatch as e:
+            raise TlsFailed(f"DANE: {e}") from None
+        return f"verified by DANE (usage {usage})"
 
     def _result(
         self, recipients: list[RecipientReport], final: Finished | NextHost | Stale
@@ -301,6 +320,19 @@ class Session:
             await asyncio.wait_for(self.writer.wait_closed(), CLOSE_WAIT)
         except Exception:  # noqa: BLE001 - closing must never change a result
             self.abort()
+
+
+def _peer_chain(obj: ssl.SSLObject) -> list[bytes]:
+    """The certificates the server sent, leaf first, as DER. Python 3.13 has this as
+    ``get_unverified_chain``; before it, the same method exists on the underlying object."""
+    method = getattr(obj, "get_unverified_chain", None)
+    if method is None:
+        method = getattr(getattr(obj, "_sslobj", None), "get_unverified_chain", None)
+    if method is None:
+        return []
+    chain = method() or []
+    der = [c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER) for c in chain]  # type: ignore[attr-defined]
+    return der
 
 
 def dropped_report(conv: Conversation) -> bytes:

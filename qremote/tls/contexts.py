@@ -60,9 +60,17 @@ class ResumingContext(ssl.SSLContext):
 
 @lru_cache(maxsize=256)
 def _context(
-    control_path: str, mode: Mode, ca_file: str | None, system: bool, files: tuple
+    control_path: str,
+    mode: Mode,
+    ca_file: str | None,
+    system: bool,
+    files: tuple,
+    dane: str | None = None,
 ) -> ssl.SSLContext:
-    """``files`` only keys the cache: the state of every file the context is built from."""
+    """``files`` only keys the cache: the state of every file the context is built from.
+    ``dane`` too: a DANE host's TLSA digest, so TLS sessions to resume are kept apart by
+    the records they were authenticated against (the match itself is done after the
+    handshake, on the certificates the server sent)."""
     ctx = ResumingContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if mode is Mode.REQUIRED and ca_file is not None:
@@ -72,7 +80,7 @@ def _context(
             raise ControlError(f"{_rel(ca_file)}: cannot load CA file: {e}") from None
         ctx.check_hostname = True
         ctx.verify_mode = ssl.CERT_REQUIRED
-    elif mode is Mode.REQUIRED and system:
+    elif system:
         # OpenSSL's default paths: SSL_CERT_FILE and SSL_CERT_DIR when set, else the
         # system's store (ca-certificates on Debian). No list of our own.
         ctx.set_default_verify_paths()
@@ -121,7 +129,8 @@ def context_for(control_path: str, policy: Policy) -> ssl.SSLContext:
         _state(os.path.join(control_path, "clientcert.pem")),
         _state(os.path.join(control_path, "tlsclientciphers")),
     )
-    return _context(control_path, policy.mode, policy.ca_file, policy.system, files)
+    dane = policy.dane.digest() if policy.dane is not None else None
+    return _context(control_path, policy.mode, policy.ca_file, policy.system, files, dane)
 
 
 def forget() -> None:

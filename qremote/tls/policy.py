@@ -7,6 +7,16 @@
 - otherwise opportunistic: STARTTLS when offered, the certificate is not checked, and a
   failed handshake is retried once in plain text on a new connection.
 
+DANE (RFC 7672): an MX host with secure TLSA records gets TLS required and authenticated
+by them (:mod:`qremote.dane`), after ``notlshosts/<mx>`` (plain text, DANE not applied) and
+``tlshosts/<mx>.pem`` (which wins unless ``control/dane`` says ``first``), before
+``exhaustivelist``. A failed TLSA lookup makes the host unusable for now.
+
+MTA-STS (RFC 8461) comes after DANE (which takes precedence, section 2) and the files:
+``enforce`` requires TLS verified against the system's CAs and the MX name; ``testing``
+verifies too, but a failure only means another connection with TLS unverified (and a
+line in the TLS report).
+
 A relay that needs TLS (it has credentials for SMTP AUTH, or speaks implicit TLS) is a
 known host, unlike an MX: TLS is required and its certificate is verified against the
 system's CAs and the relay's name (or address) unless ``tlshosts/<relay>.pem`` names the
@@ -21,6 +31,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from qremote.control import ControlError, shown
+from qremote.dane.tlsa import Dane
 
 
 class Mode(Enum):
@@ -38,10 +49,16 @@ class Policy:
     """Verify it against the system's CAs (OpenSSL's default paths) and the name."""
     implicit: bool = False
     """TLS from the first byte (RFC 8314), not STARTTLS."""
+    dane: Dane | None = None
+    """Authenticate by these TLSA records (no records: TLS without authentication)."""
+    failure: str | None = None
+    """This host must not be used now (its TLSA lookup failed); the text says why."""
+    sts: str | None = None
+    """The MTA-STS mode this host is held to (enforce or testing), if that decided."""
 
     @property
     def verified(self) -> bool:
-        return self.ca_file is not None or self.system
+        return self.ca_file is not None or self.system or bool(self.dane and self.dane.records)
 
 
 @dataclass(frozen=True)
@@ -107,7 +124,14 @@ def read_policy_files(control_path: str) -> PolicyFiles:
     )
 
 
-def decide(files: PolicyFiles, mx: str, relay: RelayTls | None = None) -> Policy:
+def decide(
+    files: PolicyFiles,
+    mx: str,
+    relay: RelayTls | None = None,
+    dane: Dane | None = None,
+    dane_first: bool = False,
+    sts: str | None = None,
+) -> Policy:
     """The policy for one MX host (or relay needing TLS), from the files as read;
     ControlError when they could not be read or contradict the route. Pure: no file is
     looked at here."""
@@ -120,8 +144,16 @@ def decide(files: PolicyFiles, mx: str, relay: RelayTls | None = None) -> Policy
         return Policy(Mode.OPPORTUNISTIC)
     if name in files.plain:
         return Policy(Mode.PLAIN)
+    if dane is not None and (dane_first or name not in files.pinned):
+        if dane.failure is not None:
+            return Policy(Mode.REQUIRED, dane=dane, failure=dane.failure)
+        return Policy(Mode.REQUIRED, dane=dane)
     if name in files.pinned:
         return Policy(Mode.REQUIRED, os.path.join(files.control, "tlshosts", name + ".pem"))
+    if sts == "enforce":
+        return Policy(Mode.REQUIRED, system=True, sts=sts)
+    if sts == "testing":
+        return Policy(Mode.OPPORTUNISTIC, system=True, sts=sts)
     if files.exhaustive:
         return Policy(Mode.PLAIN)
     return Policy(Mode.OPPORTUNISTIC)
