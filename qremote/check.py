@@ -171,6 +171,33 @@ def _dane(control: ControlDir) -> Iterator[str]:
         )
 
 
+def _writable_folders(home: str, user: str) -> Iterator[str]:
+    """MTA-STS remembers policies and records TLS-report sessions under $QMAILHOME/qremote:
+    qmail-remote (``user``) must be able to write there, or a policy seen once is
+    forgotten and the day's report is empty."""
+    import pwd
+
+    try:
+        account = pwd.getpwnam(user)
+    except KeyError:
+        return
+    if account.pw_uid == 0:
+        return
+    for name in ("qremote", "qremote/mta-sts", "qremote/tlsrpt"):
+        path = os.path.join(home, name)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            continue
+        mine = st.st_uid == account.pw_uid and st.st_mode & 0o200
+        group = st.st_gid == account.pw_gid and st.st_mode & 0o020
+        if not (mine or group or st.st_mode & 0o002):
+            yield (
+                f"{path}: {user} (qmail-remote) cannot write here, so MTA-STS policies are "
+                f"not remembered and TLS reports stay empty; chown {user} {path}"
+            )
+
+
 def _secret_file(path: str, user: str) -> Iterator[str]:
     """A file with passwords: readable by qmail-remote's user, by nobody else but root."""
     import grp
@@ -394,5 +421,6 @@ def problems(home: str, user: str = "qmailr") -> list[str]:
     found.extend(_guard(lambda: _keys(control, user)))
     found.extend(_guard(lambda: _backends(control)))
     found.extend(_install(home))
+    found.extend(_writable_folders(home, user))
     found.extend(_daemon(home, user))
     return list(dict.fromkeys(found))  # a file two checks read is named once

@@ -124,6 +124,7 @@ async def _targets(
     host: str,
     sender: bytes,
     store: PolicyStore | None,
+    dane_allowed: bool = True,
 ) -> _Way:
     """The addresses to try, by authsenders, smtproutes, or MX.
 
@@ -146,7 +147,7 @@ async def _targets(
         )
     if route is not None:
         return _Way(await resolve.relay_targets(resolver, route.relay), port, relay)
-    dane = settings.dane != "off" and resolve.on_loopback(resolver)
+    dane = dane_allowed and settings.dane != "off" and resolve.on_loopback(resolver)
     mx = resolve.mx_targets(resolver, host, random.Random(), dane)
     if store is None:
         return _Way(await mx, port, None)
@@ -197,7 +198,18 @@ async def deliver(
         resources or Resources(),
         origin,
         [signed.note],
+        lenient=is_tls_report(message, sender, settings.tlsrpt_contact),
     )
+
+
+def is_tls_report(message: bytes, sender: bytes, contact: str) -> bool:
+    """A TLS report of our own (``qremote tlsrpt send``): RFC 8460 section 5.3.1 asks
+    that its delivery not be held to DANE or MTA-STS, whose failures it may be reporting."""
+    if sender.decode("utf-8", "replace").lower() != contact.lower():
+        return False
+    end = message.find(b"\n\n")
+    head = message[: end if end >= 0 else len(message)].lower()
+    return head.startswith(b"tls-report-domain:") or b"\ntls-report-domain:" in head
 
 
 async def probe(settings: Settings, host: str, sender: bytes) -> Outcome:
@@ -221,17 +233,19 @@ async def _send(
     origin: source.Source,
     notes: list[str],
     probe: bool = False,
+    lenient: bool = False,
 ) -> Outcome:
     """Route and transmit an already signed message: ``parts`` are the signature fields
     and the queue file, sent one after the other (never joined into a copy).
 
     ``notes`` (what was signed) go into every report that comes from a remote host.
+    ``lenient``: a TLS report, delivered without DANE or MTA-STS.
     """
     store = None
-    if settings.mta_sts and not host.startswith("["):
+    if settings.mta_sts and not lenient and not host.startswith("["):
         store = resources.sts or PolicyStore(settings.home)
     try:
-        way = await _targets(settings, resources.resolver, host, sender, store)
+        way = await _targets(settings, resources.resolver, host, sender, store, not lenient)
     except routes.RouteError as e:
         return _final(report.control_error(str(e)))
     except DnsHard as e:
@@ -533,6 +547,9 @@ async def _try_host(job: _Job, target: Target) -> Outcome | NextHost | None:
                 return None
             session = opened
             start, born, carried = None, time.monotonic(), 0
+            if not watch.sending_ip:  # the address the system chose, for the TLS report
+                local = session.writer.get_extra_info("sockname")
+                watch.sending_ip = str(local[0]) if local else ""
         conv = session.conv
         try:
             result = await session.run(start)

@@ -62,6 +62,8 @@ CONTROL_FILES: tuple[ControlFile, ...] = (
     ControlFile("tlshosts", "folder", None, (REMOTE,), "<mx>.pem: TLS required and verified"),
     ControlFile("dane", "line", "on", (REMOTE,), "on, off or first: DANE for MX hosts"),
     ControlFile("mtasts", "line", "on", (REMOTE,), "on or off: MTA-STS for MX delivery"),
+    ControlFile("tlsrptorg", "line", None, ("qremote tlsrpt",), "organization in TLS reports"),
+    ControlFile("tlsrptcontact", "line", None, (REMOTE, "qremote tlsrpt"), "TLS reports' sender"),
     ControlFile("danecheck", "line", ".", ("qremote check",), "a signed name to test AD on"),
     ControlFile("clientcert.pem", "file", None, (REMOTE,), "client certificate for STARTTLS"),
     ControlFile("tlsclientciphers", "line", None, (REMOTE,), "OpenSSL cipher list"),
@@ -114,6 +116,9 @@ class Settings:
     senders: dict[str, str] = field(default_factory=dict)
     """control/authsenders: relays by envelope sender, looked up before smtproutes."""
     smtpauth: AuthTable = field(default_factory=lambda: AuthTable({}))
+    tlsrpt_contact: str = ""
+    """control/tlsrptcontact (default postmaster@ control/me): the sender of our TLS
+    reports, whose delivery is not held to DANE or MTA-STS."""
     mta_sts: bool = True
     """control/mtasts: MTA-STS policies are looked up and applied (on, the default)."""
     dane: str = "on"
@@ -161,7 +166,14 @@ def load_settings(home: str) -> Settings:
         tls_files=read_policy_files(control.path),
         dane=_dane(control),
         mta_sts=_switch(control, "mtasts"),
+        tlsrpt_contact=report_contact(control),
     )
+
+
+def report_contact(control: ControlDir) -> str:
+    """The sender of our TLS reports: control/tlsrptcontact, else postmaster@ control/me."""
+    said = (control.line("tlsrptcontact") or "").strip()
+    return said or f"postmaster@{(control.line('me') or 'localhost').strip()}"
 
 
 def _switch(control: ControlDir, name: str) -> bool:

@@ -67,6 +67,43 @@ async def _shared(url: str) -> list[str]:
         await backend.close()
 
 
+def sts_lines(home: str, now: float | None = None) -> list[str]:
+    """The MTA-STS policies remembered on disk, and the sessions recorded today for the
+    TLS reports (successes and failures per policy domain)."""
+    import json
+
+    from qremote.mtasts.store import PolicyStore
+    from qremote.tlsrpt.record import day_of, folder
+
+    moment = time.time() if now is None else now
+    store = PolicyStore(home)
+    lines = [f"MTA-STS policies ({store.folder}):"]
+    for domain, entry in store.domains():
+        left = entry.expires - moment
+        state = f"expires in {left / 86400:.1f} days" if left > 0 else "expired"
+        lines.append(f"  {domain}: {entry.policy.mode}, id {entry.policy_id}, {state}")
+    if len(lines) == 1:
+        lines.append("  (none)")
+    day = day_of(moment)
+    counts: dict[str, list[int]] = {}
+    try:
+        with open(os.path.join(folder(home), day + ".log"), "rb") as f:
+            for raw in f:
+                try:
+                    entry = json.loads(raw)
+                    pair = counts.setdefault(f"{entry['domain']} ({entry['type']})", [0, 0])
+                    pair[1 if entry.get("result") else 0] += 1
+                except (ValueError, KeyError, TypeError):
+                    continue
+    except OSError:
+        pass
+    lines.append(f"TLS report sessions today ({day}, UTC):")
+    lines.extend(f"  {k}: {ok} successful, {bad} failed" for k, (ok, bad) in sorted(counts.items()))
+    if not counts:
+        lines.append("  (none)")
+    return lines
+
+
 def text(home: str) -> str:
     control = ControlDir(os.path.join(home, "control"))
     local = FileBackend(os.path.join(home, "qremote"))
@@ -78,6 +115,7 @@ def text(home: str) -> str:
     entries = tcpto_lines(home)
     lines.append("tcpto (queue/lock/tcpto, queue/lock/tcpto6):")
     lines.extend(f"  {e}" for e in entries or ["(no address is being avoided)"])
+    lines.extend(sts_lines(home))
     lines.append("qremoted (qremote/qremoted.sock):")
     said = client.status(home)
     if said is None:

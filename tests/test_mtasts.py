@@ -224,3 +224,107 @@ def test_mtasts_off(home, zone, web, tmp_path, ca, trusted):
         zone.mx(DOMAIN, (10, "mx1.example.net"))
         run = deliver(home, trusted)
     assert run.qmail.startswith(b"K") and not web.requests and len(mx.received) == 1
+
+
+# -- TLS reports (RFC 8460) ------------------------------------------------------------------
+
+INJECT = """#!{python}
+# qmail-inject for the test: hands the message to bin/qmail-remote as qmail would.
+import os, subprocess, sys
+args = sys.argv[1:]
+sender = args[args.index("-f") + 1]
+rcpt = args[-1]
+message = sys.stdin.buffer.read()
+home = {home!r}
+out = subprocess.run(
+    [os.path.join(home, "bin", "qmail-remote"), rcpt.rpartition("@")[2], sender, rcpt],
+    input=message, capture_output=True, cwd=home, env={env!r},
+).stdout
+with open(os.path.join(home, "inject.log"), "ab") as f:
+    f.write(out + b"\\n")
+sys.exit(0 if out.split(b"\\0")[-2][:1] == b"K" else 111)
+"""
+
+
+def test_a_days_tls_report_is_mailed_signed_and_posted(
+    home, zone, web, tmp_path, ca, trusted, dns_server, monkeypatch
+):
+    import email
+    import gzip
+    import sys
+    import time
+
+    from tests.support import keys, verifiers
+
+    # A day of sessions: one verified, one refused for its certificate's name.
+    publish(zone, web)
+    with mx_server(tmp_path, ca, zone) as good:
+        zone.mx(DOMAIN, (10, "mx1.example.net"))
+        assert deliver(home, trusted).qmail.startswith(b"K")
+    with mx_server(tmp_path, ca, zone, cert_name="other.example"):
+        assert deliver(home, trusted).qmail.startswith(b"Z")
+    assert len(good.received) == 1
+    # Where the reports go: a mailbox behind an MX, and an HTTPS endpoint.
+    zone.add(
+        f"_smtp._tls.{DOMAIN}",
+        "TXT",
+        '"v=TLSRPTv1; rua=mailto:tlsrpt@reports.example.com,https://reports.example.com/v1"',
+    )
+    site = certs.server_context(*ca.issue("reports.example.com"), str(tmp_path / "reports"))
+    home.write("tlsrptorg", "example.org\n")
+    home.write("tlsrptcontact", "tlsrpt@example.org\n")
+    key = keys.write_key(home.control, "example.org", "r1")
+    keys.publish(zone, "example.org", "r1", key)
+    inject = os.path.join(home.path, "bin", "qmail-inject")
+    with open(inject, "w") as f:
+        f.write(INJECT.format(python=sys.executable, home=home.path, env=trusted))
+    os.chmod(inject, 0o755)
+    tomorrow = str(int(time.time()) + 86400)
+    for name, value in trusted.items():
+        monkeypatch.setenv(name, value)  # the job's system CAs, for the HTTPS upload
+    with HttpsServer(site) as reports, ScriptedServer() as mailbox:
+        zone.a("reports.example.com", reports.ip)
+        zone.mx("reports.example.com", (10, "mx.reports.example.com"))
+        zone.a("mx.reports.example.com", mailbox.ip)
+        reports.page("reports.example.com", "/v1", Page(201, body=b"thanks"))
+        first = home.qremote("tlsrpt", "send", "--now", tomorrow)
+        again = home.qremote("tlsrpt", "send", "--now", tomorrow)
+    assert first.returncode == 0, first
+    assert first.stdout.count("sent to") == 2 and again.stdout == ""
+    # The POST: the gzipped JSON, RFC 8460's media type.
+    [post] = [r for r in reports.requests if r.method == "POST"]
+    assert post.headers["Content-Type"] == "application/tlsrpt+gzip"
+    document = json.loads(gzip.decompress(post.body))
+    assert document["organization-name"] == "example.org"
+    assert document["contact-info"] == "tlsrpt@example.org"
+    assert document["date-range"]["start-datetime"].endswith("T00:00:00Z")
+    assert document["date-range"]["end-datetime"].endswith("T23:59:59Z")
+    [held] = document["policies"]
+    assert held["policy"] == {
+        "policy-type": "sts",
+        "policy-string": ["version: STSv1", "mode: enforce", "mx: *.example.net", "max_age: 86400"],
+        "policy-domain": DOMAIN,
+        "mx-host": ["*.example.net"],
+    }
+    assert held["summary"] == {
+        "total-successful-session-count": 1,
+        "total-failure-session-count": 1,
+    }
+    [detail] = held["failure-details"]
+    assert detail["result-type"] == "certificate-host-mismatch"
+    assert (
+        detail["receiving-mx-hostname"] == "mx1.example.net" and detail["failed-session-count"] == 1
+    )
+    assert detail["sending-mta-ip"]
+    # The mail: through qmail-inject and qmail-remote, multipart/report, DKIM-signed.
+    [mail] = mailbox.received
+    assert mail.rcpt_tos == ["tlsrpt@reports.example.com"]
+    assert verifiers.dkimpy(mail.content, dns_server.ip, dns_server.port) == [True]
+    parsed = email.message_from_bytes(mail.content)
+    assert parsed.get_content_type() == "multipart/report"
+    assert parsed.get_param("report-type") == "tlsrpt"
+    assert parsed["TLS-Report-Domain"] == DOMAIN and parsed["TLS-Report-Submitter"] == "example.org"
+    assert b" l=" not in mail.content.split(b"\r\n\r\n")[0].replace(b"\r\n\t", b" ")
+    [attachment] = [p for p in parsed.walk() if p.get_content_type() == "application/tlsrpt+gzip"]
+    assert attachment.get_filename().startswith(f"example.org!{DOMAIN}!")
+    assert json.loads(gzip.decompress(attachment.get_payload(decode=True))) == document

@@ -87,6 +87,16 @@ def _check_route(recipient: str, sender: str) -> str:
     return f"qremote check --route {recipient}: ok\n{text[1:].rstrip()}"
 
 
+def _tlsrpt(args: argparse.Namespace) -> str:
+    from qremote.tlsrpt.send import run
+
+    if args.tlsrpt_command != "send":
+        raise CommandFailed("say which: send (see --help)")
+    for line in run(qmail_home(), args.now):
+        print(line)
+    return ""
+
+
 def _keys(args: argparse.Namespace) -> str:
     import os
 
@@ -265,6 +275,11 @@ def parser() -> argparse.ArgumentParser:
     rot = keys_sub.add_parser("rotate", help="the cron job: one rotation step per domain")
     rot.add_argument("--now", type=int, help="seconds since the epoch to act as (tests)")
     keys.set_defaults(func=_keys)
+    rpt = sub.add_parser("tlsrpt", help="SMTP TLS reports (RFC 8460): send")
+    rpt_sub = rpt.add_subparsers(dest="tlsrpt_command")
+    send = rpt_sub.add_parser("send", help="the daily job: report every complete UTC day")
+    send.add_argument("--now", type=int, help="seconds since the epoch to act as (tests)")
+    rpt.set_defaults(func=_tlsrpt)
     return p
 
 
