@@ -20,6 +20,7 @@ from qremote.attempts import Event, HostAttempt, Next, Refusal, Walk
 from qremote.control import ControlError
 from qremote.groups import caps
 from qremote.groups import rules as group_rules
+from qremote.intl.idn import IdnError, ascii_domain
 from qremote.mtasts import discover
 from qremote.mtasts.discover import Found
 from qremote.mtasts.store import PolicyStore
@@ -37,6 +38,7 @@ from qremote.smtp.conversation import (
     Finished,
     Login,
     NextHost,
+    RecipientReport,
     Stale,
     State,
 )
@@ -207,8 +209,7 @@ def is_tls_report(message: bytes, sender: bytes, contact: str) -> bool:
     that its delivery not be held to DANE or MTA-STS, whose failures it may be reporting."""
     if sender.decode("utf-8", "replace").lower() != contact.lower():
         return False
-    end = message.find(b"\n\n")
-    head = message[: end if end >= 0 else len(message)].lower()
+    head = header_block(message).lower()
     return head.startswith(b"tls-report-domain:") or b"\ntls-report-domain:" in head
 
 
@@ -241,6 +242,11 @@ async def _send(
     ``notes`` (what was signed) go into every report that comes from a remote host.
     ``lenient``: a TLS report, delivered without DANE or MTA-STS.
     """
+    shown = host
+    try:
+        host = ascii_domain(host)  # every lookup and match by the A-label form
+    except IdnError:
+        return _final(report.perm_dns(shown.encode("utf-8", "surrogateescape")))
     store = None
     if settings.mta_sts and not lenient and not host.startswith("["):
         store = resources.sts or PolicyStore(settings.home)
@@ -249,11 +255,12 @@ async def _send(
     except routes.RouteError as e:
         return _final(report.control_error(str(e)))
     except DnsHard as e:
-        return _final(report.perm_dns(str(e).encode()))
+        name = shown if str(e) == host else str(e)  # reports show what qmail-send gave
+        return _final(report.perm_dns(name.encode("utf-8", "surrogateescape")))
     except DnsSoft:
         return _final(report.TEMP_DNS)
     except NullMx:
-        return _final(report.null_mx(host.encode()))
+        return _final(report.null_mx(shown.encode("utf-8", "surrogateescape")))
     targets, port = way.targets, way.port
     routed = way.relay is not None
     if not targets:
@@ -272,6 +279,7 @@ async def _send(
         recipients=recipients,
         size=body.size,
         eight_bit=any(is_eight_bit(p) for p in parts),
+        utf8_headers=not header_block(parts[-1]).isascii() or not parts[0].isascii(),
     )
     # A relay is its own group: @domain rules are about the destination's MX hosts.
     grouped_by = "" if routed else host
@@ -560,7 +568,7 @@ async def _try_host(job: _Job, target: Target) -> Outcome | NextHost | None:
                 kept = None  # it died while idle: nothing of this message was sent
                 continue
             return Outcome(
-                [r.report for r in session.recipients],
+                _in_order(session.recipients),
                 _with_notes(dropped_report(conv), notes),
             )
         except TlsFailed as e:
@@ -600,6 +608,8 @@ async def _try_host(job: _Job, target: Target) -> Outcome | NextHost | None:
             watch.failure("starttls-not-supported")
         if result.auth_info:
             notes.append(result.auth_info)
+        if conv.eight_bit_unasked:
+            notes.append(report.NOTE_8BIT)
         if kept is not None:
             notes.append(report.note_reused(target.ip, carried + 1))
         if isinstance(final, Finished):
@@ -607,9 +617,23 @@ async def _try_host(job: _Job, target: Target) -> Outcome | NextHost | None:
                 await _keep_or_quit(job, key, session, born, carried + 1)
             else:
                 await session.close()
-            return Outcome([r.report for r in result.recipients], _with_notes(final.report, notes))
+            return Outcome(_in_order(result.recipients), _with_notes(final.report, notes))
         await session.close()
         return NextHost(_with_notes(final.report, notes), final.permanent)
+
+
+def header_block(message: bytes) -> bytes:
+    """The header fields of a queued message (LF line ends): up to the first empty line."""
+    if message.startswith(b"\n"):
+        return b""
+    end = message.find(b"\n\n")
+    return message if end < 0 else message[:end]
+
+
+def _in_order(reports: list[RecipientReport]) -> list[bytes]:
+    """Recipient reports in the envelope's order, as qmail-rspawn reads them (a recipient
+    refused before its RCPT, for SMTPUTF8, is reported before those asked about)."""
+    return [r.report for r in sorted(reports, key=lambda r: r.index)]
 
 
 async def _keep_or_quit(job: _Job, key: Key, session: Session, born: float, carried: int) -> None:

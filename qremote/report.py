@@ -156,6 +156,22 @@ def probe_done(partner: str) -> bytes:
     return f"KConnected to {partner}; ready for MAIL, which was not sent (a check).\n".encode()
 
 
+def utf8_refused(partner: str, why: str) -> bytes:
+    """RFC 6531: this server did not offer SMTPUTF8, and the message cannot be sent
+    without it; permanent (another MX may offer it: ``D`` only if none does)."""
+    return (
+        f"DConnected to {partner} but it does not support SMTPUTF8, and {why}. (#5.6.7)\n"
+    ).encode()
+
+
+def recipient_utf8(partner: str) -> bytes:
+    """A recipient whose local part is not ASCII, to a server without SMTPUTF8."""
+    return (
+        f"h{partner} does not support SMTPUTF8, and the recipient's address is not "
+        "ASCII. (#5.6.7)\n"
+    ).encode()
+
+
 def no_recipient_accepted(partner: str) -> bytes:
     """qmail's text when every recipient was refused (the recipient reports say why)."""
     return f"DGiving up on {partner}.\n".encode()
@@ -178,6 +194,12 @@ def note_sts(mode: str, policy_id: str) -> str:
 
 def note_sts_testing_failed(why: str) -> str:
     return f"MTA-STS testing: TLS would have failed ({why}); sent with TLS unverified"
+
+
+NOTE_8BIT = (
+    "Sent an 8-bit body to a server that did not offer 8BITMIME, as qmail does: "
+    "re-encoding it would break its signatures."
+)
 
 
 def note_reused(partner: str, message: int) -> str:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from qremote.control import ControlDir, ControlError
 from qremote.groups import rules as group_rules
+from qremote.intl import idn
 from qremote.relay import smtpauth
 from qremote.relay.smtpauth import AuthTable
 from qremote.routing import source
@@ -21,6 +23,8 @@ from qremote.routing.ipme import local_addresses
 from qremote.signing.sign import SignConfig, load_config
 from qremote.smtp.pool import Limits
 from qremote.tls.policy import PolicyFiles, read_policy_files
+
+V = TypeVar("V")
 
 REMOTE = "qmail-remote"
 """qmail-remote and qremoted: they read the same files."""
@@ -144,17 +148,17 @@ def load_settings(home: str) -> Settings:
         home=home,
         control=control,
         helo=helo,
-        routes=control.mapping("smtproutes"),
-        senders=control.mapping("authsenders"),
+        routes=_idn_keys(control.mapping("smtproutes")),
+        senders=_idn_keys(control.mapping("authsenders")),
         smtpauth=smtpauth.parse(control.lines("smtpauth") or []),
         timeout_connect=integer(control, "timeoutconnect"),
         timeout_remote=integer(control, "timeoutremote"),
         local=local_addresses(control),
         nameservers=[parse_nameserver(line) for line in control.listing("nameservers")],
         signing=load_config(control),
-        bindings=source.parse_bindings(control.lines("domainbindings") or []),
+        bindings=_idn_keys(source.parse_bindings(control.lines("domainbindings") or [])),
         outgoing_ip=source.parse_outgoing_ip(control.line("outgoingip")),
-        groups=group_rules.parse(control.lines("mxgroups") or [])[0],
+        groups=_idn_groups(group_rules.parse(control.lines("mxgroups") or [])[0]),
         group_wait=integer(control, "mxgroupwait"),
         shared_state=(control.line("sharedstate") or "").strip() or None,
         shared_lease=integer(control, "sharedlease"),
@@ -168,6 +172,20 @@ def load_settings(home: str) -> Settings:
         mta_sts=_switch(control, "mtasts"),
         tlsrpt_contact=report_contact(control),
     )
+
+
+def _idn_keys(table: dict[str, V]) -> dict[str, V]:
+    """Keys in the form lookups use: a domain written as an IDN (U-labels) matches its
+    A-label form, which is how every delivery looks it up."""
+    return {idn.key(k): v for k, v in table.items()}
+
+
+def _idn_groups(rules: group_rules.Rules) -> group_rules.Rules:
+    named = tuple(
+        group_rules.Rule(r.name, r.limit, tuple(idn.key(p) for p in r.patterns))
+        for r in rules.named
+    )
+    return group_rules.Rules(named, rules.default_limit)
 
 
 def report_contact(control: ControlDir) -> str:

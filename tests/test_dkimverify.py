@@ -278,3 +278,22 @@ def test_large_message_is_passed_whole(site, queue):
     assert q.status == 0
     assert q.message == ar_of(q) + message
     assert results(q) == ["dkim=pass", "dkim=pass", "domainkeys=pass"]
+
+
+def test_utf8_headers_and_an_idn_signer(home, zone, queue):
+    """An RFC 6532 message signed by an IDN (d= in A-labels, keys kept under the U-label
+    name): the filter verifies it like any other."""
+    home.write("me", "mx.example.org\n")
+    sender = os.path.join(home.path, "sender-control")
+    key = keys.write_key(sender, "exämple.de", "s1")
+    keys.publish(zone, "xn--exmple-cua.de", "s1", key)
+    message = (
+        "From: Jörg <joerg@exämple.de>\nTo: bob@example.net\nSubject: Grüße aus München\n"
+        "Date: Sun, 22 Nov 2026 12:00:00 +0000\n\nHallo Bob.\n"
+    ).encode()
+    store = KeyStore(os.path.join(sender, "domainkeys"))
+    signed = sign_message(message, "joerg@exämple.de".encode(), store, SignConfig())
+    q = queue.run(home.path, signed.headers + message, ENVELOPE)
+    assert q.status == 0, q.log
+    verdicts = ar_of(q).decode()
+    assert "dkim=pass header.d=xn--exmple-cua.de" in verdicts, verdicts

@@ -31,6 +31,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from qremote.intl import idn
+
 DEFAULT_PORT = 25
 SUBMISSIONS_PORT = 465
 """RFC 8314's port for message submission over implicit TLS."""
@@ -94,7 +96,7 @@ def sender_keys(sender: str) -> list[str]:
     (empty sender) has only the default key."""
     if not sender:
         return [""]
-    sender = sender.lower()
+    sender = idn.key(sender.lower())  # the domain in its A-label form, as the keys are
     local, at, domain = sender.rpartition("@")
     if not at:
         return [sender, *suffixes(sender)]

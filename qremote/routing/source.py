@@ -18,6 +18,7 @@ import socket
 from dataclasses import dataclass
 
 from qremote.control import ControlError
+from qremote.intl import idn
 from qremote.routing.routes import split_host, suffixes
 
 
@@ -76,7 +77,9 @@ def sender_domain(sender: bytes) -> str | None:
     signs only for a domain that is one): a binding must hold for any sender qmail sends."""
     if b"@" not in sender:
         return None
-    domain = sender.rsplit(b"@", 1)[1].decode("utf-8", "replace").strip().lower().rstrip(".")
+    text = sender.rsplit(b"@", 1)[1].decode("utf-8", "surrogateescape").strip().rstrip(".")
+    # An IDN is looked up (and named in EHLO) by its A-label form.
+    domain = idn.key(text)
     return domain or None
 
 
@@ -92,7 +95,7 @@ def choose(
             continue
         if binding.helo:
             name = binding.helo
-        elif key and domain:
+        elif key and domain and domain.isascii():
             name = domain
         else:
             name = helo

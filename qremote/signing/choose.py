@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from qremote.intl.idn import IdnError, ascii_domain
 from qremote.signing.keys import SigningKey
 
 _ADDR = re.compile(rb"<([^<>]*)>")
@@ -28,8 +29,9 @@ def domain_of(address: bytes) -> str | None:
         return None
     domain = text.rsplit(b"@", 1)[1].strip(b" \t\r\n>").rstrip(b".")
     try:
-        decoded = domain.decode("ascii").lower()
-    except UnicodeDecodeError:
+        # An IDN signs as its A-label form (RFC 6376 section 3.5: d= is ASCII).
+        decoded = ascii_domain(domain.decode("utf-8"))
+    except (UnicodeDecodeError, IdnError):
         return None
     if not decoded or _NOT_IN_DOMAIN.search(decoded):
         return None

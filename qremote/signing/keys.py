@@ -130,15 +130,19 @@ class KeyStore:
             return []
         # No stat of the folder itself: a missing folder (or a file in its place)
         # shows as a missing entry, and this runs for every message.
-        folder = os.path.join(self.root, domain)
-        found = []
-        for link in ("default", "ed25519"):
-            key = load(os.path.join(folder, link), domain, link)
-            if key is not None:
-                found.append(key)
-        return found
+        for name in _forms(domain):
+            folder = os.path.join(self.root, name)
+            found = []
+            for link in ("default", "ed25519"):
+                key = load(os.path.join(folder, link), domain, link)
+                if key is not None:
+                    found.append(key)
+            if found:
+                return found
+        return []
 
     def fallback(self) -> SigningKey | None:
+        """The site-wide key (``domainkeys/default`` as a file), if there is one."""
         path = os.path.join(self.root, "default")
         try:
             if stat.S_ISDIR(os.stat(path).st_mode):
@@ -148,3 +152,17 @@ class KeyStore:
         except OSError as e:
             raise KeyProblem(f"{_show(path)}: {e.strerror}") from None
         return load(path, "", "default")
+
+
+def _forms(domain: str) -> list[str]:
+    """The folder names a domain's keys may be under: as asked (the A-label form, for an
+    IDN), then its U-label form, which an administrator may have used instead."""
+    if "xn--" not in domain:
+        return [domain]
+    try:
+        import idna
+
+        unicode = idna.decode(domain)
+    except (idna.IDNAError, UnicodeError):
+        return [domain]
+    return [domain] if unicode == domain else [domain, unicode]

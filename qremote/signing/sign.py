@@ -111,6 +111,8 @@ def sign_message(
         if dk is not None:
             fields.append(dk[0])
             done.append(dk[1])
+        elif config.domainkeys and _idn_identity(parsed):
+            done.append(NOT_DK_IDN)
     except KeyProblem as e:
         raise SigningError(f"signing key unusable: {e}") from None
     except (ValueError, TypeError, OSError) as e:
@@ -151,6 +153,25 @@ def _loose_from_domain(message: bytes) -> str | None:
     return None
 
 
+NOT_DK_IDN = (
+    "no DomainKeys: its identity is an IDN, which DomainKeys verifiers cannot match to "
+    "the A-label d= (Mail::DKIM: bad identity)"
+)
+
+
+def _identity(parsed):
+    return parsed.get(b"sender") or parsed.get(b"from")
+
+
+def _idn_identity(parsed) -> bool:
+    """Is the DomainKeys identity (Sender:, else From:) at a domain that is not ASCII?"""
+    identity = _identity(parsed)
+    if not identity:
+        return False
+    value = identity[0].value
+    return b"@" in value and not value.rsplit(b"@", 1)[1].isascii()
+
+
 def _domainkey(parsed, store: KeyStore, config: SignConfig, keys, domain, from_domain):
     """DomainKeys signs as the Sender: (else From:) domain, with that domain's RSA key,
     and not at all when that field is folded over several lines."""
@@ -160,6 +181,8 @@ def _domainkey(parsed, store: KeyStore, config: SignConfig, keys, domain, from_d
     identity = sender_fields or parsed.get(b"from")
     if not identity:
         return None
+    if _idn_identity(parsed):
+        return None  # measured: Mail::DKIM says "bad identity"; the note says why
     if b"\r\n" in identity[0].value[:-2]:
         # DomainKeys verifiers read the identity from the field's first line only
         # (Mail::DKIM does): a folded one would give "bad identity", worse than none.

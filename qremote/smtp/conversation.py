@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import Enum, auto
 
 from qremote import report
+from qremote.intl.envelope import Plan, plan
 from qremote.relay import sasl
 from qremote.routing.routes import Credentials
 from qremote.smtp.replies import Reply
@@ -99,6 +100,8 @@ class Envelope:
     recipients: list[bytes]
     size: int = 0
     eight_bit: bool = False
+    utf8_headers: bool = False
+    """The header fields hold non-ASCII (an RFC 6532 message): it needs SMTPUTF8."""
 
 
 @dataclass
@@ -111,6 +114,7 @@ class Extensions:
     size_limit: int | None = None
     eight_bit_mime: bool = False
     starttls: bool = False
+    smtputf8: bool = False
     auth: tuple[str, ...] = ()
     """SASL mechanisms offered (``AUTH ...``, or the old ``AUTH=...`` form)."""
 
@@ -132,6 +136,8 @@ class Extensions:
                 ext.eight_bit_mime = True
             elif keyword == "STARTTLS":
                 ext.starttls = True
+            elif keyword == "SMTPUTF8":
+                ext.smtputf8 = True
             elif keyword == "AUTH" or keyword.startswith("AUTH="):
                 first = keyword[5:] if keyword.startswith("AUTH=") else ""
                 more = [first] if first else []
@@ -182,6 +188,12 @@ class Conversation:
     _auth_failure: str = ""
     _pending: list[State] = field(default_factory=list)
     _rcpt_index: int = 0
+    eight_bit_unasked: bool = False
+    """An 8-bit body went to a server that did not offer 8BITMIME (as qmail sends it)."""
+    _plan: Plan | None = None
+    """What this server is sent: SMTPUTF8 or a downgrade (see :mod:`qremote.intl`)."""
+    _sendable: list[int] = field(default_factory=list)
+    """The recipients (by index) this server is asked for, in order."""
 
     # -- feeding -------------------------------------------------------------------------
 
@@ -244,12 +256,15 @@ class Conversation:
         self.state = State.EHLO
         return [Send(f"EHLO {self.envelope.helo}\r\n".encode())]
 
-    def _mail_command(self) -> bytes:
-        cmd = b"MAIL FROM:<" + self.envelope.sender + b">"
+    def _mail_command(self, chosen: Plan) -> bytes:
+        cmd = b"MAIL FROM:<" + chosen.sender + b">"
         if self.extensions.size:
             cmd += b" SIZE=%d" % self.envelope.size
-        if self.extensions.eight_bit_mime and self.envelope.eight_bit:
+        eight_bit = self.envelope.eight_bit or chosen.smtputf8
+        if self.extensions.eight_bit_mime and eight_bit:
             cmd += b" BODY=8BITMIME"
+        if chosen.smtputf8:
+            cmd += b" SMTPUTF8"
         return cmd + b"\r\n"
 
     def _after_hello(self) -> list[Action]:
@@ -321,18 +336,36 @@ class Conversation:
         if self.probe:
             self.state = State.DONE
             return [Send(b"QUIT\r\n"), Finished(report.probe_done(self.partner))]
+        env = self.envelope
+        chosen = plan(env.sender, env.recipients, env.utf8_headers, self.extensions.smtputf8)
+        if chosen.refusal is not None:
+            # Nothing raw to a server that did not ask for it; the next MX may take it.
+            self.state = State.DONE
+            text = report.utf8_refused(self.partner, chosen.refusal)
+            return [Send(b"QUIT\r\n"), NextHost(text, True)]
+        self._plan = chosen
+        self._sendable = [i for i, r in enumerate(chosen.recipients) if r is not None]
+        refused: list[Action] = [
+            RecipientReport(i, report.recipient_utf8(self.partner))
+            for i, r in enumerate(chosen.recipients)
+            if r is None
+        ]
         self.state = State.MAIL
         if not self.extensions.pipelining:
-            return [Send(self._mail_command())]
-        data = self._mail_command()
-        for rcpt in self.envelope.recipients:
-            data += b"RCPT TO:<" + rcpt + b">\r\n"
+            return [*refused, Send(self._mail_command(chosen))]
+        data = self._mail_command(chosen)
+        for index in self._sendable:
+            data += self._rcpt_command(index).data
         data += b"DATA\r\n"
-        self._pending = [State.RCPT] * len(self.envelope.recipients) + [State.DATA]
-        return [Send(data)]
+        self._pending = [State.RCPT] * len(self._sendable) + [State.DATA]
+        return [*refused, Send(data)]
 
-    def _rcpt_command(self, index: int) -> Send:
-        return Send(b"RCPT TO:<" + self.envelope.recipients[index] + b">\r\n")
+    def _rcpt_command(self, position: int) -> Send:
+        """RCPT for the recipient at ``position`` in the envelope, in this server's form."""
+        assert self._plan is not None
+        form = self._plan.recipients[position]
+        assert form is not None
+        return Send(b"RCPT TO:<" + form + b">\r\n")
 
     # -- states --------------------------------------------------------------------------
 
@@ -381,10 +414,10 @@ class Conversation:
         self._rcpt_index = 0
         if self.extensions.pipelining:
             return []
-        return [self._rcpt_command(0)]
+        return [self._rcpt_command(self._sendable[0])]
 
     def _on_rcpt(self, reply: Reply) -> list[Action]:
-        index = self._rcpt_index
+        index = self._sendable[self._rcpt_index]
         if reply.positive:
             letter = "r"
             self.accepted += 1
@@ -396,9 +429,9 @@ class Conversation:
             RecipientReport(index, report.recipient_report(letter, self.partner, reply.text))
         ]
         self._rcpt_index += 1
-        if self._rcpt_index < len(self.envelope.recipients):
+        if self._rcpt_index < len(self._sendable):
             if not self.extensions.pipelining:
-                actions.append(self._rcpt_command(self._rcpt_index))
+                actions.append(self._rcpt_command(self._sendable[self._rcpt_index]))
             return actions
         if not self.accepted:
             # Pipelined DATA may still be answered 354 by a broken server; QUIT then
@@ -417,6 +450,7 @@ class Conversation:
         if not 300 <= reply.code < 400:
             return self._quit("Z", "", " failed on DATA command", reply)
         self.state = State.BODY
+        self.eight_bit_unasked = self.envelope.eight_bit and not self.extensions.eight_bit_mime
         return [SendBody()]
 
     def dot_sending(self) -> None:

@@ -377,6 +377,8 @@ class ScriptedServer:
         accounts: dict[bytes, bytes] | None = None,
         implicit_tls: ssl.SSLContext | None = None,
         auth_require_tls: bool = True,
+        smtputf8: bool = False,
+        eight_bit_mime: bool = True,
     ) -> None:
         self.script = script or Script()
         self.ip = ip or fresh_ip()
@@ -403,6 +405,12 @@ class ScriptedServer:
             kwargs["tls_context"] = tls_context
         if implicit_tls is not None:
             kwargs["ssl_context"] = implicit_tls
+        # aiosmtpd's Controller offers SMTPUTF8 unless told not to.
+        kwargs["enable_SMTPUTF8"] = smtputf8
+        if not eight_bit_mime:
+            # aiosmtpd offers 8BITMIME unless it decodes data as text; then it refuses
+            # 8-bit data, as a strict server does.
+            kwargs["decode_data"] = True
         if accounts is None:
             kwargs["auth_exclude_mechanism"] = ["PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-256"]
         else:
