@@ -608,6 +608,8 @@ async def _try_host(job: _Job, target: Target) -> Outcome | NextHost | None:
             watch.failure("starttls-not-supported")
         if result.auth_info:
             notes.append(result.auth_info)
+        if conv.raw_headers:
+            notes.append(report.NOTE_RAW_HEADERS)
         if conv.eight_bit_unasked:
             notes.append(report.NOTE_8BIT)
         if kept is not None:

@@ -202,6 +202,12 @@ NOTE_8BIT = (
 )
 
 
+NOTE_RAW_HEADERS = (
+    "Sent header fields that are not ASCII to a server that did not offer SMTPUTF8, "
+    "as qmail does."
+)
+
+
 def note_reused(partner: str, message: int) -> str:
     return f"Reused the connection to {partner} (message {message} on it)."
 

@@ -135,13 +135,18 @@ def test_utf8_subject_with_an_ascii_from_passes_dkim_and_domainkeys(home, zone, 
     assert [(r[0], r[3]) for r in results] == [("dkim", "pass"), ("domainkeys", "pass")]
 
 
-def test_utf8_headers_to_a_server_without_smtputf8_bounce_unless_another_mx_takes_them(home, zone):
+def test_utf8_headers_alone_go_as_qmail_sends_them_or_with_smtputf8(home, zone):
     message = "From: a@example.org\nSubject: Grüße\n\nbody\n".encode()
-    with ScriptedServer() as mx:
-        served(zone, "example.net", mx)
+    with ScriptedServer(Script(extensions=["PIPELINING", "8BITMIME"])) as legacy:
+        served(zone, "example.net", legacy)
         run = send(home, "example.net", "a@example.org", ["b@example.net"], message)
-    assert run.qmail.startswith(b"D") and b"header fields are not ASCII" in run.qmail
-    assert not mx.received
+    assert run.qmail.startswith(b"K") and b"not ASCII to a server that did not offer" in run.qmail
+    assert legacy.received[0].content.endswith(message.replace(b"\n", b"\r\n"))
+    with ScriptedServer(smtputf8=True) as able:
+        served(zone, "example.net", able)
+        run = send(home, "example.net", "a@example.org", ["b@example.net"], message)
+    assert run.qmail.startswith(b"K") and b"SMTPUTF8" not in run.qmail
+    assert able.connections[0].commands[1].endswith(" SMTPUTF8")
 
 
 def test_an_8bit_body_to_a_server_without_8bitmime_goes_as_qmail_sends_it(home, zone, dns_server):
@@ -161,3 +166,32 @@ def test_an_8bit_body_to_a_server_without_8bitmime_goes_as_qmail_sends_it(home, 
         served(zone, "example.net", strict)
         run = send(home, "example.net", "a@example.org", ["b@example.net"], message)
     assert run.qmail.startswith(b"D") and b"500 Error: strict ASCII mode" in run.qmail
+
+
+def test_qremote_sign_signs_utf8_headers_as_the_a_label(home, zone, dns_server):
+    key = keys.write_key(home.control, ALABEL, "s1")
+    keys.publish(zone, ALABEL, "s1", key)
+    message = f"From: Jörg <joerg@{IDN}>\nSubject: Grüße\n\nHallo\n".encode()
+    done = home.qremote("sign", "--sender", f"joerg@{IDN}", input=message, text=False)
+    assert done.returncode == 0, done.stderr
+    assert f"d={ALABEL}".encode() in done.stdout and done.stdout.endswith(message)
+    signed = done.stdout.replace(b"\n", b"\r\n")
+    assert verifiers.dkimpy(signed, dns_server.ip, dns_server.port) == [True]
+
+
+def test_control_files_name_an_idn_in_either_form(home, zone):
+    """mxgroups, domainbindings and authsenders match an IDN written as U-labels."""
+    home.write("mxgroups", f"idn:1:@{IDN}\n")
+    home.write("mxgroupwait", "0\n")
+    home.write("domainbindings", f"{IDN}:127.0.0.1\n")
+    with ScriptedServer(smtputf8=True) as mx, ScriptedServer() as relay:
+        served(zone, ALABEL, mx)
+        home.write("authsenders", f"@{IDN}:{relay.ip}\n")
+        run = send(home, ALABEL, f"ana@{ALABEL}", [f"b@{ALABEL}"])
+        assert run.qmail.startswith(b"K") and len(relay.received) == 1
+        home.remove("authsenders")
+        run = send(home, ALABEL, f"ana@{ALABEL}", [f"b@{ALABEL}"])
+    assert run.qmail.startswith(b"K"), run.qmail
+    [conn] = mx.connections
+    assert conn.commands[0] == f"EHLO {ALABEL}"  # the binding's domain, as its A-label
+    assert conn.peer[0] == "127.0.0.1"

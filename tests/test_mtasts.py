@@ -91,6 +91,9 @@ def test_enforce_with_a_valid_certificate(home, zone, web, tmp_path, ca, trusted
     assert len(mx.received) == 1
     [line] = report_lines(home)
     assert (line["type"], line["domain"], line["result"]) == ("sts", DOMAIN, "")
+    status = home.qremote("status").stdout
+    assert "  example.net: enforce, id 20261130, expires in 1.0 days" in status
+    assert "  example.net (sts): 1 successful, 0 failed" in status
     assert line["mx"] == ["*.example.net"] and line["policy"][0] == "version: STSv1"
 
 

@@ -270,6 +270,8 @@ def test_notlshosts_for_an_auth_relay_is_a_configuration_error(home, zone, tmp_p
     assert run.qmail.startswith(b"ZUnable to read control files.")
     assert f"control/notlshosts/{RELAY} forbids TLS".encode() in run.qmail
     assert not srv.connections
+    said = home.qremote("check", "--user", "root").stdout
+    assert f"control/notlshosts/{RELAY} forbids TLS, but control/smtproutes line" in said
 
 
 SECRET = "TOPSECRET-42"

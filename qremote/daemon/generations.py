@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from qremote.background import Background
 from qremote.delivery import Resources
+from qremote.mtasts.store import PolicyStore
 from qremote.settings import Settings, load_settings
 from qremote.smtp.pool import ConnectionPool
 from qremote.tls import contexts
@@ -44,7 +45,13 @@ def control_signature(control: str) -> tuple:
 class Generation:
     """Settings and what is built from them, replaced together when control/ changes."""
 
-    def __init__(self, settings: Settings, shared, tally: Tally | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        shared,
+        tally: Tally | None = None,
+        sts: PolicyStore | None = None,
+    ) -> None:
         import dns.resolver
 
         from qremote.routing import resolve
@@ -54,7 +61,8 @@ class Generation:
             settings.nameservers, settings.timeout_connect, settings.timeout_remote
         )
         resolver.cache = dns.resolver.LRUCache(100_000)  # honours each answer's TTL
-        self.resources = Resources(resolver, shared, ConnectionPool(settings.reuse), tally)
+        pool = ConnectionPool(settings.reuse)
+        self.resources = Resources(resolver, shared, pool, tally, sts)
 
 
 class SettingsCache:
@@ -72,6 +80,8 @@ class SettingsCache:
         self._closing = Background()
         self.tally = Tally()
         """DANE outcomes per MX group, kept across generations."""
+        self.sts = PolicyStore(home)
+        """MTA-STS policies in memory (and on disk), with one fetch per domain in flight."""
 
     def get(self) -> Generation:
         """The current generation, reloaded first if control/ changed.
@@ -84,7 +94,8 @@ class SettingsCache:
         if self.current is None or signature != self._signature:
             settings = load_settings(self.home)
             old = self.current
-            self.current = Generation(settings, self._shared_for(settings), self.tally)
+            shared = self._shared_for(settings)
+            self.current = Generation(settings, shared, self.tally, self.sts)
             self._signature = signature
             # Deliveries in flight may still return connections to the old pool.
             self.retired = [pool for pool in self.retired if len(pool)]

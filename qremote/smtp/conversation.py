@@ -188,6 +188,8 @@ class Conversation:
     _auth_failure: str = ""
     _pending: list[State] = field(default_factory=list)
     _rcpt_index: int = 0
+    raw_headers: bool = False
+    """Header fields that are not ASCII went to a server without SMTPUTF8 (as qmail)."""
     eight_bit_unasked: bool = False
     """An 8-bit body went to a server that did not offer 8BITMIME (as qmail sends it)."""
     _plan: Plan | None = None
@@ -344,6 +346,7 @@ class Conversation:
             text = report.utf8_refused(self.partner, chosen.refusal)
             return [Send(b"QUIT\r\n"), NextHost(text, True)]
         self._plan = chosen
+        self.raw_headers = chosen.raw_headers
         self._sendable = [i for i, r in enumerate(chosen.recipients) if r is not None]
         refused: list[Action] = [
             RecipientReport(i, report.recipient_utf8(self.partner))
