@@ -22,6 +22,7 @@ from qremote.groups import caps
 from qremote.groups import rules as group_rules
 from qremote.intl.idn import IdnError, ascii_domain
 from qremote.mtasts import discover
+from qremote.mtasts.apply import enforce_mx
 from qremote.mtasts.discover import Found
 from qremote.mtasts.store import PolicyStore
 from qremote.relay.plan import Relaying, plan
@@ -31,7 +32,7 @@ from qremote.routing.dnserrors import DnsHard, DnsSoft, NullMx
 from qremote.routing.mx import Target, usable
 from qremote.settings import Settings, load_settings
 from qremote.signing.sign import SigningError, Unsignable, sign_message, store_for
-from qremote.smtp.body import Body, has_partial_final_line, is_eight_bit
+from qremote.smtp.body import Body, has_partial_final_line, header_block, is_eight_bit
 from qremote.smtp.conversation import (
     Conversation,
     Envelope,
@@ -57,7 +58,8 @@ from qremote.tcpto.store import Tcpto, TcptoFiles
 from qremote.tls import contexts
 from qremote.tls.policy import Mode, Policy, decide
 from qremote.tls.tally import Tally
-from qremote.tlsrpt.record import Held, record, result_type
+from qremote.tlsrpt.record import result_type
+from qremote.tlsrpt.report import is_tls_report
 from qremote.tlsrpt.watch import Watch, held_by
 
 __all__ = ["Outcome", "Resources", "Settings", "deliver", "load_settings"]
@@ -204,15 +206,6 @@ async def deliver(
     )
 
 
-def is_tls_report(message: bytes, sender: bytes, contact: str) -> bool:
-    """A TLS report of our own (``qremote tlsrpt send``): RFC 8460 section 5.3.1 asks
-    that its delivery not be held to DANE or MTA-STS, whose failures it may be reporting."""
-    if sender.decode("utf-8", "replace").lower() != contact.lower():
-        return False
-    head = header_block(message).lower()
-    return head.startswith(b"tls-report-domain:") or b"\ntls-report-domain:" in head
-
-
 async def probe(settings: Settings, host: str, sender: bytes) -> Outcome:
     """Go where a delivery from ``sender`` to ``host`` would go, as far as the envelope
     (TLS, AUTH), and stop without sending anything: ``qremote check --route``."""
@@ -268,7 +261,7 @@ async def _send(
     chosen = usable(targets, settings.local, routed)
     if chosen is None:
         return _final(report.AMBIGUOUS_MX)
-    chosen, refused = _sts_filter(settings, host, way.sts, chosen, origin)
+    chosen, refused = enforce_mx(settings.home, host, way.sts, chosen, origin.ip or "")
     if refused is not None:
         return _final(refused)
 
@@ -411,38 +404,6 @@ def _tls_setup(
         return None, [f"TLS not tried: {e}"]
     required = policy.mode is Mode.REQUIRED
     return TlsSetup(ctx, target.name, required, policy.implicit, policy.dane), []
-
-
-def _sts_filter(
-    settings: Settings,
-    host: str,
-    sts: Found | None,
-    chosen: list[Target],
-    origin: source.Source,
-) -> tuple[list[Target], bytes | None]:
-    """MTA-STS enforce: only MX hosts its ``mx`` patterns cover (none: ``Z``, no
-    connection). A policy that could not be had is reported as a failed session."""
-    if sts is None:
-        return chosen, None
-    if sts.problem is not None and sts.policy is None:
-        kind = sts.problem.split(":", 1)[0]
-        record(settings.home, Held("sts", host), kind, origin.ip or "")
-    policy = sts.policy
-    if policy is None:
-        return chosen, None
-    allowed = [t for t in chosen if policy.allows(t.name)]
-    if len(allowed) == len(chosen):
-        return chosen, None
-    held = Held("sts", host, tuple(policy.lines()), policy.mx)
-    for t in chosen:
-        if t not in allowed:
-            record(settings.home, held, "validation-failure", origin.ip or "", t.name, t.ip)
-    if policy.mode != "enforce":
-        return chosen, None
-    if not allowed:
-        names = sorted({t.name for t in chosen})
-        return chosen, report.sts_no_mx(host, sts.policy_id, names)
-    return allowed, None
 
 
 class _Unusable(Exception):
@@ -622,14 +583,6 @@ async def _try_host(job: _Job, target: Target) -> Outcome | NextHost | None:
             return Outcome(_in_order(result.recipients), _with_notes(final.report, notes))
         await session.close()
         return NextHost(_with_notes(final.report, notes), final.permanent)
-
-
-def header_block(message: bytes) -> bytes:
-    """The header fields of a queued message (LF line ends): up to the first empty line."""
-    if message.startswith(b"\n"):
-        return b""
-    end = message.find(b"\n\n")
-    return message if end < 0 else message[:end]
 
 
 def _in_order(reports: list[RecipientReport]) -> list[bytes]:

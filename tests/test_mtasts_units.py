@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from qremote.delivery import is_tls_report
 from qremote.mtasts.policy import StsError, parse_policy, parse_txt
 from qremote.tlsrpt.record import result_type
-from qremote.tlsrpt.report import build, parse_rua
+from qremote.tlsrpt.report import build, is_tls_report, parse_rua
 
 GOOD = (
     "version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmx: *.example.net\r\n"

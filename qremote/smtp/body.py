@@ -71,3 +71,11 @@ def encode_body(message: bytes) -> bytes:
 def is_eight_bit(message: bytes) -> bool:
     """Whether BODY=8BITMIME applies: any byte above 127."""
     return not message.isascii()
+
+
+def header_block(message: bytes) -> bytes:
+    """The header fields of a queued message (LF line ends): up to the first empty line."""
+    if message.startswith(b"\n"):
+        return b""
+    end = message.find(b"\n\n")
+    return message if end < 0 else message[:end]

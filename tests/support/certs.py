@@ -55,8 +55,11 @@ class Authority:
     def pem(self) -> bytes:
         return self.cert.public_bytes(serialization.Encoding.PEM)
 
-    def issue(self, dns_name: str, expired: bool = False) -> tuple[bytes, bytes]:
-        """(certificate PEM, key PEM) for a server called ``dns_name``."""
+    def issue(
+        self, dns_name: str, expired: bool = False, san: x509.GeneralName | None = None
+    ) -> tuple[bytes, bytes]:
+        """(certificate PEM, key PEM) for a server called ``dns_name`` (its subjectAltName,
+        unless ``san`` names another)."""
         key = _key()
         now = datetime.datetime.now(datetime.UTC)
         if expired:
@@ -71,7 +74,9 @@ class Authority:
             .serial_number(x509.random_serial_number())
             .not_valid_before(start)
             .not_valid_after(end)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(dns_name)]), critical=False)
+            .add_extension(
+                x509.SubjectAlternativeName([san or x509.DNSName(dns_name)]), critical=False
+            )
             .sign(self.key, hashes.SHA256())
         )
         return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
@@ -81,23 +86,7 @@ def issue_for_ip(ca: Authority, ip: str) -> tuple[bytes, bytes]:
     """A server certificate for an IP address (an IP SAN, as a relay given by address has)."""
     import ipaddress
 
-    key = _key()
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(ip))
-        .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
-            critical=False,
-        )
-        .sign(ca.key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
+    return ca.issue(ip, san=x509.IPAddress(ipaddress.ip_address(ip)))
 
 
 def self_signed(dns_name: str) -> tuple[bytes, bytes]:
