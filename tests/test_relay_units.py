@@ -46,6 +46,11 @@ def test_clegg_form_two_words_after_the_relay():
         routes.parse_route("relay.net alice p w")
 
 
+def test_blanks_before_the_relay_are_not_part_of_it():
+    assert routes.parse_route(" relay.net:2525") == Route("relay.net", 2525)
+    assert routes.parse_route("\trelay.net alice pw") == Route("relay.net", 25, ALICE)
+
+
 def test_whichever_separator_comes_first_decides_the_form():
     # A Clegg password holding '|' is still Clegg: the blank comes first.
     assert routes.parse_route("relay.net alice p|w").credentials == Credentials(b"alice", b"p|w")

@@ -152,8 +152,9 @@ def _credentials(user: str, password: str) -> Credentials | None:
 
 
 def parse_route(value: str, where: str = "control/smtproutes") -> Route | None:
-    """One route's value to a Route; None when its relay is empty (use MX)."""
-    hostport, credentials = _split_credentials(value, where)
+    """One route's value to a Route; None when its relay is empty (use MX). Blanks
+    before the relay are not part of it."""
+    hostport, credentials = _split_credentials(value.lstrip(" \t"), where)
     try:
         relay, port_text = split_host(hostport)
     except ValueError as e:
