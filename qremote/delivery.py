@@ -273,6 +273,7 @@ async def _send(
         size=body.size,
         eight_bit=any(is_eight_bit(p) for p in parts),
         utf8_headers=not header_block(parts[-1]).isascii() or not parts[0].isascii(),
+        strict_headers=settings.utf8_headers == "bounce",
     )
     # A relay is its own group: @domain rules are about the destination's MX hosts.
     grouped_by = "" if routed else host

@@ -65,6 +65,7 @@ CONTROL_FILES: tuple[ControlFile, ...] = (
     ControlFile("notlshosts", "folder", None, (REMOTE,), "MX hosts never to use TLS with"),
     ControlFile("tlshosts", "folder", None, (REMOTE,), "<mx>.pem: TLS required and verified"),
     ControlFile("dane", "line", "on", (REMOTE,), "on, off or first: DANE for MX hosts"),
+    ControlFile("utf8headers", "line", "bounce", (REMOTE,), "non-ASCII headers: bounce|send"),
     ControlFile("mtasts", "line", "on", (REMOTE,), "on or off: MTA-STS for MX delivery"),
     ControlFile("tlsrptorg", "line", None, ("qremote tlsrpt",), "organization in TLS reports"),
     ControlFile("tlsrptcontact", "line", None, (REMOTE, "qremote tlsrpt"), "TLS reports' sender"),
@@ -123,6 +124,9 @@ class Settings:
     tlsrpt_contact: str = ""
     """control/tlsrptcontact (default postmaster@ control/me): the sender of our TLS
     reports, whose delivery is not held to DANE or MTA-STS."""
+    utf8_headers: str = "bounce"
+    """control/utf8headers: what header fields that are not ASCII do at a server without
+    SMTPUTF8: ``bounce`` (RFC 6531: the next MX, D when none offers it) or ``send``."""
     mta_sts: bool = True
     """control/mtasts: MTA-STS policies are looked up and applied (on, the default)."""
     dane: str = "on"
@@ -170,6 +174,7 @@ def load_settings(home: str) -> Settings:
         tls_files=read_policy_files(control.path),
         dane=_dane(control),
         mta_sts=_switch(control, "mtasts"),
+        utf8_headers=_utf8_headers(control),
         tlsrpt_contact=report_contact(control),
     )
 
@@ -192,6 +197,13 @@ def report_contact(control: ControlDir) -> str:
     """The sender of our TLS reports: control/tlsrptcontact, else postmaster@ control/me."""
     said = (control.line("tlsrptcontact") or "").strip()
     return said or f"postmaster@{(control.line('me') or 'localhost').strip()}"
+
+
+def _utf8_headers(control: ControlDir) -> str:
+    value = (control.line("utf8headers") or "bounce").strip().lower()
+    if value not in ("bounce", "send"):
+        raise ControlError(f"control/utf8headers: {value[:40]!r} is not bounce or send")
+    return value
 
 
 def _switch(control: ControlDir, name: str) -> bool:

@@ -135,13 +135,19 @@ def test_utf8_subject_with_an_ascii_from_passes_dkim_and_domainkeys(home, zone, 
     assert [(r[0], r[3]) for r in results] == [("dkim", "pass"), ("domainkeys", "pass")]
 
 
-def test_utf8_headers_alone_go_as_qmail_sends_them_or_with_smtputf8(home, zone):
+def test_utf8_headers_need_smtputf8_unless_utf8headers_says_send(home, zone):
     message = "From: a@example.org\nSubject: Grüße\n\nbody\n".encode()
-    with ScriptedServer(Script(extensions=["PIPELINING", "8BITMIME"])) as legacy:
-        served(zone, "example.net", legacy)
+    legacy = Script(extensions=["PIPELINING", "8BITMIME"])
+    with ScriptedServer(legacy) as mx:
+        served(zone, "example.net", mx)
+        run = send(home, "example.net", "a@example.org", ["b@example.net"], message)
+        assert run.qmail.startswith(b"D") and b"header fields are not ASCII" in run.qmail
+        assert b"(#5.6.7)" in run.qmail and not mx.received
+        home.write("utf8headers", "send\n")
         run = send(home, "example.net", "a@example.org", ["b@example.net"], message)
     assert run.qmail.startswith(b"K") and b"not ASCII to a server that did not offer" in run.qmail
-    assert legacy.received[0].content.endswith(message.replace(b"\n", b"\r\n"))
+    assert mx.received[0].content.endswith(message.replace(b"\n", b"\r\n"))
+    home.remove("utf8headers")
     with ScriptedServer(smtputf8=True) as able:
         served(zone, "example.net", able)
         run = send(home, "example.net", "a@example.org", ["b@example.net"], message)

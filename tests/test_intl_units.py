@@ -52,5 +52,8 @@ def test_plan_without_smtputf8():
     assert chosen.recipients == [None, b"bob@xn--exmple-cua.de"] and chosen.refusal is None
     assert plan(b"a@x.org", [jose], False, False).refusal == "no recipient's address is ASCII"
     assert plan(jose, [bob], False, False).refusal == "the sender's address is not ASCII"
-    headers_only = plan(b"a@x.org", [b"b@y.org"], True, False)
-    assert headers_only.refusal is None and headers_only.raw_headers
+    assert plan(b"a@x.org", [b"b@y.org"], True, False).refusal == (
+        "the message's header fields are not ASCII"
+    )
+    relaxed = plan(b"a@x.org", [b"b@y.org"], True, False, strict_headers=False)
+    assert relaxed.refusal is None and relaxed.raw_headers

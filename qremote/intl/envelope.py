@@ -11,10 +11,11 @@ fields hold non-ASCII needs SMTPUTF8. Per server (the next MX may offer it):
   local part is non-ASCII is refused permanently (``5.6.7``); if the sender's local part,
   or every recipient, needs SMTPUTF8, this server cannot take the message at all (the next
   MX is tried; ``D`` when none can).
-- Header fields alone that are not ASCII do not make a message need SMTPUTF8: qmail cannot
-  know whether its sender asked for it, and such fields are far more often legacy 8-bit
-  text than RFC 6532 UTF-8. They use SMTPUTF8 where it is offered, and otherwise go as
-  qmail sends them (as Postfix does by default), with a note in the report.
+- Header fields that are not ASCII make an RFC 6532 message: it needs SMTPUTF8 like a
+  non-ASCII local part (the server cannot take it; the next MX may). ``control/utf8headers``
+  ``send`` relaxes this for header fields alone: they then go as qmail sends them, with a
+  note in the report (legacy 8-bit text in a Subject is common, and qmail cannot know
+  whether the sender asked for SMTPUTF8).
 """
 
 from __future__ import annotations
@@ -37,13 +38,19 @@ class Plan:
 
 
 def plan(
-    sender: bytes, recipients: list[bytes], utf8_headers: bool, offered: bool
+    sender: bytes,
+    recipients: list[bytes],
+    utf8_headers: bool,
+    offered: bool,
+    strict_headers: bool = True,
 ) -> Plan:
     envelope_ascii = sender.isascii() and all(r.isascii() for r in recipients)
     if envelope_ascii and not utf8_headers:
         return Plan(False, sender, list(recipients))
     if offered:
         return Plan(True, sender, list(recipients))
+    if utf8_headers and strict_headers:
+        return Plan(False, sender, [], "the message's header fields are not ASCII")
     if envelope_ascii:
         return Plan(False, sender, list(recipients), raw_headers=True)
     try:

@@ -102,6 +102,8 @@ class Envelope:
     eight_bit: bool = False
     utf8_headers: bool = False
     """The header fields hold non-ASCII (an RFC 6532 message): it needs SMTPUTF8."""
+    strict_headers: bool = True
+    """False (control/utf8headers send): such header fields alone go without SMTPUTF8."""
 
 
 @dataclass
@@ -339,7 +341,8 @@ class Conversation:
             self.state = State.DONE
             return [Send(b"QUIT\r\n"), Finished(report.probe_done(self.partner))]
         env = self.envelope
-        chosen = plan(env.sender, env.recipients, env.utf8_headers, self.extensions.smtputf8)
+        offered = self.extensions.smtputf8
+        chosen = plan(env.sender, env.recipients, env.utf8_headers, offered, env.strict_headers)
         if chosen.refusal is not None:
             # Nothing raw to a server that did not ask for it; the next MX may take it.
             self.state = State.DONE
