@@ -18,7 +18,7 @@ from qremote.relay.plan import plan
 from qremote.routing import source
 from qremote.routing.addresses import parse_nameserver
 from qremote.routing.routes import RouteError, describe, parse_route
-from qremote.settings import CONTROL_FILES, integer
+from qremote.settings import CONTROL_FILES, dane_mode, integer
 from qremote.signing.keys import KeyProblem, KeyStore
 from qremote.signing.sign import load_config
 from qremote.tls.policy import decide, read_policy_files
@@ -132,9 +132,10 @@ def _dane(control: ControlDir) -> Iterator[str]:
     DANE may believe (on loopback), and does it validate (AD on a signed name)?"""
     if control.line("dane") is None and control.line("danecheck") is None:
         return  # the default: DANE where the resolver allows it, nothing to warn about
-    value = (control.line("dane") or "on").strip().lower()
-    if value not in ("on", "off", "first"):
-        yield f"control/dane: {value[:40]!r} is not on, off or first"
+    try:
+        value = dane_mode(control)
+    except ControlError as e:
+        yield str(e)
         return
     if value == "off":
         return

@@ -172,7 +172,7 @@ def load_settings(home: str) -> Settings:
             age=integer(control, "reuseage"),
         ),
         tls_files=read_policy_files(control.path),
-        dane=_dane(control),
+        dane=dane_mode(control),
         mta_sts=_switch(control, "mtasts"),
         utf8_headers=_utf8_headers(control),
         tlsrpt_contact=report_contact(control),
@@ -213,7 +213,8 @@ def _switch(control: ControlDir, name: str) -> bool:
     return value == "on"
 
 
-def _dane(control: ControlDir) -> str:
+def dane_mode(control: ControlDir) -> str:
+    """control/dane: on (the default), off or first; ControlError for anything else."""
     value = (control.line("dane") or "on").strip().lower()
     if value not in ("on", "off", "first"):
         raise ControlError(f"control/dane: {value[:40]!r} is not on, off or first")

@@ -23,11 +23,11 @@ def tlsa_name(host: str) -> str:
 
 
 async def tlsa_state(resolver: dns.asyncresolver.Resolver, host: str, domain: str) -> Dane | None:
-    from qremote.routing.resolve import _query
+    from qremote.routing.resolve import query
 
     name = tlsa_name(host)
     try:
-        answer = await _query(resolver, name, "TLSA")
+        answer = await query(resolver, name, "TLSA")
     except DnsHard:
         return None
     except DnsSoft as e:

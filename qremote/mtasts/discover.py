@@ -73,11 +73,11 @@ def _applies(entry: Entry | None, problem: str | None = None) -> Found:
 async def _find(
     domain: str, resolver: dns.asyncresolver.Resolver, store: PolicyStore, now: float
 ) -> Found:
-    from qremote.routing.resolve import _query
+    from qremote.routing.resolve import first_address, query
 
     cached = store.get(domain, now)
     try:
-        answer = await _query(resolver, f"_mta-sts.{domain}", "TXT")
+        answer = await query(resolver, f"_mta-sts.{domain}", "TXT")
         policy_id = parse_txt([b"".join(r.strings) for r in answer])
     except (DnsHard, DnsSoft, StsError):
         # No record now (or no answer): what was remembered holds until it expires.
@@ -92,7 +92,7 @@ async def _find(
     if cached is not None and now - cached.tried < STS_RETRY_AFTER:
         return _applies(cached)
     try:
-        text = await fetch_policy(domain, _resolver_for(resolver))
+        text = await fetch_policy(domain, first_address(resolver))
         policy = parse_policy(text)
     except (FetchError, StsError) as e:
         if cached is not None:
@@ -102,14 +102,3 @@ async def _find(
     store.put(domain, entry)
     return _applies(entry)
 
-
-def _resolver_for(resolver: dns.asyncresolver.Resolver):
-    from qremote.routing.resolve import addresses
-
-    async def resolve(host: str) -> str:
-        found = await addresses(resolver, host)
-        if not found:
-            raise OSError(f"{host} has no address")
-        return found[0]
-
-    return resolve

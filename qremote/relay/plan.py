@@ -29,15 +29,20 @@ class Relaying:
     """The route's line, for messages (never its value)."""
 
     @property
+    def needs_tls(self) -> bool:
+        """Credentials, or implicit TLS: otherwise an ordinary MX-like hop."""
+        return self.credentials is not None or self.implicit_tls
+
+    @property
     def tls(self) -> RelayTls | None:
-        """What the TLS policy must honour; None when the relay is an ordinary MX-like hop."""
-        if self.credentials is None and not self.implicit_tls:
+        """What the TLS policy must honour; None for an ordinary hop."""
+        if not self.needs_tls:
             return None
         return RelayTls(self.where, self.implicit_tls, self.verify)
 
     def identity(self) -> tuple[str, str, bool] | None:
         """Tells connections apart for reuse: same account, mechanism and TLS way."""
-        if self.credentials is None and not self.implicit_tls:
+        if not self.needs_tls:
             return None
         digest = self.credentials.digest() if self.credentials is not None else ""
         return digest, self.mechanism or "", self.implicit_tls

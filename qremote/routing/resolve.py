@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
 
 import dns.asyncresolver
 import dns.exception
@@ -73,7 +74,7 @@ def _secure(response: object) -> bool:
     return bool(flags & dns.flags.AD)
 
 
-async def _query(resolver: dns.asyncresolver.Resolver, name: str, rdtype: str) -> _Answer:
+async def query(resolver: dns.asyncresolver.Resolver, name: str, rdtype: str) -> _Answer:
     """Records of one type; [] for no data; DnsHard / DnsSoft for failures. The result
     says whether the resolver set AD, and the name the records belong to (after CNAMEs)."""
     result = _Answer()
@@ -99,6 +100,19 @@ async def addresses(resolver: dns.asyncresolver.Resolver, name: str) -> list[str
     return (await _addresses(resolver, name))[0]
 
 
+def first_address(resolver: dns.asyncresolver.Resolver) -> Callable[[str], Awaitable[str]]:
+    """A host name to the first of its addresses, through ``resolver``: how the HTTPS
+    client (MTA-STS policies, TLS reports) finds its server, as every lookup of ours."""
+
+    async def resolve(host: str) -> str:
+        found = await addresses(resolver, host)
+        if not found:
+            raise OSError(f"{host} has no address")
+        return found[0]
+
+    return resolve
+
+
 async def _addresses(
     resolver: dns.asyncresolver.Resolver, name: str
 ) -> tuple[list[str], bool, str]:
@@ -107,7 +121,7 @@ async def _addresses(
     if ip is not None:
         return [ip], False, name
     results = await asyncio.gather(
-        _query(resolver, name, "A"), _query(resolver, name, "AAAA"), return_exceptions=True
+        query(resolver, name, "A"), query(resolver, name, "AAAA"), return_exceptions=True
     )
     found: list[str] = []
     errors: list[BaseException] = []
@@ -171,7 +185,7 @@ async def mx_targets(
 ) -> list[Target]:
     """qmail's dns_mxip: the addresses to try for a domain, best first; with ``dane``,
     each carries what DNSSEC-signed TLSA records say about its host."""
-    records = await _query(resolver, host, "MX")
+    records = await query(resolver, host, "MX")
     if not records:
         found = await _host(resolver, host, host, dane and records.secure)
         if isinstance(found, BaseException):

@@ -103,12 +103,6 @@ def sender_keys(sender: str) -> list[str]:
     return [sender, "@" + domain, *suffixes(domain)]
 
 
-def lookup(host: str, routes: dict[str, str]) -> str | None:
-    """The value of the first matching key in qmail's order, or None."""
-    found = _first(suffixes(host.lower()), routes)
-    return None if found is None else found[1]
-
-
 def _first(keys: list[str], table: dict[str, str]) -> tuple[str, str] | None:
     for key in keys:
         if key in table:

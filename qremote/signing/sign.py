@@ -178,7 +178,7 @@ def _domainkey(parsed, store: KeyStore, config: SignConfig, keys, domain, from_d
     if not config.domainkeys:
         return None
     sender_fields = parsed.get(b"sender")
-    identity = sender_fields or parsed.get(b"from")
+    identity = _identity(parsed)
     if not identity:
         return None
     if _idn_identity(parsed):

@@ -127,10 +127,10 @@ async def _domain(
     day: str, domain: str, lines: list[dict], settings: Settings, resolver
 ) -> tuple[bool, list[str]]:
     from qremote.routing.dnserrors import DnsHard, DnsSoft
-    from qremote.routing.resolve import _query
+    from qremote.routing.resolve import query
 
     try:
-        answer = await _query(resolver, f"_smtp._tls.{domain}", "TXT")
+        answer = await query(resolver, f"_smtp._tls.{domain}", "TXT")
     except DnsHard:
         return True, []
     except DnsSoft as e:
@@ -170,14 +170,14 @@ def _mail(report: Report, uri: str, settings: Settings) -> None:
 
 
 async def _post(report: Report, uri: str, resolver: AsyncResolver) -> None:
-    from qremote.mtasts.discover import _resolver_for
     from qremote.mtasts.fetch import FetchError, request
+    from qremote.routing.resolve import first_address
 
     try:
         status, _, _ = await request(
             "POST",
             uri,
-            _resolver_for(resolver),
+            first_address(resolver),
             report.gzipped(),
             [("Content-Type", "application/tlsrpt+gzip")],
         )
