@@ -80,6 +80,11 @@ STS_POLICY_MAX = 64 * 1024
 """Bytes of an MTA-STS policy file: RFC 8461 section 3.3 suggests 64 KiB; real policies
 are a few hundred bytes. A longer answer is a fetch error and is not read further."""
 
+STS_HEADER_MAX = 16 * 1024
+"""Bytes of an HTTP response's status line and header fields: real servers send a few
+hundred; more is refused (h11's incomplete-event bound, checked between reads of 4096
+bytes, so a header block may pass it by at most one read)."""
+
 STS_FETCH_TIMEOUT = 20.0
 """Seconds for one policy fetch (connect, TLS, answer), in all: the fetch holds up the
 deliveries to that domain, at most once per domain at a time."""

@@ -149,7 +149,10 @@ def test_a_failed_fetch_keeps_the_cached_enforce_policy(home, zone, web, tmp_pat
     publish(zone, web, b"gone", "20261201", status=500)
     with mx_server(tmp_path, ca, zone, cert_name="other.example") as bad:
         run = deliver(home, trusted)
+        # Within STS_RETRY_AFTER the failed fetch is not tried again.
+        again = deliver(home, trusted)
     assert run.qmail.startswith(b"Z") and nothing_sent(bad), run.qmail
+    assert again.qmail.startswith(b"Z")
     assert len(good.received) == 1
     fetches = [r for r in web.requests if r.path == POLICY_PATH]
     assert len(fetches) == 2
@@ -175,8 +178,9 @@ def test_a_changed_id_is_fetched_again(home, zone, web, tmp_path, ca, trusted):
         (b"version: STSv2\nmode: enforce\nmx: *.example.net\nmax_age: 1\n", {}, "invalid"),
         (policy(), {"status": 301, "headers": {"Location": "https://elsewhere/"}}, "fetch"),
         (policy(), {"media": "text/html"}, "fetch-error"),
+        (policy(), {"headers": {"X-Big": "a" * 30000}}, "fetch-error"),
     ],
-    ids=["oversized", "malformed", "redirect", "not-text-plain"],
+    ids=["oversized", "malformed", "redirect", "not-text-plain", "header-over-16k"],
 )
 def test_an_unusable_policy_is_ignored_and_reported(
     home, zone, web, tmp_path, ca, trusted, body, page, result
@@ -331,3 +335,26 @@ def test_a_days_tls_report_is_mailed_signed_and_posted(
     [attachment] = [p for p in parsed.walk() if p.get_content_type() == "application/tlsrpt+gzip"]
     assert attachment.get_filename().startswith(f"example.org!{DOMAIN}!")
     assert json.loads(gzip.decompress(attachment.get_payload(decode=True))) == document
+
+
+def test_a_policy_server_that_never_answers_is_cut_off_by_the_time_out(tmp_path):
+    """A real socket that takes the connection and says nothing (not even TLS)."""
+    import asyncio
+    import socket
+    import time
+
+    from qremote.mtasts.fetch import FetchError, request
+    from tests.support.smtpserver import fresh_ip
+
+    ip = fresh_ip()
+    with socket.socket() as silent:
+        silent.bind((ip, 443))
+        silent.listen()
+
+        async def resolve(host: str) -> str:
+            return ip
+
+        started = time.monotonic()
+        with pytest.raises(FetchError, match="no answer within 1 seconds"):
+            asyncio.run(request("GET", f"https://mta-sts.{DOMAIN}/x", resolve, timeout=1.0))
+    assert time.monotonic() - started < 5

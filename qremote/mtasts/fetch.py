@@ -21,7 +21,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
-from qremote.limits import CLOSE_WAIT, STS_FETCH_TIMEOUT, STS_POLICY_MAX
+from qremote.limits import CLOSE_WAIT, STS_FETCH_TIMEOUT, STS_HEADER_MAX, STS_POLICY_MAX
 
 
 class FetchError(Exception):
@@ -82,7 +82,7 @@ async def _exchange(
         address, parts.port or 443, ssl=https_context(), server_hostname=host
     )
     try:
-        conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=16 * 1024)
+        conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=STS_HEADER_MAX)
         sent = [("Host", host), ("User-Agent", "qremote"), ("Connection", "close"), *headers]
         if body:
             sent.append(("Content-Length", str(len(body))))
@@ -96,7 +96,9 @@ async def _exchange(
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                conn.receive_data(await reader.read(16 * 1024))
+                # Small reads: h11 checks its bound between them, so a header block
+                # can outgrow STS_HEADER_MAX by one read at most before it is refused.
+                conn.receive_data(await reader.read(4096))
                 continue
             if isinstance(event, h11.Response):
                 status = event.status_code
