@@ -32,6 +32,7 @@ from qremote.routing.dnserrors import DnsHard, DnsSoft, NullMx
 from qremote.routing.mx import Target, usable
 from qremote.settings import Settings, load_settings
 from qremote.signing.sign import SigningError, Unsignable, sign_message, store_for
+from qremote.smtp import addresses
 from qremote.smtp.body import Body, has_partial_final_line, header_block, is_eight_bit
 from qremote.smtp.conversation import (
     Conversation,
@@ -182,6 +183,9 @@ async def deliver(
     """
     if has_partial_final_line(message):
         return _final(report.PARTIAL_LINE)
+    unsendable = _unsendable(sender, recipients)
+    if unsendable is not None:
+        return unsendable
     origin = source.choose(sender, settings.bindings, settings.outgoing_ip, settings.helo)
     try:
         source.check_local(origin)
@@ -204,6 +208,20 @@ async def deliver(
         [signed.note],
         lenient=is_tls_report(message, sender, settings.tlsrpt_contact),
     )
+
+
+def _unsendable(sender: bytes, recipients: list[bytes]) -> Outcome | None:
+    """A sender, or every recipient, that no server can ever be given: permanent at once.
+    (Some recipients alone: the conversation refuses those and sends the rest.)"""
+    why = addresses.fault(sender)
+    if why is not None:
+        return _final(report.bad_sender(why))
+    faults = [addresses.fault(r) for r in recipients]
+    if recipients and all(faults):
+        return Outcome(
+            [report.bad_recipient(f) for f in faults if f], report.NO_SENDABLE_RECIPIENT
+        )
+    return None
 
 
 async def probe(settings: Settings, host: str, sender: bytes) -> Outcome:

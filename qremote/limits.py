@@ -91,7 +91,27 @@ deliveries to that domain, at most once per domain at a time."""
 
 STS_RETRY_AFTER = 300
 """Seconds before a failed policy fetch is tried again for the same domain: a policy
-server that is down must not add its time-out to every delivery."""
+server that is down must not add its time-out to every delivery. Remembered in memory
+and on disk, with or without an earlier policy."""
+
+TLSRPT_MAX_RUA = 5
+"""``rua`` URIs a report is sent to, per policy domain and day; the rest are skipped with
+a line naming the domain. The receiving domain writes the record, so without a bound one
+TXT record could make our daily job mail (signed by us) or POST to a thousand third
+parties. Real records list one or two."""
+
+TLSRPT_RUA_MAX_BYTES = 2048
+"""Bytes of one ``rua`` URI: an address is at most 254 bytes and real report URLs are
+well under 200; a longer one is skipped."""
+
+TLSRPT_JOB_TIME = 1800.0
+"""Seconds one run of ``qremote tlsrpt send`` may take in all. Each upload is bounded by
+:data:`STS_FETCH_TIMEOUT` and each hand-over to qmail-inject by
+:data:`TLSRPT_INJECT_TIMEOUT`; with many domains, stalling endpoints could still hold the
+daily job for hours. What is not reached in time is left for the next run."""
+
+TLSRPT_INJECT_TIMEOUT = 60.0
+"""Seconds qmail-inject may take to queue one report (it only writes the queue)."""
 
 # -- SMTP AUTH (qremote/relay/) -------------------------------------------------------------
 

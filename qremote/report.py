@@ -7,6 +7,11 @@ byte for byte (see qmail-remote.c); only texts for situations qmail never had ar
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from qremote.smtp.addresses import Fault
+
 USAGE = b"DI (qmail-remote) was invoked improperly. (#5.3.5)\n"
 NOCONN = b"ZSorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n"
 READ_ERROR = b"ZUnable to read message. (#4.3.0)\n"
@@ -170,6 +175,23 @@ def recipient_utf8(partner: str) -> bytes:
         f"h{partner} does not support SMTPUTF8, and the recipient's address is not "
         "ASCII. (#5.6.7)\n"
     ).encode()
+
+
+def bad_sender(fault: Fault) -> bytes:
+    """The envelope sender can never be sent (qremote.smtp.addresses): no server is asked.
+    The address itself is not repeated: it may hold the very bytes at fault."""
+    status = "5.1.7" if fault.status == "5.1.3" else fault.status
+    return f"DThe sender's address {fault.why}: no server can be given it. (#{status})\n".encode()
+
+
+def bad_recipient(fault: Fault) -> bytes:
+    """A recipient that can never be sent, whatever the server offers."""
+    return (
+        f"hThe recipient's address {fault.why}: no server can be given it. (#{fault.status})\n"
+    ).encode()
+
+
+NO_SENDABLE_RECIPIENT = b"DNo recipient's address can be sent; nothing was sent.\n"
 
 
 def no_recipient_accepted(partner: str) -> bytes:

@@ -8,7 +8,8 @@ import pytest
 
 from qremote.mtasts.policy import StsError, parse_policy, parse_txt
 from qremote.tlsrpt.record import result_type
-from qremote.tlsrpt.report import build, is_tls_report, parse_rua
+from qremote.tlsrpt.report import HeaderError, build, is_tls_report, message
+from qremote.tlsrpt.rua import parse_rua
 
 GOOD = (
     "version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmx: *.example.net\r\n"
@@ -36,6 +37,14 @@ def test_policy_fields():
         604800,
     )
     assert parse_policy(GOOD.replace("\r\n", "\n")).mx == policy.mx  # LF alone is fine
+
+
+def test_mode_is_case_sensitive_as_rfc_8461_writes_it():
+    """RFC 8461 section 3.2 writes every literal with RFC 7405's %s: case-sensitive."""
+    with pytest.raises(StsError, match="mode must be written in lower case"):
+        parse_policy(GOOD.replace("enforce", "ENFORCE"))
+    with pytest.raises(StsError, match="version is not STSv1"):
+        parse_policy(GOOD.replace("STSv1", "stsv1"))
 
 
 @pytest.mark.parametrize(
@@ -76,12 +85,69 @@ def test_result_types():
     assert result_type("DANE: no TLSA record (3 1 1) matches") == "validation-failure"
 
 
-def test_rua():
-    assert parse_rua([b"v=TLSRPTv1; rua=mailto:a@b.example,https://r.example/x,ftp://no"]) == [
+def targets(record: bytes) -> list[str]:
+    return [str(t) for t in parse_rua([record]).targets]
+
+
+def test_rua_keeps_mailto_and_https():
+    assert targets(b"v=TLSRPTv1; rua=mailto:a@b.example,https://r.example/x?y=1") == [
         "mailto:a@b.example",
-        "https://r.example/x",
+        "https://r.example/x?y=1",
     ]
-    assert parse_rua([b"v=TLSRPTv1; rua=mailto:a@b", b"v=TLSRPTv1; rua=mailto:c@d"]) == []
+    assert targets(b"v=TLSRPTv1;rua=mailto:a@b.example , https://r.example:8443/") == [
+        "mailto:a@b.example",
+        "https://r.example:8443/",
+    ]
+    assert (
+        parse_rua([b"v=TLSRPTv1; rua=mailto:a@b.x", b"v=TLSRPTv1; rua=mailto:c@d.x"]).targets == []
+    )
+    assert targets(b"v=TLSRPTv1; rua=mailto:a%2Bb@b.example") == ["mailto:a+b@b.example"]
+
+
+@pytest.mark.parametrize(
+    "uri,why",
+    [
+        ("mailto:a@example.net%0D%0ABcc:victim@evil.test", "plain address"),
+        ("mailto:a@example.net\r\nBcc:victim@evil.test", "characters a URI may not hold"),
+        ("mailto:a@example.net?bcc=victim@evil.test", "header fields"),
+        ("mailto:-fevil@evil.test", "plain address"),
+        ("mailto:-n", "plain address"),
+        ("mailto:a@example.net%2Cvictim@evil.test", "plain address"),
+        ("mailto:%22a%20b%22@example.net", "plain address"),
+        ("mailto:a@localhost", "plain address"),
+        ("mailto:jos%C3%A9@example.net", "not ASCII"),
+        ("https://[::1/x", "not a valid URL"),
+        ("https://r.example:99999/x", "not a valid URL"),
+        ("https://r.example:0/x", "port out of range"),
+        ("https://user:pw@r.example/x", "user information"),
+        ("https://127.0.0.1/x", "without a host name"),
+        ("https://r.example/x#frag", "fragment"),
+        ("ftp://r.example/x", "neither mailto: nor https:"),
+        ("https://r.example/" + "x" * 3000, "longer than 2048 bytes"),
+    ],
+)
+def test_rua_uris_outside_the_grammar_are_skipped_with_a_reason(uri, why):
+    record = f"v=TLSRPTv1; rua={uri},mailto:good@r.example".encode("latin-1")
+    found = parse_rua([record])
+    assert [str(t) for t in found.targets] == ["mailto:good@r.example"]
+    [skip] = found.skipped
+    assert why in skip
+    assert "\r" not in skip and "\n" not in skip and len(skip) < 200
+
+
+def test_no_more_than_five_rua_targets_and_no_duplicates():
+    uris = ",".join(f"mailto:r{i}@r.example" for i in range(1000))
+    found = parse_rua([f"v=TLSRPTv1; rua=mailto:r0@r.example,{uris}".encode()])
+    assert [t.where for t in found.targets] == [f"r{i}@r.example" for i in range(5)]
+    assert len(found.skipped) == 995 and "only the first 5" in found.skipped[0]
+
+
+def test_a_header_value_that_would_break_out_of_its_field_is_refused():
+    report = build("2026-11-30", "d.example", [], "org.example", "ops@org.example")
+    message(report, "org.example", "ops@org.example", "a@r.example", "b", "date")
+    for to in ("a@r.example\r\nBcc: v@evil.test", "a@r.example\nBcc: v@evil.test", "a\0"):
+        with pytest.raises(HeaderError):
+            message(report, "org.example", "ops@org.example", to, "b", "date")
 
 
 def test_report_document_counts_sessions_per_policy():

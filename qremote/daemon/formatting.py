@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+_CONTROLS = {c: "?" for c in [*range(32), 127]}
+
+
+def plain(text: str, limit: int = 300) -> str:
+    """A value from a sender or a peer in a log line: control characters (CR, LF, NUL,
+    escapes) become ``?``, as qmail's outsafe does, so no value can forge a line."""
+    return text[:limit].translate(_CONTROLS)
+
 
 def one_line(data: bytes, limit: int = 300) -> str:
     text = data.rstrip(b"\0\n").decode("utf-8", "replace")
-    return text.replace("\n", " / ")[:limit]
+    return plain(text.replace("\n", " / "), limit)
 
 
 def delivery_line(
@@ -18,7 +26,7 @@ def delivery_line(
     if len(letters) > 10:  # keep the line short: counts instead
         letters = " ".join(f"{letters.count(c)}{c}" for c in "rhs" if c in letters)
     return (
-        f"delivery pid {pid} to {host} from <{sender}> rcpt {letters or '-'}: "
+        f"delivery pid {pid} to {plain(host)} from <{plain(sender)}> rcpt {letters or '-'}: "
         f"{one_line(reports[-1] if reports else out)} ({seconds:.2f}s)"
         + ("" if handed_back else "; the client had stopped waiting, qmail will retry")
     )
@@ -37,7 +45,8 @@ def status_text(
     lines = [f"qremoted pid {pid}, up {up:.0f}s, {done} deliveries done, {len(jobs)} in flight"]
     for job_pid, host, sender, recipients, seconds in jobs:
         lines.append(
-            f"  pid {job_pid} to {host} from <{sender}>, {recipients} recipients, {seconds:.1f}s"
+            f"  pid {job_pid} to {plain(host)} from <{plain(sender)}>, {recipients} recipients, "
+            f"{seconds:.1f}s"
         )
     lines.append(f"cached connections: {len(idle)}")
     lines.extend(f"  {line}" for line in idle)

@@ -16,13 +16,17 @@ fields hold non-ASCII needs SMTPUTF8. Per server (the next MX may offer it):
   ``send`` relaxes this for header fields alone: they then go as qmail sends them, with a
   note in the report (legacy 8-bit text in a Subject is common, and qmail cannot know
   whether the sender asked for SMTPUTF8).
+- Whatever the server offers, an address that can never be sent
+  (:func:`qremote.smtp.addresses.fault`: CR, LF or NUL, or a local part that is not
+  UTF-8) is not: the recipient is refused, the sender makes the message unsendable.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from qremote.intl.idn import IdnError, ascii_address
+from qremote.smtp.addresses import Fault, fault
 
 
 @dataclass(frozen=True)
@@ -30,11 +34,13 @@ class Plan:
     smtputf8: bool
     sender: bytes
     recipients: list[bytes | None]
-    """The form to send each recipient in; None: refused here (5.6.7)."""
+    """The form to send each recipient in; None: refused here (5.6.7, or for a fault)."""
     refusal: str | None = None
     """Why this server cannot take the message at all."""
     raw_headers: bool = False
     """Header fields that are not ASCII go without SMTPUTF8, as qmail sends them."""
+    faults: dict[int, Fault] = field(default_factory=dict)
+    """Recipients refused whatever the server offers, and why (qremote.smtp.addresses)."""
 
 
 def plan(
@@ -44,6 +50,25 @@ def plan(
     offered: bool,
     strict_headers: bool = True,
 ) -> Plan:
+    faults = {i: why for i, r in enumerate(recipients) if (why := fault(r)) is not None}
+    chosen = _plan(sender, recipients, utf8_headers, offered, strict_headers)
+    if not faults or chosen.refusal is not None:
+        return chosen
+    forms = [None if i in faults else form for i, form in enumerate(chosen.recipients)]
+    if all(f is None for f in forms):
+        return replace(chosen, recipients=[], refusal="no recipient's address can be sent")
+    return replace(chosen, recipients=forms, faults=faults)
+
+
+def _plan(
+    sender: bytes,
+    recipients: list[bytes],
+    utf8_headers: bool,
+    offered: bool,
+    strict_headers: bool,
+) -> Plan:
+    if fault(sender) is not None:
+        return Plan(False, sender, [], "the sender's address can never be sent")
     envelope_ascii = sender.isascii() and all(r.isascii() for r in recipients)
     if envelope_ascii and not utf8_headers:
         return Plan(False, sender, list(recipients))

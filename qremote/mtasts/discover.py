@@ -3,8 +3,10 @@
 1. ``_mta-sts.<domain>`` TXT: the policy id (exactly one ``v=STSv1`` record).
 2. A remembered policy with that id, fetched less than a day ago (or less than half its
    max_age), is used as it is.
-3. Otherwise the policy is fetched again (one fetch per domain at a time; a failed one is
-   not retried for :data:`~qremote.limits.STS_RETRY_AFTER` seconds).
+3. Otherwise the policy is fetched again (one fetch per domain at a time). A failed fetch
+   is remembered (memory and disk, with or without a policy from before) and not tried
+   again for :data:`~qremote.limits.STS_RETRY_AFTER` seconds; meanwhile the remembered
+   policy applies, or none, and the failure is reported for each session as it was.
 4. Whatever fails (the TXT lookup, the fetch, the policy's syntax), a remembered policy
    that has not expired is used; only without one is there no policy, and the failure is
    reported (RFC 8460's ``sts-policy-fetch-error`` or ``sts-policy-invalid``).
@@ -13,10 +15,9 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from qremote.limits import STS_RETRY_AFTER
 from qremote.mtasts.fetch import FetchError, fetch_policy
 from qremote.mtasts.policy import StsError, StsPolicy, parse_policy, parse_txt
 from qremote.mtasts.store import Entry, PolicyStore
@@ -89,16 +90,17 @@ async def _find(
         and now - cached.fetched < min(REFRESH, cached.policy.max_age / 2)
     ):
         return _applies(cached)
-    if cached is not None and now - cached.tried < STS_RETRY_AFTER:
-        return _applies(cached)
+    failed = store.failure(domain, now)
+    if failed is not None:
+        return _applies(cached, None if cached is not None else failed)
     try:
         text = await fetch_policy(domain, first_address(resolver))
         policy = parse_policy(text)
     except (FetchError, StsError) as e:
-        if cached is not None:
-            store.put(domain, replace(cached, tried=now))
+        store.fetch_failed(domain, now, str(e))
         return _applies(cached, str(e))
     entry = Entry(policy_id, policy, now)
     store.put(domain, entry)
+    store.fetched(domain)
     return _applies(entry)
 

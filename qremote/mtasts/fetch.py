@@ -72,21 +72,28 @@ async def _exchange(
 ) -> tuple[int, str, bytes]:
     import h11
 
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 443
+    except ValueError as e:  # a malformed URL is this request's failure, nobody else's
+        raise FetchError(f"not a valid URL: {e}") from None
     host = parts.hostname or ""
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
     try:
         address = await resolve(host)
     except Exception as e:  # noqa: BLE001 - any failure to resolve is a failure to fetch
         raise FetchError(f"cannot resolve {host}: {e}") from None
     reader, writer = await asyncio.open_connection(
-        address, parts.port or 443, ssl=https_context(), server_hostname=host
+        address, port, ssl=https_context(), server_hostname=host
     )
     try:
         conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=STS_HEADER_MAX)
         sent = [("Host", host), ("User-Agent", "qremote"), ("Connection", "close"), *headers]
         if body:
             sent.append(("Content-Length", str(len(body))))
-        out = conn.send(h11.Request(method=method, target=parts.path or "/", headers=sent))
+        out = conn.send(h11.Request(method=method, target=target, headers=sent))
         if body:
             out += conn.send(h11.Data(data=body))
         out += conn.send(h11.EndOfMessage())
@@ -111,8 +118,8 @@ async def _exchange(
                     raise FetchError(f"the answer is larger than {limit} bytes")
             elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
                 return status, media, bytes(data)
-    except h11.RemoteProtocolError as e:
-        raise FetchError(f"HTTP protocol error: {e}") from None
+    except (h11.RemoteProtocolError, h11.LocalProtocolError) as e:
+        raise FetchError(f"HTTP protocol error: {ascii(str(e)[:200])}") from None
     finally:
         writer.close()
         with contextlib.suppress(Exception):

@@ -1,5 +1,12 @@
 """The MTA-STS TXT record and policy file, parsed strictly (RFC 8461 sections 3.1, 3.2).
 
+Case: RFC 8461 writes its literals with RFC 7405's ``%s`` ("case-sensitive string"):
+``v=STSv1``, ``id=``, ``version``, ``STSv1``, ``mode``, ``enforce``/``testing``/``none``,
+``max_age``, ``mx``. So ``mode: ENFORCE`` is not a policy, and is refused with a reason
+that says so (a receiving domain reading its TLS reports learns what to fix); accepting
+it would guess at what a malformed policy meant. Host names in ``mx`` compare without
+regard to case, as DNS names do.
+
 Pure functions: what the DNS and the HTTPS server said, in; a policy or the reason it is
 unusable, out. The reasons are worded for reports and name RFC 8460's result types where
 they are counted (``sts-policy-invalid``).
@@ -90,6 +97,10 @@ def parse_policy(text: str) -> StsPolicy:
         raise StsError("sts-policy-invalid: version is not STSv1")
     mode = fields.get("mode")
     if mode not in ("enforce", "testing", "none"):
+        if mode is not None and mode.lower() in ("enforce", "testing", "none"):
+            raise StsError(
+                "sts-policy-invalid: mode must be written in lower case (RFC 8461's %s)"
+            )
         raise StsError("sts-policy-invalid: mode is not enforce, testing or none")
     age = fields.get("max_age", "")
     if not age.isdigit() or len(age) > 10 or int(age) > MAX_AGE_LIMIT:

@@ -6,6 +6,11 @@ first use, RFC 8461 section 5.1): a DNS or HTTPS failure later, or an attacker b
 them, must not turn a remembered policy into "no policy". Files are written atomically,
 so many standalone qmail-remote processes and qremoted can share them; the last writer
 wins, and every writer writes a policy it has just fetched.
+
+A failed fetch is remembered too, in memory and in ``mta-sts/.failed/<domain>``, whether
+or not a policy was remembered before: no process fetches that domain's policy again
+for :data:`~qremote.limits.STS_RETRY_AFTER` seconds, so a policy server that does not
+answer costs one fetch time-out per domain per window, not one per delivery.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import re
 from dataclasses import dataclass
 
 from qremote.atomic import write_file
+from qremote.limits import STS_RETRY_AFTER
 from qremote.mtasts.policy import StsError, StsPolicy, parse_policy
 
 _NAME = re.compile(r"[a-z0-9_.-]{1,253}")
@@ -28,8 +34,6 @@ class Entry:
     policy: StsPolicy
     fetched: float
     """When it was fetched (seconds since the epoch)."""
-    tried: float = 0.0
-    """When a refetch last failed (0: never)."""
 
     @property
     def expires(self) -> float:
@@ -43,8 +47,7 @@ class PolicyStore:
         self.inflight: dict[str, asyncio.Task[object]] = {}
         """One policy lookup per domain at a time (qremoted): the others wait for it."""
         self.failed: dict[str, tuple[float, str]] = {}
-        """Domains whose policy could not be fetched, when and why (this process only):
-        not fetched again for a while, so a dead policy server delays few deliveries."""
+        """Domains whose policy could not be fetched, when and why (also on disk)."""
 
     def _path(self, domain: str) -> str | None:
         name = domain.lower().rstrip(".")
@@ -71,7 +74,6 @@ class PolicyStore:
                 str(data["id"]),
                 parse_policy(str(data["policy"])),
                 float(data["fetched"]),
-                float(data.get("tried", 0.0)),
             )
         except (OSError, ValueError, KeyError, TypeError, StsError):
             return None  # none yet, or not ours to read: fetched again
@@ -87,7 +89,6 @@ class PolicyStore:
             "id": entry.policy_id,
             "policy": entry.policy.text,
             "fetched": entry.fetched,
-            "tried": entry.tried,
         }
         try:
             os.makedirs(self.folder, exist_ok=True)
@@ -95,6 +96,52 @@ class PolicyStore:
         except OSError as e:
             return f"{self.folder}: {e.strerror}"
         return None
+
+    def _failure_path(self, domain: str) -> str | None:
+        path = self._path(domain)
+        return None if path is None else os.path.join(self.folder, ".failed", domain)
+
+    def failure(self, domain: str, now: float) -> str | None:
+        """Why the last fetch failed, if it failed less than STS_RETRY_AFTER ago (in
+        this process or any other); None: fetch."""
+        known = self.failed.get(domain)
+        if known is None:
+            path = self._failure_path(domain)
+            if path is None:
+                return None
+            try:
+                with open(path, "rb") as f:
+                    data = json.loads(f.read(4096))
+                known = (float(data["when"]), str(data["why"])[:500])
+            except (OSError, ValueError, KeyError, TypeError):
+                return None
+            self.failed[domain] = known
+        when, why = known
+        if not 0 <= now - when < STS_RETRY_AFTER:
+            return None
+        return why
+
+    def fetch_failed(self, domain: str, now: float, why: str) -> None:
+        """Remember a failed fetch (best effort on disk: memory holds it regardless)."""
+        self.failed[domain] = (now, why)
+        path = self._failure_path(domain)
+        if path is None:
+            return
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            write_file(path, json.dumps({"when": now, "why": why}).encode(), 0o644)
+        except OSError:
+            pass  # remembered by this process only; check names an unwritable folder
+
+    def fetched(self, domain: str) -> None:
+        """A fetch worked: forget an earlier failure."""
+        self.failed.pop(domain, None)
+        path = self._failure_path(domain)
+        if path is not None:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
     def domains(self) -> list[tuple[str, Entry]]:
         """Every policy on disk, for ``qremote status``."""

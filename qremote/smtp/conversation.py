@@ -352,7 +352,12 @@ class Conversation:
         self.raw_headers = chosen.raw_headers
         self._sendable = [i for i, r in enumerate(chosen.recipients) if r is not None]
         refused: list[Action] = [
-            RecipientReport(i, report.recipient_utf8(self.partner))
+            RecipientReport(
+                i,
+                report.bad_recipient(chosen.faults[i])
+                if i in chosen.faults
+                else report.recipient_utf8(self.partner),
+            )
             for i, r in enumerate(chosen.recipients)
             if r is None
         ]

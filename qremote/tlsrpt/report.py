@@ -10,20 +10,6 @@ from collections import Counter
 from dataclasses import dataclass
 
 
-def parse_rua(records: list[bytes]) -> list[str]:
-    """The ``rua`` URIs of ``_smtp._tls.<domain>``: exactly one ``v=TLSRPTv1`` record;
-    only ``mailto:`` and ``https:`` URIs are kept."""
-    ours = [r for r in records if r.startswith(b"v=TLSRPTv1;") or r == b"v=TLSRPTv1"]
-    if len(ours) != 1:
-        return []
-    for part in ours[0].decode("ascii", "replace").split(";"):
-        name, sep, value = part.strip().partition("=")
-        if sep and name.strip() == "rua":
-            uris = [u.strip() for u in value.split(",")]
-            return [u for u in uris if u.startswith(("mailto:", "https:"))]
-    return []
-
-
 @dataclass(frozen=True)
 class Report:
     domain: str
@@ -110,11 +96,27 @@ def _detail(result: str, sender: str, host: str, ip: str, count: int) -> dict[st
     return detail
 
 
+class HeaderError(ValueError):
+    """A value that would break out of its header field (CR, LF, NUL, non-ASCII)."""
+
+
+def _field_value(text: str) -> str:
+    if not text.isascii() or any(c in text for c in "\r\n\0"):
+        raise HeaderError(f"{ascii(text[:80])} cannot stand in a header field")
+    return text
+
+
 def message(report: Report, org: str, sender: str, to: str, boundary: str, date: str) -> bytes:
     """The report as RFC 8460 section 5.3 mails it: multipart/report, report-type tlsrpt,
-    the gzipped JSON as application/tlsrpt+gzip."""
+    the gzipped JSON as application/tlsrpt+gzip.
+
+    Every value that goes into a header field is checked here, whoever checked it before
+    (the ``rua`` parser, the control files): HeaderError rather than a second field.
+    """
     import base64
 
+    for value in (org, sender, to, boundary, date, report.domain, report.report_id):
+        _field_value(value)
     data = base64.encodebytes(report.gzipped()).decode("ascii")
     lines = [
         f"From: {sender}",

@@ -8,6 +8,14 @@ qremote, DKIM-signed by the reporting domain's key, RFC 8460 section 3) and to e
 was reported (or has no ``rua``); a domain whose report could not be handed on is tried
 again by the next run, up to a week, and never sent twice: the domains done are kept in
 ``<day>.done``.
+
+The ``rua`` is the receiving domain's to write, so it is read strictly
+(:mod:`qremote.tlsrpt.rua`): at most :data:`~qremote.limits.TLSRPT_MAX_RUA` targets, a
+plain address per ``mailto:``, handed to qmail-inject as ``-a -f <contact> -- <address>``
+(recipients from the arguments only, never from the header; nothing after ``--`` is an
+option). The whole run is bounded by :data:`~qremote.limits.TLSRPT_JOB_TIME`; what it
+does not reach is left for the next run. Nothing one domain's record or server does
+stops the reports of the others.
 """
 
 from __future__ import annotations
@@ -23,9 +31,11 @@ from typing import TYPE_CHECKING
 
 from qremote.atomic import write_file
 from qremote.control import ControlDir
+from qremote.limits import STS_FETCH_TIMEOUT, TLSRPT_INJECT_TIMEOUT, TLSRPT_JOB_TIME
 from qremote.settings import report_contact
 from qremote.tlsrpt.record import day_of, folder
-from qremote.tlsrpt.report import Report, build, message, parse_rua
+from qremote.tlsrpt.report import HeaderError, Report, build, message
+from qremote.tlsrpt.rua import host_name, parse_rua, shown
 
 if TYPE_CHECKING:
     from dns.asyncresolver import Resolver as AsyncResolver
@@ -59,16 +69,34 @@ def pending_days(home: str, now: float) -> list[str]:
     return sorted(n[:-4] for n in names if n.endswith(".log") and n[:-4] < today)
 
 
-def run(home: str, now: float | None = None) -> list[str]:
-    """One line per report handed on (or failure); reports every pending day."""
+class Clock:
+    """The run's time budget: each step gets what is left, never more than its own bound."""
+
+    def __init__(self, budget: float) -> None:
+        self.deadline = time.monotonic() + budget
+
+    def left(self, most: float) -> float:
+        return max(0.0, min(most, self.deadline - time.monotonic()))
+
+    def out(self) -> bool:
+        return self.left(1.0) <= 0.0
+
+
+def run(home: str, now: float | None = None, budget: float = TLSRPT_JOB_TIME) -> list[str]:
+    """One line per report handed on (or failure, or skip); reports every pending day
+    within ``budget`` seconds."""
     moment = time.time() if now is None else now
     settings = load(home)
     said: list[str] = []
     from qremote.settings import load_settings
 
     resolver = _resolver(load_settings(home))
+    clock = Clock(budget)
     for day in pending_days(home, moment):
-        said.extend(asyncio.run(_day(home, day, settings, resolver, moment)))
+        said.extend(asyncio.run(_day(home, day, settings, resolver, moment, clock)))
+        if clock.out():
+            said.append(f"stopped after {budget:g} seconds; the rest waits for the next run")
+            break
     return said
 
 
@@ -79,7 +107,7 @@ def _resolver(settings: RemoteSettings) -> AsyncResolver:
 
 
 async def _day(
-    home: str, day: str, settings: Settings, resolver: AsyncResolver, now: float
+    home: str, day: str, settings: Settings, resolver: AsyncResolver, now: float, clock: Clock
 ) -> list[str]:
     path = os.path.join(folder(home), day + ".log")
     done_path = os.path.join(folder(home), day + ".done")
@@ -98,7 +126,12 @@ async def _day(
     for domain in sorted(by_domain):
         if domain in done:
             continue
-        ok, lines = await _domain(day, domain, by_domain[domain], settings, resolver)
+        if clock.out():
+            return said  # the day stays pending; the next run goes on from here
+        try:
+            ok, lines = await _domain(day, domain, by_domain[domain], settings, resolver, clock)
+        except Exception as e:  # noqa: BLE001 - one domain must not stop the others
+            ok, lines = False, [f"{day} {shown(domain)}: failed ({e.__class__.__name__}); next run"]
         said.extend(lines)
         if ok:
             done.add(domain)
@@ -124,11 +157,13 @@ def _read_lines(path: str) -> list[str]:
 
 
 async def _domain(
-    day: str, domain: str, lines: list[dict], settings: Settings, resolver
+    day: str, domain: str, lines: list[dict], settings: Settings, resolver, clock: Clock
 ) -> tuple[bool, list[str]]:
     from qremote.routing.dnserrors import DnsHard, DnsSoft
     from qremote.routing.resolve import query
 
+    if not host_name(domain):
+        return True, [f"{day} {shown(domain)}: not a domain name; no report"]
     try:
         answer = await query(resolver, f"_smtp._tls.{domain}", "TXT")
     except DnsHard:
@@ -136,50 +171,57 @@ async def _domain(
     except DnsSoft as e:
         return False, [f"{day} {domain}: cannot look up _smtp._tls.{domain} ({e}); next run"]
     rua = parse_rua([b"".join(r.strings) for r in answer])
-    if not rua:
-        return True, []
+    said = [f"{day} {domain}: {why}" for why in rua.skipped]
+    if not rua.targets:
+        return True, said
     report = build(day, domain, lines, settings.org, settings.contact)
-    ok, said = True, []
-    for uri in rua:
+    ok = True
+    for target in rua.targets:
+        if clock.out():
+            return False, [*said, f"{day} {domain}: out of time; next run"]
         try:
-            if uri.startswith("mailto:"):
-                _mail(report, uri, settings)
+            if target.kind == "mailto":
+                _mail(report, target.where, settings, clock.left(TLSRPT_INJECT_TIMEOUT))
             else:
-                await _post(report, uri, resolver)
-            said.append(f"{day} {domain}: report {report.report_id} sent to {uri}")
-        except OSError as e:
+                await _post(report, target.where, resolver, clock.left(STS_FETCH_TIMEOUT))
+            said.append(f"{day} {domain}: report {report.report_id} sent to {target}")
+        except (OSError, HeaderError, subprocess.SubprocessError) as e:
             ok = False
-            said.append(f"{day} {domain}: report to {uri} failed ({e}); next run")
+            said.append(f"{day} {domain}: report to {target} failed ({e}); next run")
     return ok, said
 
 
-def _mail(report: Report, uri: str, settings: Settings) -> None:
-    to = uri[len("mailto:") :].split("?")[0]
+def inject_command(settings: Settings, address: str) -> list[str]:
+    """qmail-inject's arguments: recipients from the arguments alone (``-a``: a header
+    field can add none), and ``--`` before the address, so it is never read as an
+    option whatever it starts with."""
+    return [settings.inject, "-a", "-f", settings.contact, "--", address]
+
+
+def _mail(report: Report, address: str, settings: Settings, timeout: float) -> None:
     boundary = "tlsrpt-" + os.urandom(8).hex()
     date = email.utils.formatdate(usegmt=True)
-    data = message(report, settings.org, settings.contact, to, boundary, date)
+    data = message(report, settings.org, settings.contact, address, boundary, date)
     proc = subprocess.run(
-        [settings.inject, "-f", settings.contact, to],
-        input=data,
-        capture_output=True,
-        timeout=300,
+        inject_command(settings, address), input=data, capture_output=True, timeout=timeout
     )
     if proc.returncode != 0:
         why = proc.stderr.decode("utf-8", "replace").strip() or f"exit {proc.returncode}"
-        raise OSError(f"qmail-inject: {why}")
+        raise OSError(f"qmail-inject: {shown(why, 200)}")
 
 
-async def _post(report: Report, uri: str, resolver: AsyncResolver) -> None:
+async def _post(report: Report, url: str, resolver: AsyncResolver, timeout: float) -> None:
     from qremote.mtasts.fetch import FetchError, request
     from qremote.routing.resolve import first_address
 
     try:
         status, _, _ = await request(
             "POST",
-            uri,
+            url,
             first_address(resolver),
             report.gzipped(),
             [("Content-Type", "application/tlsrpt+gzip")],
+            timeout=timeout,
         )
     except FetchError as e:
         raise OSError(str(e)) from None

@@ -78,6 +78,29 @@ def build(top: str) -> str:
     return home
 
 
+def build_inject(top: str) -> str:
+    """qmail-inject alone, compiled for a home under ``top`` (seconds; no users needed):
+    the path of the program. It queues through ``$QMAILQUEUE`` (notqmail's qmail.c), so
+    a test sees the envelope exactly as the real program makes it from its arguments."""
+    src = os.path.join(top, "src")
+    home = os.path.join(top, "home")
+    os.makedirs(os.path.join(home, "control"))
+    with open(os.path.join(home, "control", "me"), "w") as f:
+        f.write("me.example.org\n")
+    with tarfile.open(TARBALL) as tar:
+        tar.extractall(src, filter="tar")
+    (tree,) = [os.path.join(src, d) for d in os.listdir(src)]
+    with open(os.path.join(tree, "conf-qmail"), "w") as f:
+        f.write(home + "\n")
+    done = subprocess.run(["make", "qmail-inject"], cwd=tree, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"make qmail-inject failed: {done.stdout[-1500:]}{done.stderr[-1500:]}")
+    program = os.path.join(home, "qmail-inject")
+    shutil.copy(os.path.join(tree, "qmail-inject"), program)
+    shutil.rmtree(src)
+    return program
+
+
 def make_top() -> str:
     top = tempfile.mkdtemp(prefix="qremote-qmail-", dir="/tmp")
     os.chmod(top, 0o755)  # the qmail users live in there
