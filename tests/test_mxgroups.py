@@ -327,3 +327,88 @@ def test_a_running_delivery_renews_its_lease(home, zone, redis_server):
     assert first.startswith(b"r\0K")
     assert second.startswith(b"ZToo many deliveries to MX group mx:mx.shared.example at once")
     assert mx.max_active == 1
+
+
+# -- the local backend: O(1) per slot, across processes, never held by the dead ----------
+
+HOLD = """
+import asyncio, sys, time
+from qremote.groups.filelocks import FileBackend
+async def main():
+    backend = FileBackend(sys.argv[1])
+    slots = [await backend.acquire("g", int(sys.argv[2]), 0) for _ in range(int(sys.argv[3]))]
+    print(sum(s is not None for s in slots), flush=True)
+    time.sleep(60)
+asyncio.run(main())
+"""
+
+
+def _holder(root: str, limit: int, count: int):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, root, str(limit), str(count)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    return proc, int(proc.stdout.readline())
+
+
+def test_a_slot_costs_the_same_with_two_thousand_held(tmp_path, monkeypatch):
+    """Counted at the system-call boundary: locks taken for one more slot do not grow with
+    the slots already held (probing a file per slot did: a thousand locks at a thousand)."""
+    import asyncio
+    import fcntl
+
+    from qremote.groups.filelocks import FileBackend
+
+    calls = []
+    real = fcntl.flock
+    monkeypatch.setattr(fcntl, "flock", lambda fd, op: calls.append(op) or real(fd, op))
+    backend = FileBackend(str(tmp_path))
+
+    async def take(n: int) -> list:
+        return [await backend.acquire("big", 5000, 0) for _ in range(n)]
+
+    first = asyncio.run(take(1))
+    calls.clear()
+    asyncio.run(take(1))
+    one = len(calls)
+    held = asyncio.run(take(2000))
+    calls.clear()
+    asyncio.run(take(1))
+    assert len(calls) == one <= 4
+    assert all(s is not None for s in held + first)
+    group = [d for d in os.listdir(tmp_path / "groups") if not d.startswith(".")][0]
+    assert sorted(os.listdir(tmp_path / "groups" / group)) == ["count", "name", "tickets"]
+
+
+def test_processes_share_a_cap_and_a_killed_ones_slots_come_back(tmp_path):
+    import asyncio
+
+    from qremote.groups.filelocks import FileBackend
+
+    root = str(tmp_path)
+    other, got = _holder(root, 10, 7)
+    try:
+        assert got == 7
+        backend = FileBackend(root)
+
+        async def take(n: int) -> list:
+            return [await backend.acquire("g", 10, 0) for _ in range(n)]
+
+        mine = asyncio.run(take(4))
+        assert [s is not None for s in mine] == [True, True, True, False]
+        assert backend.status() == [("g", 10, 0)]
+        other.send_signal(signal.SIGKILL)
+        other.wait()
+        again = asyncio.run(take(8))
+        assert sum(s is not None for s in again) == 7  # the dead holder's seven
+        for slot in mine[:3] + again:
+            if slot is not None:
+                slot.release()
+        assert backend.status() == [("g", 0, 0)]
+    finally:
+        other.kill()
+        other.wait()

@@ -1,5 +1,16 @@
-"""The embedded backend: one file per slot under ``$QMAILHOME/qremote/groups/``, held with
-flock, so the kernel frees a slot when its process dies, however it dies.
+"""The embedded backend: MX-group slots counted in a file per group under
+``$QMAILHOME/qremote/groups/``, shared by every qremote process on the host.
+
+A group's ``count`` file holds, per holding process, how many slots it holds. Taking or
+returning a slot is one flock of that file, one read and one write: O(1) in the number of
+slots in use (probing one lock file per slot, as before, was O(n) per delivery and O(n²)
+at a thousand in flight).
+
+A slot is never held by a dead process: every holding process keeps a *holder file*
+(``groups/.holders/<pid>-<random>``) locked for its whole life, and the kernel drops that
+lock however the process dies. When a group looks full, the counts of holders whose file
+is no longer locked are removed before the answer is given, so a dead process's slots
+are free the moment someone needs them (and ``qremote status`` sweeps the same way).
 
 Waiting is fair: a waiter takes a numbered ticket (a file it holds locked) and only the
 oldest live ticket may try for a free slot. A ticket whose file is no longer locked
@@ -18,7 +29,10 @@ import time
 from dataclasses import dataclass
 
 HEAD_POLL = 0.005
-"""Only the oldest waiter polls the slots; the others sleep on their predecessor's lock."""
+"""Only the oldest waiter polls the count; the others sleep on their predecessor's lock."""
+
+_END = b"end\n"
+"""The count file's last line: what follows it (a write cut short) is not read."""
 
 
 def group_dir(root: str, name: str) -> str:
@@ -37,6 +51,96 @@ def _try_lock(path: str, create: bool = True) -> int | None:
         return None
     return fd
 
+
+class _Holders:
+    """This process's holder file per state folder, locked for the process's life (made
+    again after a fork: a child is a holder of its own)."""
+
+    def __init__(self) -> None:
+        self.pid = 0
+        self.names: dict[str, str] = {}
+        self.fds: list[int] = []
+
+    def name_in(self, root: str) -> str:
+        if self.pid != os.getpid():
+            self.pid, self.names, self.fds = os.getpid(), {}, []
+        name = self.names.get(root)
+        if name is None:
+            folder = os.path.join(root, "groups", ".holders")
+            os.makedirs(folder, exist_ok=True)
+            name = f"{os.getpid()}-{os.urandom(6).hex()}"
+            fd = os.open(os.path.join(folder, name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self.names[root] = name
+            self.fds.append(fd)
+        return name
+
+    def known(self, root: str) -> str:
+        """This process's holder name in ``root`` if it has one, else ''."""
+        return self.names.get(root, "") if self.pid == os.getpid() else ""
+
+
+_HOLDERS = _Holders()
+
+
+def _parse(data: bytes) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for line in data.split(b"\n"):
+        if line + b"\n" == _END:
+            break
+        name, _, number = line.decode("ascii", "replace").partition(" ")
+        if name and number.isdigit() and "/" not in name:
+            counts[name] = counts.get(name, 0) + int(number)
+    return counts
+
+
+class _Count:
+    """A group's count file, locked while it is read and written."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.fd = os.open(
+            os.path.join(folder, "count"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
+
+    def __enter__(self) -> dict[str, int]:
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            self.counts = _parse(os.pread(self.fd, 1 << 20, 0))
+        except OSError:
+            os.close(self.fd)
+            raise
+        self.before = dict(self.counts)
+        return self.counts
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.counts != self.before:
+                data = b"".join(f"{k} {v}\n".encode() for k, v in self.counts.items() if v > 0)
+                os.pwrite(self.fd, data + _END, 0)
+                os.ftruncate(self.fd, len(data) + len(_END))
+        finally:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+
+
+def _sweep(root: str, counts: dict[str, int], mine: str) -> None:
+    """Remove the counts of holders that died (their holder file is no longer locked)."""
+    holders = os.path.join(root, "groups", ".holders")
+    for name in list(counts):
+        if name == mine:
+            continue
+        path = os.path.join(holders, name)
+        try:
+            fd = _try_lock(path, create=False)
+        except FileNotFoundError:
+            del counts[name]
+            continue
+        if fd is not None:  # nobody holds it: its process is gone
+            del counts[name]
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            os.close(fd)
 
 
 def _settle(done: asyncio.Future[None]) -> None:
@@ -70,12 +174,18 @@ async def _until_unlocked(path: str, deadline: float) -> None:
 
 @dataclass
 class FileSlot:
-    fd: int
+    folder: str
+    holder: str
     group: str
+    released: bool = False
 
     def release(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        if self.released:
+            return
+        self.released = True
+        with contextlib.suppress(OSError), _Count(self.folder) as counts:
+            if counts.get(self.holder, 0) > 0:
+                counts[self.holder] -= 1
 
 
 class FileBackend:
@@ -97,12 +207,17 @@ class FileBackend:
             os.rename(tmp, label)
         return folder
 
-    def _grab(self, folder: str, limit: int) -> int | None:
-        for i in range(limit):
-            fd = _try_lock(os.path.join(folder, f"slot.{i}"))
-            if fd is not None:
-                return fd
-        return None
+    def _grab(self, folder: str, limit: int, group: str) -> FileSlot | None:
+        """One slot if the group has one free: O(1) but when the group looks full, when
+        the holders in its count (processes, not slots) are checked for life."""
+        mine = _HOLDERS.name_in(self.root)
+        with _Count(folder) as counts:
+            if sum(counts.values()) >= limit:
+                _sweep(self.root, counts, mine)
+            if sum(counts.values()) >= limit:
+                return None
+            counts[mine] = counts.get(mine, 0) + 1
+        return FileSlot(folder, mine, group)
 
     def _live_tickets(self, folder: str, mine: str | None) -> list[str]:
         """Ticket names of live waiters, oldest first; dead ones are removed."""
@@ -145,9 +260,9 @@ class FileBackend:
     async def acquire(self, group: str, limit: int, wait: float) -> FileSlot | None:
         folder = self._prepare(group)
         if not self._live_tickets(folder, None):
-            fd = self._grab(folder, limit)
-            if fd is not None:
-                return FileSlot(fd, group)
+            slot = self._grab(folder, limit, group)
+            if slot is not None:
+                return slot
         name, ticket_fd = self._ticket(folder)
         deadline = time.monotonic() + wait
         try:
@@ -155,9 +270,9 @@ class FileBackend:
                 live = self._live_tickets(folder, name)
                 place = live.index(name)
                 if place == 0:
-                    fd = self._grab(folder, limit)
-                    if fd is not None:
-                        return FileSlot(fd, group)
+                    slot = self._grab(folder, limit, group)
+                    if slot is not None:
+                        return slot
                 if time.monotonic() >= deadline:
                     return None
                 if place == 0:
@@ -183,14 +298,11 @@ class FileBackend:
                     name = f.read().strip()
             except OSError:
                 continue
-            busy = 0
-            for slot in sorted(os.listdir(folder)):
-                if not slot.startswith("slot."):
-                    continue
-                fd = _try_lock(os.path.join(folder, slot))
-                if fd is None:
-                    busy += 1
-                else:
-                    os.close(fd)
+            try:
+                with _Count(folder) as counts:
+                    _sweep(self.root, counts, _HOLDERS.known(self.root))
+                    busy = sum(counts.values())
+            except OSError:
+                continue
             out.append((name, busy, len(self._live_tickets(folder, None))))
         return out
