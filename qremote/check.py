@@ -372,8 +372,36 @@ def _daemon(home: str, user: str) -> Iterator[str]:
             f"{path}: owned by {owner}, so {user} (qmail-remote) cannot use qremoted and "
             f"delivers in-process; run qremoted as {user}"
         )
-    if client.status(home) is None:
+    said = client.status(home)
+    if said is None:
         yield f"{path}: no qremoted answers (it was killed?); deliveries run in-process"
+        return
+    yield from _room(home, said)
+
+
+def _room(home: str, status: str) -> Iterator[str]:
+    """qremoted's descriptor limit against qmail's concurrencyremote: a daemon with room
+    for fewer clients than qmail-send starts at once makes the rest queue for it."""
+    import re
+
+    from qremote.daemon.descriptors import needed_for
+
+    found = re.search(r"descriptors: (\d+) .*room for (\d+) clients", status)
+    if found is None:
+        return
+    soft, room = int(found.group(1)), int(found.group(2))
+    control = ControlDir(os.path.join(home, "control"))
+    text = (control.line("concurrencyremote") or "20").strip()
+    if not text.isdigit():
+        return  # the settings check names it
+    wanted = int(text)
+    if room < wanted:
+        yield (
+            f"qremoted's descriptor limit is {soft}: room for {room} clients at once, but "
+            f"control/concurrencyremote is {wanted}; the rest wait for it. Raise its limit "
+            f"to {needed_for(wanted)} or more (LimitNOFILE= in the systemd unit, ulimit -n "
+            "in the daemontools run script)"
+        )
 
 
 def _backends(control: ControlDir) -> Iterator[str]:

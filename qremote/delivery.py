@@ -46,6 +46,7 @@ from qremote.smtp.conversation import (
 )
 from qremote.smtp.pool import ConnectionPool, Kept, Key
 from qremote.smtp.session import (
+    BeforeDot,
     ConnectFailed,
     Dropped,
     Session,
@@ -175,8 +176,13 @@ async def deliver(
     recipients: list[bytes],
     message: bytes,
     resources: Resources | None = None,
+    before_dot: BeforeDot | None = None,
 ) -> Outcome:
     """Sign and deliver one message to one destination host.
+
+    ``before_dot`` is awaited just before each final dot (qremoted's commit with its
+    client); the :class:`~qremote.smtp.session.Abandoned` it may raise ends the delivery
+    and is raised from here: nothing was sent, no report is owed to anyone.
 
     Never raises for remote trouble. What was signed is said in every report that comes
     from a remote host, so the qmail-send log shows it next to the delivery.
@@ -207,6 +213,7 @@ async def deliver(
         origin,
         [signed.note],
         lenient=is_tls_report(message, sender, settings.tlsrpt_contact),
+        before_dot=before_dot,
     )
 
 
@@ -246,6 +253,7 @@ async def _send(
     notes: list[str],
     probe: bool = False,
     lenient: bool = False,
+    before_dot: BeforeDot | None = None,
 ) -> Outcome:
     """Route and transmit an already signed message: ``parts`` are the signature fields
     and the queue file, sent one after the other (never joined into a copy).
@@ -298,7 +306,7 @@ async def _send(
     group = group_rules.group_for(grouped_by, [t.name for t in chosen], settings.groups)
     job = _Job(settings, port, envelope, body, origin, notes, group.name, resources.pool)
     job.relay, job.probe, job.tally = way.relay, probe, resources.tally
-    job.domain, job.sts = host, way.sts
+    job.domain, job.sts, job.before_dot = host, way.sts, before_dot
     kept = None
     if job.pool is not None and job.pool.holds(group.name):
         kept = job.pool.checkout(group.name, _reuse_keys(job, chosen))
@@ -379,6 +387,8 @@ class _Job:
     tally: Tally | None = None
     domain: str = ""
     sts: Found | None = None
+    before_dot: BeforeDot | None = None
+    """qremoted's commit with its client, before each final dot (None standalone)."""
     """The destination's MTA-STS policy, if one applies."""
 
     def watch(self, policy: Policy, target: Target) -> Watch:
@@ -539,6 +549,7 @@ async def _try_host(job: _Job, target: Target) -> Outcome | NextHost | None:
                 local = session.writer.get_extra_info("sockname")
                 watch.sending_ip = str(local[0]) if local else ""
         conv = session.conv
+        session.before_dot = job.before_dot
         try:
             result = await session.run(start)
         except Dropped:

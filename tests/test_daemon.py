@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from qremote.check import problems
 from qremote.daemon import client, wire
 from tests.support import certs, qmailhome
 from tests.support.daemon import Qremoted
@@ -76,6 +77,12 @@ def logged(daemon, pattern: str, count: int = 1) -> str:
 
 def send(home):
     return home.deliver("example.net", "a@example.org", ["b@example.net"], MESSAGE)
+
+
+def one_to(home, domain: str):
+    """One delivery to ``domain``, its Subject the domain (to tell the messages apart)."""
+    message = MESSAGE.replace(b"Subject: hi", f"Subject: {domain}".encode())
+    return home.deliver(domain, "a@example.org", [f"rcpt@{domain}"], message)
 
 
 def in_background(fn, *args):
@@ -384,11 +391,12 @@ def test_a_long_run_leaks_no_descriptors(home, zone):
         zone.a("mx1.example", "127.0.0.1")  # refused: a connection attempt every time
         with Qremoted(home) as daemon:
             fds = os.path.join("/proc", str(daemon.proc.pid), "fd")
-            send(home)
+            home.deliver("d0.example", "a@example.org", ["b@d0.example"], MESSAGE)
             wait_until(lambda: "cached connections: 0" in daemon.status())
-            # At rest: stdin, the log twice, epoll, the loop's self-pipe pair, the lock and
-            # the listening socket; waiting for exactly that lets the status query close.
-            wait_until(lambda: len(os.listdir(fds)) == 8)
+            # At rest: stdin, the log twice, epoll, the loop's self-pipe pair, the lock, the
+            # alive lock, the MX-group holder file and the listening socket; waiting for
+            # exactly that lets the status query close.
+            wait_until(lambda: len(os.listdir(fds)) == 10)
             before = len(os.listdir(fds))
             for n in range(60):
                 d = f"d{n % 4}.example"
@@ -396,7 +404,7 @@ def test_a_long_run_leaks_no_descriptors(home, zone):
             wait_until(lambda: "cached connections: 0" in daemon.status())
             # The status connection just used may still be closing on the daemon's side.
             wait_until(lambda: len(os.listdir(fds)) <= before, timeout=5)
-    assert len(server.received) == 30
+    assert len(server.received) == 31
 
 
 # -- the daemon's life -----------------------------------------------------------------------
@@ -417,18 +425,21 @@ def test_killed_mid_delivery_the_client_reports_a_deferral_and_a_restart_deliver
         assert send(home).output == accepted(again.ip)
 
 
-def test_a_wedged_daemon_is_given_up_on_and_never_delivers_the_message_too(home, mx, qremoted):
+def test_a_stopped_daemon_is_waited_for_never_bypassed(home, mx, qremoted):
+    """A running daemon that cannot answer (stopped here; busy or at its limit in life):
+    the client waits past ACCEPT_TIMEOUT instead of delivering in-process, and the
+    message goes once, through the daemon, when it answers again."""
     qremoted.signal(signal.SIGSTOP)  # the kernel still queues connections for it
     try:
-        started = time.monotonic()
-        run = send(home)
-        waited = time.monotonic() - started
+        thread, result = in_background(send, home)
+        thread.join(client.ACCEPT_TIMEOUT + 3)
+        assert thread.is_alive() and mx.received == []
     finally:
         qremoted.signal(signal.SIGCONT)
-    assert run.output == accepted(mx.ip)  # delivered in-process after ACCEPT_TIMEOUT
-    assert waited >= client.ACCEPT_TIMEOUT
-    wait_until(lambda: "stopped waiting before the delivery began" in qremoted.log())
+    thread.join(30)
+    assert result["run"].output == accepted(mx.ip)
     assert len(mx.received) == 1
+    wait_until(lambda: "delivery pid" in qremoted.log())
 
 
 def test_heartbeats_keep_the_client_waiting_through_a_slow_delivery(home, zone):
@@ -440,17 +451,18 @@ def test_heartbeats_keep_the_client_waiting_through_a_slow_delivery(home, zone):
     assert len(server.received) == 1
 
 
-def test_a_daemon_stuck_after_accepting_is_given_up_on_as_a_deferral(home, zone):
-    """Stopped mid-delivery, the daemon says nothing more: the client reports Z after
-    three heartbeat intervals instead of holding qmail-send's delivery slot for good."""
+def test_a_daemon_stuck_after_the_dot_is_given_up_on_as_a_deferral(home, zone):
+    """Stopped after the final dot, the daemon says nothing more: the client, which said
+    Y, waits as long as C said (timeoutremote, 10 s here, and the patience) and reports Z
+    instead of holding qmail-send's delivery slot for good."""
     with slow_mx(zone, 5) as server:
-        with Qremoted(home, "--heartbeat", "0.2") as daemon:
+        with Qremoted(home, "--heartbeat", "0.2", "--patience", "1") as daemon:
             thread, result = in_background(send, home)
             wait_until(lambda: len(server.received) == 1)
             daemon.signal(signal.SIGSTOP)
             stopped = time.monotonic()
             try:
-                thread.join(10)
+                thread.join(20)
                 gave_up_after = time.monotonic() - stopped
             finally:
                 daemon.signal(signal.SIGCONT)
@@ -458,8 +470,27 @@ def test_a_daemon_stuck_after_accepting_is_given_up_on_as_a_deferral(home, zone)
             run = result["run"]
             assert run.status == 0
             assert run.output == client.LOST
-            assert gave_up_after < 4  # well before the server's answer would have come
+            assert gave_up_after < 15
             wait_until(lambda: "the client had stopped waiting" in daemon.log(), timeout=15)
+
+
+def test_a_client_that_stopped_waiting_before_the_dot_gets_no_message_sent(home, zone):
+    """The duplicate this rules out: a client that gave up (here: a daemon silent past
+    its patience while it runs) reports a deferral, so the daemon must not send the dot
+    afterwards. It asks with C just before the dot, hears nothing, and abandons."""
+    with ScriptedServer(Script(greeting=Slow(3, "220 slow to greet"))) as server:
+        zone.mx("example.net", (10, "mx.example.net"))
+        zone.a("mx.example.net", server.ip)
+        with Qremoted(home, "--heartbeat", "0.2", "--patience", "0.5") as daemon:
+            thread, result = in_background(send, home)
+            wait_until(lambda: bool(server.connections))
+            daemon.signal(signal.SIGSTOP)  # silent while the client waits
+            time.sleep(2)
+            daemon.signal(signal.SIGCONT)
+            thread.join(30)
+            assert result["run"].output == client.NOT_SENT
+            wait_until(lambda: "abandoned before the final dot" in daemon.log(), timeout=20)
+    assert server.received == []
 
 
 def test_killing_the_daemon_in_a_burst_loses_and_bounces_nothing(home, zone):
@@ -501,6 +532,28 @@ def test_killing_the_daemon_in_a_burst_loses_and_bounces_nothing(home, zone):
         assert all(one(d).qmail.startswith(b"K") for d in deferred)  # qmail's retry
         subjects = {m.content.split(b"Subject: ")[1].split(b"\r\n")[0] for m in server.received}
     assert subjects == {d.encode() for d in domains}
+
+
+def test_more_clients_than_the_daemon_takes_queue_and_each_message_goes_once(home, zone):
+    """Overload, made cheap: the daemon takes 6 clients at once and delivers 3 at a time;
+    40 come at once. The rest queue in the socket's backlog and for a turn: every one is
+    K, every message arrives exactly once, and every one went through the daemon (no
+    in-process fallback while it runs)."""
+    domains = [f"o{i}.example" for i in range(40)]
+    with ScriptedServer(Script(dot=Slow(0.3, "250 2.0.0 Ok: queued as 1234"))) as server:
+        for d in domains:
+            zone.mx(d, (10, "mx.over.example"))
+        zone.a("mx.over.example", server.ip)
+        with Qremoted(home, "--clients", "6", "--deliveries", "3") as daemon:
+            started = [in_background(one_to, home, d) for d in domains]
+            for thread, _ in started:
+                thread.join(120)
+            runs = [result["run"] for _, result in started]
+            log = daemon.log()
+    assert all(r.qmail.startswith(b"K") for r in runs), [r.qmail for r in runs]
+    subjects = sorted(m.content.split(b"Subject: ")[1].split(b"\r\n")[0] for m in server.received)
+    assert subjects == sorted(d.encode() for d in domains)
+    assert log.count("delivery pid") == len(domains)  # every one through the daemon
 
 
 def test_sigterm_lets_in_flight_deliveries_finish_within_the_grace(home, zone):
@@ -660,13 +713,22 @@ class BrokenDaemon:
     reading its request), then, after ``hold`` seconds, ``then`` bytes, and closes: a
     stand-in for a daemon that dies, stalls or misbehaves."""
 
-    def __init__(self, home, answer: bytes, hold: float = 0.0, then: bytes = b"") -> None:
+    def __init__(
+        self, home, answer: bytes, hold: float = 0.0, then: bytes = b"", alive: bool = False
+    ) -> None:
+        import fcntl
         import socket
 
         self.answer, self.hold, self.then = answer, hold, then
         self.requests: list[bytes] = []
         path = os.path.join(home.path, "qremote", "qremoted.sock")
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.alive = None
+        if alive:  # as a running qremoted: its alive file locked
+            self.alive = os.open(
+                os.path.join(home.path, "qremote", "qremoted.alive"), os.O_RDWR | os.O_CREAT, 0o600
+            )
+            fcntl.flock(self.alive, fcntl.LOCK_EX)
         self.sock = socket.socket(socket.AF_UNIX)
         self.sock.bind(path)
         self.sock.listen(8)
@@ -691,11 +753,15 @@ class BrokenDaemon:
 
     def close(self) -> None:
         self.sock.close()
+        if self.alive is not None:
+            os.close(self.alive)
 
 
-def send_through_broken(home, answer: bytes, hold: float = 0.0, then: bytes = b""):
+def send_through_broken(
+    home, answer: bytes, hold: float = 0.0, then: bytes = b"", alive: bool = False
+):
     """One delivery with a :class:`BrokenDaemon` on the socket: (the run, the daemon)."""
-    daemon = BrokenDaemon(home, answer, hold, then)
+    daemon = BrokenDaemon(home, answer, hold, then, alive)
     try:
         return send(home), daemon
     finally:
@@ -710,43 +776,70 @@ def send_through_broken(home, answer: bytes, hold: float = 0.0, then: bytes = b"
 def test_before_the_daemon_takes_a_delivery_the_client_delivers_in_process(home, mx, answer):
     run, daemon = send_through_broken(home, answer)
     args = b"example.net\0a@example.org\0b@example.net"
-    assert daemon.requests == [wire.frame(wire.DELIVER, args)]
+    assert daemon.requests == [wire.frame(wire.DELIVER_COMMITTED, args)]
     assert run.output == accepted(mx.ip)
     assert len(mx.received) == 1
 
 
-@pytest.mark.parametrize(
-    "answer",
-    [
-        wire.frame(wire.ACCEPTED),
-        wire.frame(wire.ACCEPTED) + wire.frame(wire.REPORT, b""),
-        wire.frame(wire.ACCEPTED) + wire.frame(wire.REPORT, b"no letter, no NUL"),
-        wire.frame(wire.ACCEPTED) + b"R\0\0\0\x10r\0Khalf",
-    ],
-    ids=["dies after accepting", "empty report", "malformed report", "report cut short"],
-)
-def test_after_the_daemon_took_a_delivery_a_broken_answer_is_a_deferral(home, mx, answer):
-    run, _ = send_through_broken(home, answer)
+BROKEN_ANSWERS = [
+    b"",
+    wire.frame(wire.REPORT, b""),
+    wire.frame(wire.REPORT, b"no letter, no NUL"),
+    b"R\0\0\0\x10r\0Khalf",
+]
+BROKEN_IDS = ["dies", "empty report", "malformed report", "report cut short"]
+
+
+@pytest.mark.parametrize("then", BROKEN_ANSWERS, ids=BROKEN_IDS)
+def test_accepted_but_not_committed_by_a_daemon_that_is_gone_is_delivered_here(home, mx, then):
+    """The daemon never sends the dot before the client's Y: nothing can have left, and
+    with no daemon running the client delivers the message itself."""
+    run, _ = send_through_broken(home, wire.frame(wire.ACCEPTED, b"20") + then)
+    assert run.output == accepted(mx.ip)
+    assert len(mx.received) == 1
+
+
+@pytest.mark.parametrize("then", BROKEN_ANSWERS, ids=BROKEN_IDS)
+def test_after_the_commit_a_broken_answer_is_a_deferral(home, mx, then):
+    answer = wire.frame(wire.ACCEPTED, b"20") + wire.frame(wire.COMMIT, b"30")
+    run, _ = send_through_broken(home, answer, hold=0.3, then=then)  # it has our Y by then
     assert run.status == 0
     assert run.output == client.LOST
     assert run.qmail == b"Z" + client.LOST[1:-1]
     assert mx.received == []
 
 
+def test_a_running_daemon_that_drops_the_request_is_asked_again_never_bypassed(home, mx):
+    run, daemon = send_through_broken(home, wire.frame(wire.ACCEPTED, b"20"), alive=True)
+    assert run.output == client.NOT_SENT
+    assert len(daemon.requests) == client.RECONNECTS + 1
+    assert mx.received == []
+
+
 @pytest.mark.parametrize(
-    "promise, expected",
-    [(b"0.2", "deferral"), (b"", "report")],
-    ids=["a heartbeat promised and not kept", "an older daemon that promises none"],
+    "promise, hold, expected",
+    [
+        (b"0.2 1", 3.0, "deferral"),
+        (b"0.2", 1.5, "report"),
+        (b"", 1.5, "report"),
+    ],
+    ids=[
+        "silent past the patience it named",
+        "silent but running: waited for",
+        "an older daemon that promises no heartbeat",
+    ],
 )
-def test_silence_after_accepting_is_judged_by_the_heartbeat_the_daemon_promised(
-    home, mx, promise, expected
-):
+def test_silence_from_a_running_daemon_is_borne_for_its_patience(home, mx, promise, hold, expected):
     report = b"r\0Kdone elsewhere\n\0"
     run, _ = send_through_broken(
-        home, wire.frame(wire.ACCEPTED, promise), hold=1.5, then=wire.frame(wire.REPORT, report)
+        home,
+        wire.frame(wire.ACCEPTED, promise),
+        hold=hold,
+        then=wire.frame(wire.REPORT, report),
+        alive=True,
     )
     assert run.status == 0
-    assert run.output == (client.LOST if expected == "deferral" else report)
+    assert run.output == (client.NOT_SENT if expected == "deferral" else report)
     assert mx.received == []
 
 
@@ -803,3 +896,51 @@ def test_hostile_mx_neither_stalls_nor_endangers_other_deliveries(home, mx, qrem
     )
     assert qremoted.proc is not None
     assert _peak_memory_kb(qremoted.proc.pid) < 200 * 1024
+
+
+# -- descriptors -----------------------------------------------------------------------------
+
+
+def _limits_of(pid: int) -> tuple[int, int]:
+    with open(f"/proc/{pid}/limits") as f:
+        line = next(x for x in f if x.startswith("Max open files"))
+    soft, hard = line.split()[3:5]
+    return int(soft), int(hard)
+
+
+def test_the_daemon_raises_its_descriptor_limit_and_says_what_room_it_has(home):
+    with Qremoted(home, nofile=(256, 4096)) as daemon:
+        assert _limits_of(daemon.proc.pid) == (4096, 4096)
+        status = daemon.status()
+        log = daemon.log()
+    assert "descriptors: 4096 (hard limit 4096, raised from 256): 1332 clients at once" in log
+    assert "descriptors: 4096 (hard limit 4096): room for 1332 clients at once" in status
+
+
+def test_check_names_a_daemon_with_less_room_than_concurrencyremote(home):
+    home.write("concurrencyremote", "500\n")
+    with Qremoted(home, nofile=(1024, 1024)):
+        found = [p for p in problems(home.path) if "descriptor limit" in p]
+    assert found == [
+        "qremoted's descriptor limit is 1024: room for 308 clients at once, but "
+        "control/concurrencyremote is 500; the rest wait for it. Raise its limit to 1600 "
+        "or more (LimitNOFILE= in the systemd unit, ulimit -n in the daemontools run script)"
+    ]
+    home.write("concurrencyremote", "300\n")
+    with Qremoted(home, nofile=(1024, 1024)):
+        assert not [p for p in problems(home.path) if "descriptor limit" in p]
+
+
+def test_the_service_files_give_qremoted_a_high_descriptor_limit():
+    from qremote.daemon import service
+
+    assert "LimitNOFILE=262144" in service.systemd_unit()
+    assert 'ulimit -n 262144 2>/dev/null || ulimit -n "$(ulimit -H -n)"' in service.run_script(
+        "/var/qmail"
+    )
+    for name, text in (
+        ("qremoted.run", service.run_script("/var/qmail")),
+        ("qremoted.service", service.systemd_unit()),
+    ):
+        with open(os.path.join(os.path.dirname(__file__), "..", "scripts", name)) as f:
+            assert f.read() == text, name

@@ -162,6 +162,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 0 < value <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 1 to 1000000")
+    return value
+
+
 def _daemon(args: argparse.Namespace) -> str:
     """qremoted in the foreground, until SIGTERM."""
     import asyncio
@@ -169,7 +179,15 @@ def _daemon(args: argparse.Namespace) -> str:
     from qremote.daemon.server import Daemon, StartError
 
     try:
-        asyncio.run(Daemon(qmail_home(), grace=args.grace, heartbeat=args.heartbeat).run())
+        daemon = Daemon(
+            qmail_home(),
+            grace=args.grace,
+            heartbeat=args.heartbeat,
+            deliveries=args.deliveries,
+            clients=args.clients,
+            patience=args.patience,
+        )
+        asyncio.run(daemon.run())
     except StartError as e:
         raise CommandFailed(str(e)) from None
     return ""
@@ -248,8 +266,28 @@ def parser() -> argparse.ArgumentParser:
         "--heartbeat",
         type=_seconds,
         default=20.0,
-        help="seconds between signs of life to a waiting qmail-remote, which gives up"
-        " (deferral) after three missed",
+        help="seconds between signs of life to a waiting qmail-remote (which, after three"
+        " missed, gives up only if qremoted is no longer running at all)",
+    )
+    daemon.add_argument(
+        "--patience",
+        type=_seconds,
+        default=300.0,
+        help="seconds of silence a waiting qmail-remote bears from a running qremoted"
+        " before it defers (and, after the final dot, beyond timeoutremote)",
+    )
+    daemon.add_argument(
+        "--deliveries",
+        type=_count,
+        default=5000,
+        help="deliveries run at the same time (the rest wait their turn); default 5000",
+    )
+    daemon.add_argument(
+        "--clients",
+        type=_count,
+        default=None,
+        help="clients taken at once (the rest wait in the socket's backlog); default: as"
+        " many as the descriptor limit has room for",
     )
     daemon.set_defaults(func=_daemon)
     status = sub.add_parser(

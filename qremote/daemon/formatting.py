@@ -32,6 +32,14 @@ def delivery_line(
     )
 
 
+def abandoned_line(pid: int, host: str, sender: str, why: str, seconds: float) -> str:
+    """A delivery stopped just before its final dot: nothing was sent, no report owed."""
+    return (
+        f"delivery pid {pid} to {plain(host)} from <{plain(sender)}>: abandoned before the "
+        f"final dot, {why}; not sent, qmail will retry ({seconds:.2f}s)"
+    )
+
+
 def status_text(
     pid: int,
     up: float,

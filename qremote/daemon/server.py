@@ -11,6 +11,15 @@ Before the daemon answers ``A`` nothing of the message has left, so the client m
 deliver it itself; the daemon therefore refuses (``N``) rather than fail whenever it
 cannot take a delivery cleanly: shutting down, sign-only mode, stdin not a file.
 
+Under load: every client is accepted and answered ``A`` at once while the descriptor
+limit has room (:mod:`~qremote.daemon.descriptors`); beyond it clients wait in the
+listening socket's backlog. At most ``deliveries`` of them deliver at the same time, the
+rest wait their turn (reading no message yet, so memory stays bounded at any number).
+Clients that ask with ``E`` are asked ``C`` before the final dot and the dot goes only
+after their ``Y`` (wire.py): a client that stopped waiting makes the delivery stop
+without the dot, logged as abandoned, so no message is ever sent that its client
+reported as not sent.
+
 This module is the runner: the lock, the accept loop, each delivery with its heartbeats,
 SIGTERM and SIGHUP. Its parts: ``listener`` (who may talk, reading a request and the
 queue file), ``generations`` (the settings and what is built from them), ``formatting``
@@ -34,19 +43,34 @@ from typing import TYPE_CHECKING
 from qremote import report
 from qremote.control import ControlError
 from qremote.daemon import wire
-from qremote.daemon.formatting import delivery_line, status_text
+from qremote.daemon.descriptors import Room, raise_limit
+from qremote.daemon.formatting import abandoned_line, delivery_line, status_text
 from qremote.daemon.generations import SettingsCache
 from qremote.daemon.listener import allowed, peer_credentials, read_queue_file, read_request
 from qremote.daemon.wire import RELATIVE_PATH, SOCKET_NAME
 from qremote.delivery import deliver
 from qremote.fdutil import write_all
+from qremote.smtp.session import Abandoned, BeforeDot
 
 if TYPE_CHECKING:
     pass
 
 REQUEST_TIMEOUT = 30.0
 """A client that connects and says nothing is dropped after this long."""
-MAX_FDS = 4
+
+DELIVERIES = 5000
+"""Deliveries that run at the same time by default (``qremote daemon --deliveries``);
+fewer when the descriptor limit has room for fewer. The rest wait their turn."""
+
+COMMIT_ANSWER = 60.0
+"""Seconds a client has to answer ``C`` with ``Y``; a client that does not is taken to
+have stopped waiting (it answers at once unless its machine is starved)."""
+
+PATIENCE = 300.0
+"""Seconds of silence a client bears from a running daemon (``--patience``), and the
+time it waits after ``Y`` beyond the server's own time-out for the reply to the dot
+(``timeoutremote``): the daemon's loop may be late under load, and a client that gave up
+after ``Y`` would report a delivery that may have happened."""
 
 
 
@@ -63,6 +87,12 @@ class InFlight:
     started: float = field(default_factory=time.monotonic)
     owed: bytes = b""
     """The part of a heartbeat the socket did not take; it goes out ahead of the report."""
+    committing: bool = False
+    """The commit exchange owns the socket: no heartbeat may interleave with it."""
+    bound: float = 0.0
+    """Seconds the client must wait after ``Y`` (the dot's time-out and the slack)."""
+    delivering: bool = False
+    """Its turn came (False: waiting for one of the ``deliveries`` places)."""
 
 
 HEARTBEAT = 20.0
@@ -73,9 +103,21 @@ qmail-send delivery slot for a minute, not for ever."""
 
 class Daemon:
     def __init__(
-        self, home: str, grace: float = 30.0, log_fd: int = 2, heartbeat: float = HEARTBEAT
+        self,
+        home: str,
+        grace: float = 30.0,
+        log_fd: int = 2,
+        heartbeat: float = HEARTBEAT,
+        deliveries: int = DELIVERIES,
+        clients: int | None = None,
+        patience: float = PATIENCE,
     ) -> None:
         self.home = os.path.abspath(home)
+        self.deliveries = deliveries
+        self.patience = patience
+        self.clients = clients
+        """Clients admitted at once; None: as many as the descriptor limit has room for."""
+        self.room: Room | None = None
         self.grace = grace
         self.heartbeat = heartbeat
         self.log_fd = log_fd
@@ -85,7 +127,10 @@ class Daemon:
         self.tasks: set[asyncio.Task] = set()
         self.stopping = False
         self.done = 0
+        self.abandoned = 0
         self.started = time.monotonic()
+        self.work: asyncio.Semaphore | None = None
+        self.admitted = asyncio.Event()
 
     # -- logging -------------------------------------------------------------------------
 
@@ -97,6 +142,9 @@ class Daemon:
     # -- starting and stopping -----------------------------------------------------------
 
     def _listen(self) -> tuple[int, socket.socket]:
+        """The single-instance lock, the alive lock (held for life: clients look at it
+        before they give up on us) and the listening socket, backlog as deep as the
+        kernel allows (clients queue there while we are at our limit)."""
         state = os.path.join(self.home, "qremote")
         try:
             os.makedirs(state, mode=0o700, exist_ok=True)
@@ -109,6 +157,13 @@ class Daemon:
         except BlockingIOError:
             os.close(lock)
             raise StartError(f"another qremoted is running for {self.home}") from None
+        try:
+            alive = os.open(wire.ALIVE_PATH, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(alive, fcntl.LOCK_EX)  # a client's probe holds it for a moment
+        except OSError as e:
+            os.close(lock)
+            raise StartError(f"{state}/qremoted.alive: {e.strerror}") from None
+        self._alive = alive
         # Relative to the qmail home: a Unix socket path is limited to 107 bytes.
         path = RELATIVE_PATH
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -118,7 +173,7 @@ class Daemon:
                 os.unlink(path)
             sock.bind(path)
             os.chmod(path, 0o600)
-            sock.listen(256)
+            sock.listen(socket.SOMAXCONN)
         except OSError as e:
             sock.close()
             os.close(lock)
@@ -129,6 +184,10 @@ class Daemon:
         return lock, sock
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
+        self.room = raise_limit()
+        clients = self.room.clients if self.clients is None else self.clients
+        self.clients = clients
+        self.work = asyncio.Semaphore(min(self.deliveries, clients))
         lock, listener = self._listen()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
@@ -139,6 +198,12 @@ class Daemon:
         if self.uid == 0:
             self.log("running as root: run it as qmailr, or the files it creates are root's")
         self.log(f"qremoted {os.getpid()} serving {self.home}/qremote/{SOCKET_NAME}")
+        raised = self.room.raised_from
+        self.log(
+            f"descriptors: {self.room.soft} (hard limit {self.room.hard}"
+            + (f", raised from {raised}" if raised is not None else "")
+            + f"): {clients} clients at once, {min(self.deliveries, clients)} delivering"
+        )
         if ready is not None:
             ready.set()
         try:
@@ -151,6 +216,7 @@ class Daemon:
             listener.close()
             await self._finish_in_flight()
             await self.cache.close()
+            os.close(self._alive)
             os.close(lock)
             self.log(f"qremoted {os.getpid()} stopped after {self.done} deliveries")
 
@@ -172,6 +238,11 @@ class Daemon:
     async def _accept(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            while self.clients is not None and len(self.tasks) >= self.clients:
+                # At the limit: the next client waits in the backlog (and then in
+                # connect()) until one of ours is done.
+                self.admitted.clear()
+                await self.admitted.wait()
             try:
                 conn, _ = await loop.sock_accept(listener)
             except OSError as e:
@@ -181,7 +252,11 @@ class Daemon:
             conn.setblocking(False)
             task = loop.create_task(self._serve(conn))
             self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            task.add_done_callback(self._client_done)
+
+    def _client_done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        self.admitted.set()
 
     # -- one client ----------------------------------------------------------------------
 
@@ -218,8 +293,9 @@ class Daemon:
             return
         if kind == wire.STATUS:
             await self._send(conn, wire.frame(wire.TEXT, self.status().encode()))
-        elif kind == wire.DELIVER:
-            await self._deliver(conn, pid, wire.split_args(payload), fds[:1])
+        elif kind in (wire.DELIVER, wire.DELIVER_COMMITTED):
+            committed = kind == wire.DELIVER_COMMITTED
+            await self._deliver(conn, pid, wire.split_args(payload), fds, committed)
         else:
             await self._send(conn, wire.frame(wire.REFUSED, b"unknown request"))
 
@@ -240,24 +316,31 @@ class Daemon:
             return "sign-only mode runs qmail-remote.orig from the client"
         return None
 
-    async def _deliver(self, conn: socket.socket, pid: int, args: list[bytes], fds: list) -> None:
-        refusal = self._refusal(args, fds)
+    async def _deliver(
+        self, conn: socket.socket, pid: int, args: list[bytes], fds: list[int], committed: bool
+    ) -> None:
+        refusal = self._refusal(args, fds[:1])
         if refusal is not None:
             self.log(f"refused pid {pid}: {refusal}")
             await self._send(conn, wire.frame(wire.REFUSED, refusal.encode()))
             return
         host = args[0].decode("utf-8", "surrogateescape")
         sender = args[1].decode("utf-8", "replace")
-        promise = f"{self.heartbeat:g}".encode()
-        if not await self._send(conn, wire.frame(wire.ACCEPTED, promise)):
+        promise = f"{self.heartbeat:g}" + (f" {self.patience:g}" if committed else "")
+        if not await self._send(conn, wire.frame(wire.ACCEPTED, promise.encode())):
             # The client gave up waiting and delivers it itself (see client._give_up).
             self.log(f"pid {pid} stopped waiting before the delivery began; not delivered here")
             return
         task = asyncio.current_task()
         assert task is not None  # a connection is always served by a task
         job = self.inflight[task] = InFlight(pid, host, sender, len(args) - 2)
+        gate = (lambda: self._commit(conn, job)) if committed else None
         try:
-            out = await self._beating(conn, job, self._outcome(host, args, fds[0]))
+            out = await self._beating(conn, job, self._outcome(host, args, fds, job, gate))
+        except Abandoned as e:
+            self.abandoned += 1
+            self.log(abandoned_line(pid, host, sender, str(e), time.monotonic() - job.started))
+            return
         except asyncio.CancelledError:
             out = report.STOPPED + b"\0"
         except Exception as e:  # noqa: BLE001 - every failure must become a Z report
@@ -268,6 +351,31 @@ class Daemon:
         handed_back = await self._send(conn, job.owed + wire.frame(wire.REPORT, out))
         seconds = time.monotonic() - job.started
         self.log(delivery_line(pid, host, sender, out, seconds, handed_back))
+
+    async def _commit(self, conn: socket.socket, job: InFlight) -> None:
+        """Just before the final dot: ask the client whether it still waits (``C``) and
+        return only on its ``Y``; anything else (a closed socket, silence, nonsense) means
+        it stopped waiting, and the delivery is abandoned without the dot."""
+        loop = asyncio.get_running_loop()
+        job.committing = True
+        try:
+            async with asyncio.timeout(COMMIT_ANSWER):
+                data, job.owed = job.owed + wire.frame(wire.COMMIT, b"%g" % job.bound), b""
+                await loop.sock_sendall(conn, data)
+                reader = wire.FrameReader()
+                while True:
+                    chunk = await loop.sock_recv(conn, 64)
+                    if not chunk:
+                        raise Abandoned("its client stopped waiting")
+                    frames = reader.feed(chunk)
+                    if frames:
+                        break
+        except (TimeoutError, OSError, wire.WireError):
+            raise Abandoned("its client did not say it was still waiting") from None
+        finally:
+            job.committing = False
+        if frames[0][0] != wire.YES:
+            raise Abandoned("its client answered the commit with something else")
 
     async def _beating(self, conn: socket.socket, job: InFlight, work: Awaitable[bytes]) -> bytes:
         """Await ``work``, saying ``W`` to the client every ``heartbeat`` seconds meanwhile.
@@ -283,6 +391,8 @@ class Daemon:
                 done, _ = await asyncio.wait({task}, timeout=self.heartbeat)
                 if done:
                     return task.result()
+                if job.committing:
+                    continue  # the commit exchange owns the socket just now
                 data = job.owed or wire.frame(wire.WORKING)
                 try:
                     job.owed = data[conn.send(data) :]
@@ -294,19 +404,35 @@ class Daemon:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    async def _outcome(self, host: str, args: list[bytes], fd: int) -> bytes:
-        try:
-            generation = self.cache.get()
-        except ControlError as e:
-            return report.control_error(str(e)) + b"\0"
-        try:
-            message = read_queue_file(fd)
-        except OSError:
-            return report.READ_ERROR + b"\0"
-        outcome = await deliver(
-            generation.settings, host, args[1], args[2:], message, generation.resources
-        )
-        return outcome.wire()
+    async def _outcome(
+        self,
+        host: str,
+        args: list[bytes],
+        fds: list[int],
+        job: InFlight,
+        gate: BeforeDot | None,
+    ) -> bytes:
+        assert self.work is not None
+        async with self.work:  # our turn: only now is the message read
+            job.delivering = True
+            try:
+                generation = self.cache.get()
+            except ControlError as e:
+                return report.control_error(str(e)) + b"\0"
+            try:
+                message = read_queue_file(fds[0])
+            except OSError:
+                return report.READ_ERROR + b"\0"
+            finally:
+                while fds:  # the queue file is read: its descriptor is not needed again
+                    with contextlib.suppress(OSError):
+                        os.close(fds.pop())
+            settings = generation.settings
+            job.bound = settings.timeout_remote + self.patience
+            outcome = await deliver(
+                settings, host, args[1], args[2:], message, generation.resources, gate
+            )
+            return outcome.wire()
 
     # -- status --------------------------------------------------------------------------
 
@@ -321,4 +447,15 @@ class Daemon:
             pools.append(self.cache.current.resources.pool)
         idle = [line for pool in pools for line in pool.describe()]
         tls = self.cache.tally.lines()
-        return status_text(os.getpid(), now - self.started, self.done, jobs, idle, tls)
+        waiting = sum(not job.delivering for job in self.inflight.values())
+        text = status_text(os.getpid(), now - self.started, self.done, jobs, idle, tls)
+        head, _, rest = text.partition("\n")
+        extra = f", {self.abandoned} abandoned" if self.abandoned else ""
+        room = ""
+        if self.room is not None and self.work is not None:
+            room = (
+                f"descriptors: {self.room.soft} (hard limit {self.room.hard}): room for "
+                f"{self.clients} clients at once, {min(self.deliveries, self.clients or 0)} "
+                "delivering\n"
+            )
+        return f"{head}{extra}; {waiting} waiting for their turn\n{room}{rest}"

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 DEFAULT_COMMAND = "/opt/qremote/bin/qremote"
 
+NOFILE = 262144
+"""Descriptors qremoted may hold: three per delivery at most (qremote/daemon/descriptors.py),
+so room for tens of thousands of clients; the usual 1024 has room for about 300."""
+
 
 def run_script(home: str, command: str = DEFAULT_COMMAND, user: str = "qmailr") -> str:
     """``run`` for a supervise directory: qremoted as qmailr, its log lines on stdout."""
@@ -19,6 +23,8 @@ def run_script(home: str, command: str = DEFAULT_COMMAND, user: str = "qmailr") 
 exec 2>&1
 QMAILHOME={home}
 export QMAILHOME
+# Descriptors: three per delivery; qremoted raises its soft limit to this hard one.
+ulimit -n {NOFILE} 2>/dev/null || ulimit -n "$(ulimit -H -n)"
 exec setuidgid {user} {command} daemon
 """
 
@@ -44,6 +50,8 @@ Group=qmail
 Environment=QMAILHOME={home}
 ExecStart={command} daemon
 ExecReload=/bin/kill -HUP $MAINPID
+# Three descriptors per delivery at most; the usual 1024 has room for about 300.
+LimitNOFILE={NOFILE}
 # SIGTERM: in-flight deliveries get 30 seconds, then go back to qmail as deferrals.
 KillSignal=SIGTERM
 TimeoutStopSec=45

@@ -6,16 +6,23 @@
  * qremote/daemon/wire.py exactly as qremote/daemon/client.py does:
  *
  *   - connect to qremote/qremoted.sock (relative to the qmail home, after chdir);
- *   - send one 'D' frame (argv[1..] joined by NUL) with fd 0 attached (SCM_RIGHTS);
- *   - wait up to ACCEPT_TIMEOUT seconds for 'A'; after 'A' + interval, give up when three
- *     intervals pass without a frame ('W' is the heartbeat);
+ *   - send one 'E' frame (argv[1..] joined by NUL) with fd 0 attached (SCM_RIGHTS);
+ *   - wait for 'A' (+ "interval patience"), then for 'W' heartbeats; when silent (no 'A'
+ *     within ACCEPT_TIMEOUT, three intervals without a word after it), look whether the
+ *     daemon runs at all (its flock on qremote/qremoted.alive): while it does, wait on,
+ *     until it has been silent for its patience;
+ *   - answer 'C' (commit: the daemon is about to send the final dot) with 'Y', and from
+ *     then on wait as long as 'C' said, whatever happens;
  *   - write the 'R' report to fd 1, byte for byte.
  *
- * Whenever the Python client would deliver in-process (no daemon, a refusal, anything
- * broken before 'A'), this program execs the Python path (QREMOTE_FALLBACK) with the same
- * argv and stdin untouched: it never reads stdin, and the daemon reads the queue file with
- * pread, so the offset is where qmail-rspawn left it. After 'A' a broken daemon means the
- * message may be on its way: the report is Z, as the Python client's.
+ * Whenever the Python client would deliver in-process (no daemon running, a refusal),
+ * this program execs the Python path (QREMOTE_FALLBACK) with the same argv and stdin
+ * untouched: it never reads stdin, and the daemon reads the queue file with pread, so the
+ * offset is where qmail-rspawn left it. The daemon never sends the dot without our 'Y':
+ * before it, giving up (a defer) or delivering in-process (no daemon) sends nothing twice;
+ * after it, a broken daemon means the message may be on its way: the report is Z, as the
+ * Python client's. A daemon that dropped us before 'Y' while it still runs (a worker that
+ * died) is asked again, up to RECONNECTS times.
  *
  * It never writes to stderr and always exits 0: qmail-rspawn bounces mail for any other
  * exit status. Every read and write is checked, short writes and EINTR are handled, and
@@ -26,7 +33,9 @@
  */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/file.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -39,8 +48,11 @@
 #include "qremote-config.h"
 
 #define SOCKET_PATH "qremote/qremoted.sock"
+#define ALIVE_PATH "qremote/qremoted.alive"
 #define ACCEPT_TIMEOUT_MS 10000
 #define STALL_BEATS 3
+#define PATIENCE_MS 300000
+#define RECONNECTS 3
 #define HEADER 5
 #define MAX_PAYLOAD (1u << 24)
 
@@ -50,6 +62,9 @@ const char qremote_marker[] = QREMOTE_MARKER;
 static const char LOST[] =
     "Zqremoted stopped answering during the delivery; the message may or may not have "
     "been sent, qmail will try again. (#4.3.0)\n";
+static const char NOT_SENT[] =
+    "Zqremoted did not finish the delivery in time; the message was not sent, qmail will "
+    "try again. (#4.3.0)\n";
 
 extern char **environ;
 
@@ -164,81 +179,62 @@ static int append(struct inbuf *b, const char *data, size_t len)
 
 static int is_kind(char k)
 {
-    return k && strchr("DSNAWRT", k) != NULL;
+    return k && strchr("DESNAWRTCY", k) != NULL;
 }
 
-/* Seconds of silence allowed after 'A' + payload, in ms; -1 for no limit (an 'A' that
- * names no usable interval, as from an older qremoted). */
-static int stall_ms(const char *payload, uint32_t len)
+/* A number of seconds (0 < s < 86400) at the start of text[0..len), up to a blank; in
+ * ms, or -1 when there is none. */
+static long long seconds_ms(const char *text, size_t len)
 {
-    char text[32];
-    if (len == 0 || len >= sizeof text)
+    char buf[32];
+    size_t n = 0;
+    while (n < len && text[n] != ' ')
+        n++;
+    if (n == 0 || n >= sizeof buf)
         return -1;
-    memcpy(text, payload, len);
-    text[len] = '\0';
+    memcpy(buf, text, n);
+    buf[n] = '\0';
     char *end;
     errno = 0;
-    double interval = strtod(text, &end);
-    if (errno || end == text || *end != '\0' || !(interval > 0 && interval < 86400))
+    double s = strtod(buf, &end);
+    if (errno || end == buf || *end != '\0' || !(s > 0 && s < 86400))
         return -1;
-    return (int)(interval * STALL_BEATS * 1000);
+    return (long long)(s * 1000);
 }
 
-int main(int argc, char **argv)
+/* Is qremoted running? It holds an exclusive flock on its alive file for its life. */
+static int daemon_alive(void)
 {
-    signal(SIGPIPE, SIG_IGN);  /* a vanished peer is an error return, as in Python */
-    if (argc < 4 || getenv("QREMOTE_INPROCESS"))
-        in_process(argv);  /* qmail's usage report and the rest come from there */
-    const char *home = getenv("QMAILHOME");
-    if (!home || !*home)
-        home = QREMOTE_HOME;
-    if (chdir(home) == -1)
-        in_process(argv);
+    int fd = open(ALIVE_PATH, O_RDONLY | O_CLOEXEC);
+    if (fd == -1)
+        return 0;
+    int alive = flock(fd, LOCK_SH | LOCK_NB) == -1 && errno == EWOULDBLOCK;
+    close(fd);  /* drops our lock, if we got it */
+    return alive;
+}
 
-    /* The request: 'D', a 4-byte big-endian length, argv[1..] joined by NUL. */
-    size_t body = 0;
-    for (int i = 1; i < argc; i++)
-        body += strlen(argv[i]) + (i > 1);
-    if (body > MAX_PAYLOAD)
-        in_process(argv);
-    char *req = malloc(HEADER + body);
-    if (!req)
-        in_process(argv);
-    req[0] = 'D';
-    req[1] = (char)(body >> 24);
-    req[2] = (char)(body >> 16);
-    req[3] = (char)(body >> 8);
-    req[4] = (char)body;
-    size_t at = HEADER;
-    for (int i = 1; i < argc; i++) {
-        if (i > 1)
-            req[at++] = '\0';
-        size_t n = strlen(argv[i]);
-        memcpy(req + at, argv[i], n);
-        at += n;
-    }
+enum outcome { REFUSED, DROPPED, SILENT, COMMITTED_LOST };
 
+/* One request to the daemon; returns only when no report came (finish() otherwise). */
+static enum outcome attempt(const char *req, size_t reqlen)
+{
     int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (sock == -1)
-        in_process(argv);
+        return REFUSED;
     struct sockaddr_un addr = {0};
     addr.sun_family = AF_UNIX;
     memcpy(addr.sun_path, SOCKET_PATH, sizeof SOCKET_PATH);
-    if (connect(sock, (struct sockaddr *)&addr, sizeof addr) == -1) {
+    if (connect(sock, (struct sockaddr *)&addr, sizeof addr) == -1 ||
+        send_request(sock, req, reqlen) == -1) {
         close(sock);
-        in_process(argv);
+        return REFUSED;  /* no daemon, or it cannot have begun on half a request */
     }
-    if (send_request(sock, req, at) == -1) {
-        close(sock);
-        in_process(argv);  /* it cannot have begun on a request it did not get whole */
-    }
-    free(req);
-
     struct inbuf in = {0};
-    int accepted = 0, gave_up = 0;
-    int wait_ms = ACCEPT_TIMEOUT_MS;
-    long long deadline = now_ms() + wait_ms;
-    char chunk[65536];
+    int accepted = 0, committed = 0, gave_up = 0, silent = 0, refused = 0;
+    long long wait_ms = ACCEPT_TIMEOUT_MS, patience = PATIENCE_MS;
+    long long heard = now_ms();
+    long long deadline = heard + wait_ms;
+    static char chunk[65536];
     for (;;) {
         ssize_t got;
         if (gave_up) {
@@ -260,8 +256,13 @@ int main(int argc, char **argv)
                     continue;
                 got = 0;
             } else if (ready == 0) {
+                if (!committed && now_ms() - heard < patience && daemon_alive()) {
+                    deadline = now_ms() + wait_ms;  /* running, and busy: wait on */
+                    continue;
+                }
+                silent = 1;
                 if (accepted) {
-                    got = 0;  /* three heartbeats missed: the daemon is stuck */
+                    got = 0;
                 } else {
                     /* Give up on 'A', atomically: with our reading side shut, the daemon's
                      * 'A' fails (EPIPE) and it does not deliver; what it sent before is
@@ -282,7 +283,8 @@ int main(int argc, char **argv)
             break;  /* closed, broken, or given up on */
         if (append(&in, chunk, (size_t)got) == -1)
             break;
-        deadline = now_ms() + (wait_ms >= 0 ? wait_ms : 0);  /* any word resets the wait */
+        heard = now_ms();
+        deadline = heard + (wait_ms >= 0 ? wait_ms : 0);  /* any word resets the wait */
         while (in.len >= HEADER) {
             char kind = in.data[0];
             uint32_t size = (uint32_t)(unsigned char)in.data[1] << 24 |
@@ -296,23 +298,89 @@ int main(int argc, char **argv)
             const char *payload = in.data + HEADER;
             if (kind == 'A') {
                 accepted = 1;
-                wait_ms = stall_ms(payload, size);
+                long long beat = seconds_ms(payload, size);
+                wait_ms = beat < 0 ? -1 : beat * STALL_BEATS;
+                const char *blank = memchr(payload, ' ', size);
+                if (blank) {
+                    long long given = seconds_ms(blank + 1, size - (size_t)(blank + 1 - payload));
+                    if (given > 0)
+                        patience = given;
+                }
+            } else if (kind == 'C' && accepted && !committed) {
+                static const char yes[HEADER] = {'Y', 0, 0, 0, 0};
+                if (write_all(sock, yes, sizeof yes) == -1)
+                    goto broken;  /* it will not send the dot without our 'Y' */
+                committed = 1;
+                long long bound = seconds_ms(payload, size);
+                wait_ms = bound < 0 ? patience : bound;
             } else if (kind == 'R') {
                 if (size > 0 && strchr("KZDrhs", payload[0]) && payload[size - 1] == '\0')
                     finish(payload, size);
+                refused = 1;
                 goto broken;
             } else if (kind != 'W') {
-                goto broken;  /* 'N' (refused), or a frame that is no answer */
+                refused = 1;  /* 'N' (refused), or a frame that is no answer */
+                goto broken;
             }
             memmove(in.data, in.data + HEADER + size, in.len - HEADER - size);
             in.len -= HEADER + size;
-            deadline = now_ms() + (wait_ms >= 0 ? wait_ms : 0);  /* 'A' sets a new wait */
+            deadline = now_ms() + (wait_ms >= 0 ? wait_ms : 0);  /* 'A', 'C' set new waits */
         }
     }
 broken:
     close(sock);
-    if (accepted)
-        finish(LOST, sizeof LOST);  /* sizeof counts the NUL that ends the report */
-    in_process(argv);
+    free(in.data);
+    if (committed)
+        return COMMITTED_LOST;
+    if (refused)
+        return REFUSED;
+    return silent ? SILENT : DROPPED;
+}
+
+int main(int argc, char **argv)
+{
+    signal(SIGPIPE, SIG_IGN);  /* a vanished peer is an error return, as in Python */
+    if (argc < 4 || getenv("QREMOTE_INPROCESS"))
+        in_process(argv);  /* qmail's usage report and the rest come from there */
+    const char *home = getenv("QMAILHOME");
+    if (!home || !*home)
+        home = QREMOTE_HOME;
+    if (chdir(home) == -1)
+        in_process(argv);
+
+    /* The request: 'E', a 4-byte big-endian length, argv[1..] joined by NUL. */
+    size_t body = 0;
+    for (int i = 1; i < argc; i++)
+        body += strlen(argv[i]) + (i > 1);
+    if (body > MAX_PAYLOAD)
+        in_process(argv);
+    char *req = malloc(HEADER + body);
+    if (!req)
+        in_process(argv);
+    req[0] = 'E';
+    req[1] = (char)(body >> 24);
+    req[2] = (char)(body >> 16);
+    req[3] = (char)(body >> 8);
+    req[4] = (char)body;
+    size_t at = HEADER;
+    for (int i = 1; i < argc; i++) {
+        if (i > 1)
+            req[at++] = '\0';
+        size_t n = strlen(argv[i]);
+        memcpy(req + at, argv[i], n);
+        at += n;
+    }
+
+    for (int tries = 0; tries <= RECONNECTS; tries++) {
+        enum outcome out = attempt(req, at);
+        if (out == COMMITTED_LOST)
+            finish(LOST, sizeof LOST);  /* sizeof counts the NUL that ends the report */
+        if (out == REFUSED || !daemon_alive())
+            in_process(argv);  /* nothing was sent by the daemon: deliver here */
+        if (out == SILENT)
+            finish(NOT_SENT, sizeof NOT_SENT);  /* running, silent past its patience */
+        /* DROPPED before 'Y' by a daemon that still runs: ask it again. */
+    }
+    finish(NOT_SENT, sizeof NOT_SENT);
     return 0;
 }

@@ -12,6 +12,14 @@ SCM_RIGHTS on the first byte, so the queue file is never copied. The daemon answ
 - ``R`` + report bytes, exactly what qmail-remote writes to qmail-rspawn;
 - ``T`` + text, the answer to a status request.
 
+A client that asks with ``E`` instead of ``D`` (same payload) takes part in the *commit*:
+just before the final dot the daemon sends ``C`` + seconds, and sends the dot only after
+the client answered ``Y``. Until it said ``Y`` the client may give up at any moment, by
+closing the socket, and the message is then never sent by the daemon (the delivery is
+abandoned without the dot); once it said ``Y`` it waits for the report (at most the
+seconds ``C`` named). So no client ever reports a delivery the daemon goes on to make:
+a busy daemon can delay mail, never duplicate it.
+
 Standard library only and no imports at all: the thin client loads this on every delivery.
 """
 
@@ -22,6 +30,17 @@ a Unix socket path may not exceed 107 bytes, a qmail home may be long."""
 
 DELIVER = b"D"
 """Request: argv[1:] (host, sender, recipients) joined by NUL; stdin passed alongside."""
+DELIVER_COMMITTED = b"E"
+"""The same request from a client that answers ``C`` (every client since the commit)."""
+COMMIT = b"C"
+"""Daemon to client, before the final dot: still waiting? Payload: the seconds the client
+must then wait for the report at most."""
+YES = b"Y"
+"""Client to daemon: yes, send the dot; I wait for the report."""
+ALIVE_PATH = "qremote/qremoted.alive"
+"""A file qremoted holds an exclusive flock on for its whole life: a client that has
+waited long finds out with LOCK_SH|LOCK_NB whether the daemon is there at all (it is
+when the lock is refused) before it gives up on it."""
 STATUS = b"S"
 """Request: in-flight deliveries and cached connections, as text."""
 REFUSED = b"N"
@@ -30,7 +49,9 @@ WORKING = b"W"
 REPORT = b"R"
 TEXT = b"T"
 
-KINDS = frozenset([DELIVER, STATUS, REFUSED, ACCEPTED, WORKING, REPORT, TEXT])
+KINDS = frozenset(
+    [DELIVER, DELIVER_COMMITTED, STATUS, REFUSED, ACCEPTED, WORKING, REPORT, TEXT, COMMIT, YES]
+)
 HEADER = 5
 MAX_PAYLOAD = 1 << 24
 """No report or argv comes near 16 MiB; anything larger is a broken peer."""

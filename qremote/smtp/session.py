@@ -19,6 +19,7 @@ import asyncio
 import socket
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from qremote import report
@@ -102,6 +103,16 @@ async def connect(
     return await asyncio.open_connection(sock=sock, limit=READ_CHUNK)
 
 
+class Abandoned(Exception):
+    """Whoever asked for the delivery withdrew before the final dot (qremoted's client
+    stopped waiting): the connection is dropped without the dot, so the server discards
+    the message, and the delivery ends here: no other address is tried."""
+
+
+BeforeDot = Callable[[], Awaitable[None]]
+"""Called after the body, just before the final dot; raises :class:`Abandoned` to stop."""
+
+
 class Session:
     """Runs one :class:`Conversation` over one connection."""
 
@@ -125,6 +136,8 @@ class Session:
         self.tls_version = ""
         self.recipients: list[RecipientReport] = []
         """Recipient reports so far; qmail prints them even if the connection dies later."""
+        self.before_dot: BeforeDot | None = None
+        """The last word before the dot (qremoted's commit with its client), per message."""
 
     async def _write(self, data: bytes) -> None:
         try:
@@ -137,6 +150,8 @@ class Session:
         for piece in self.body.pieces():
             await self._write(piece)
         self._nothing_unasked([], "it replied before the message was sent")
+        if self.before_dot is not None:
+            await self.before_dot()  # Abandoned: the caller drops the connection, no dot
         self.conv.dot_sending()
         await self._write(b".\r\n")
 

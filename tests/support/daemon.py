@@ -14,11 +14,21 @@ from .qmailhome import QmailHome
 
 
 class Qremoted:
-    def __init__(self, home: QmailHome, *args: str) -> None:
+    def __init__(
+        self, home: QmailHome, *args: str, nofile: tuple[int, int] | None = None
+    ) -> None:
         self.home = home
         self.log_path = os.path.join(home.path, "qremoted.log")
         self.args = list(args)
+        self.nofile = nofile
+        """(soft, hard) descriptor limits to start it with, as a service manager would."""
         self.proc: subprocess.Popen | None = None
+
+    def _limits(self) -> None:
+        if self.nofile is not None:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_NOFILE, self.nofile)
 
     def start(self) -> Qremoted:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
@@ -28,6 +38,7 @@ class Qremoted:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
+            preexec_fn=self._limits if self.nofile is not None else None,
         )
         log.close()
         deadline = time.monotonic() + 30

@@ -78,10 +78,12 @@ def build(top: str) -> str:
     return home
 
 
-def build_inject(top: str) -> str:
-    """qmail-inject alone, compiled for a home under ``top`` (seconds; no users needed):
-    the path of the program. It queues through ``$QMAILQUEUE`` (notqmail's qmail.c), so
-    a test sees the envelope exactly as the real program makes it from its arguments."""
+def build_programs(top: str, *names: str) -> str:
+    """Some of qmail's programs alone, compiled for a home under ``top`` (seconds; no users
+    needed): the home's path, the programs in it. qmail-inject queues through
+    ``$QMAILQUEUE`` (notqmail's qmail.c), so a test sees the envelope exactly as the real
+    program makes it from its arguments; qmail-remote is the C client benchmarks compare
+    against."""
     src = os.path.join(top, "src")
     home = os.path.join(top, "home")
     os.makedirs(os.path.join(home, "control"))
@@ -92,13 +94,18 @@ def build_inject(top: str) -> str:
     (tree,) = [os.path.join(src, d) for d in os.listdir(src)]
     with open(os.path.join(tree, "conf-qmail"), "w") as f:
         f.write(home + "\n")
-    done = subprocess.run(["make", "qmail-inject"], cwd=tree, capture_output=True, text=True)
+    done = subprocess.run(["make", *names], cwd=tree, capture_output=True, text=True)
     if done.returncode:
-        raise RuntimeError(f"make qmail-inject failed: {done.stdout[-1500:]}{done.stderr[-1500:]}")
-    program = os.path.join(home, "qmail-inject")
-    shutil.copy(os.path.join(tree, "qmail-inject"), program)
+        raise RuntimeError(f"make failed: {done.stdout[-1500:]}{done.stderr[-1500:]}")
+    for name in names:
+        shutil.copy(os.path.join(tree, name), os.path.join(home, name))
     shutil.rmtree(src)
-    return program
+    return home
+
+
+def build_inject(top: str) -> str:
+    """qmail-inject alone (see :func:`build_programs`): the program's path."""
+    return os.path.join(build_programs(top, "qmail-inject"), "qmail-inject")
 
 
 def make_top() -> str:
