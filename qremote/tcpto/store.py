@@ -60,9 +60,12 @@ class TcptoFiles:
             return False
         finally:
             os.close(fd)
+        found = table.record_of(data, layout, table.packed(ip))
+        if found is None:
+            return False
         return table.should_skip(
-            table.records(data, layout),
-            table.packed(ip),
+            [found],
+            found.addr,
             int(time.time()) if now is None else now,
             os.getpid() if pid is None else pid,
         )
@@ -76,9 +79,12 @@ class TcptoFiles:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             data = os.pread(fd, layout.size * table.RECORDS, 0)
+            addr = table.packed(ip)
+            if not timed_out and table.record_of(data, layout, addr) is None:
+                return  # a success for an address with no record: nothing to write
             recs = table.records(data, layout)
             stamp = int(time.time()) if now is None else now
-            changed = table.after_result(recs, table.packed(ip), timed_out, stamp)
+            changed = table.after_result(recs, addr, timed_out, stamp)
             if changed is not None:
                 os.pwrite(fd, recs[changed].encode(layout), changed * layout.size)
         except OSError:

@@ -75,6 +75,17 @@ def records(data: bytes, layout: Layout) -> list[Record]:
     return [Record.decode(data[i * layout.size : (i + 1) * layout.size], layout) for i in range(n)]
 
 
+def record_of(data: bytes, layout: Layout, addr: bytes) -> Record | None:
+    """The record for ``addr`` in the raw table, or None: one slice comparison per record
+    instead of decoding all of them (every delivery asks this of every address)."""
+    n = min(len(data) // layout.size, RECORDS)
+    for i in range(n):
+        at = i * layout.size
+        if data[at : at + layout.addr_len] == addr:
+            return Record.decode(data[at : at + layout.size], layout)
+    return None
+
+
 def window(pid: int) -> int:
     """Seconds an address stays skipped after its second time-out, for this process."""
     return (60 + (pid & 31)) << 6
