@@ -65,7 +65,7 @@ CONTROL_FILES: tuple[ControlFile, ...] = (
     ControlFile("notlshosts", "folder", None, (REMOTE,), "MX hosts never to use TLS with"),
     ControlFile("tlshosts", "folder", None, (REMOTE,), "<mx>.pem: TLS required and verified"),
     ControlFile("dane", "line", "on", (REMOTE,), "on, off or first: DANE for MX hosts"),
-    ControlFile("utf8headers", "line", "bounce", (REMOTE,), "non-ASCII headers: bounce|send"),
+    ControlFile("utf8headers", "line", "send", (REMOTE,), "non-ASCII headers: send|bounce"),
     ControlFile("mtasts", "line", "on", (REMOTE,), "on or off: MTA-STS for MX delivery"),
     ControlFile("tlsrptorg", "line", None, ("qremote tlsrpt",), "organization in TLS reports"),
     ControlFile("tlsrptcontact", "line", None, (REMOTE, "qremote tlsrpt"), "TLS reports' sender"),
@@ -84,6 +84,10 @@ CONTROL_FILES: tuple[ControlFile, ...] = (
     ControlFile("dkimlength", "line", "pass", (VERIFY,), "pass or policy for unsigned l= text"),
     ControlFile("dkimrotate", "lines", [], (ROTATE,), "the rotation job's settings"),
     ControlFile("queuelifetime", "integer", 604800, (ROTATE,), "qmail's; sets the grace"),
+    ControlFile(
+        "concurrencyremote", "integer", 20, ("qmail-send", "qremote check"),
+        "qmail's deliveries at once; qremoted's descriptor room is checked against it",
+    ),
 )
 """Every control file qremote reads, in the order ``qremote check`` reports them."""
 
@@ -124,9 +128,10 @@ class Settings:
     tlsrpt_contact: str = ""
     """control/tlsrptcontact (default postmaster@ control/me): the sender of our TLS
     reports, whose delivery is not held to DANE or MTA-STS."""
-    utf8_headers: str = "bounce"
+    utf8_headers: str = "send"
     """control/utf8headers: what header fields that are not ASCII do at a server without
-    SMTPUTF8: ``bounce`` (RFC 6531: the next MX, D when none offers it) or ``send``."""
+    SMTPUTF8: ``send`` (the default: as qmail and Postfix send them, with a note) or
+    ``bounce`` (RFC 6531's rule: the next MX, D when none offers it)."""
     mta_sts: bool = True
     """control/mtasts: MTA-STS policies are looked up and applied (on, the default)."""
     dane: str = "on"
@@ -200,7 +205,7 @@ def report_contact(control: ControlDir) -> str:
 
 
 def _utf8_headers(control: ControlDir) -> str:
-    value = (control.line("utf8headers") or "bounce").strip().lower()
+    value = (control.line("utf8headers") or "send").strip().lower()
     if value not in ("bounce", "send"):
         raise ControlError(f"control/utf8headers: {value[:40]!r} is not bounce or send")
     return value

@@ -179,3 +179,47 @@ def test_check_names_a_qmail_remote_that_is_not_qremote(home):
         f.write("#!/bin/sh\nexit 0\n")
     done = home.qremote("check", "--user", "root")
     assert f"{home.program} is not qremote (run: qremote install)" in done.stdout
+
+
+# -- every command says what it is -----------------------------------------------------------
+
+
+def _run(argv: list[str], stdin=None):
+    import subprocess
+
+    return subprocess.run(
+        argv, stdin=stdin if stdin is not None else subprocess.DEVNULL, capture_output=True
+    )
+
+
+@pytest.mark.parametrize("flag", ["--help", "--version"])
+def test_every_command_answers_help_and_version_on_stdout(home, flag):
+    import sys
+
+    from qremote import __version__
+
+    commands = {
+        "qmail-remote": [home.program],
+        "qremote-dkimverify": [sys.executable, "-m", "qremote.verify.filter"],
+        "qremote": [sys.executable, "-m", "qremote.cli.qremote"],
+    }
+    for name, argv in commands.items():
+        done = _run([*argv, flag])
+        assert done.returncode == 0, (name, done)
+        assert done.stderr == b"", (name, done.stderr)
+        text = done.stdout.decode()
+        assert (__version__ in text) if flag == "--version" else (len(text.splitlines()) > 3)
+
+
+def test_the_verify_filter_at_a_terminal_says_what_it_is(home):
+    import pty
+    import sys
+
+    controller, terminal = pty.openpty()
+    try:
+        done = _run([sys.executable, "-m", "qremote.verify.filter"], stdin=terminal)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert done.returncode == 0
+    assert done.stdout.startswith(b"qremote-dkimverify: a QMAILQUEUE filter")

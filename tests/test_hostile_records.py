@@ -251,3 +251,22 @@ def test_a_local_part_that_is_not_utf8_never_goes_even_under_smtputf8(home, zone
     assert run.reports[-1].startswith(b"K")
     assert mx.received[0].rcpt_tos == [f"b@{DOMAIN}"]
     assert b"jos\xe9" not in bytes(mx.received_bytes)
+
+
+# -- 33.15: what was reported is kept for 30 days, then deleted --------------------------
+
+
+def test_reported_days_are_kept_thirty_days_then_deleted(home, zone):
+    from qremote.tlsrpt import send
+    from qremote.tlsrpt.record import day_of, folder
+
+    os.makedirs(folder(home.path))
+    now = time.time()
+    old, recent = day_of(now - 31 * 86400), day_of(now - 29 * 86400)
+    for day in (old, recent):
+        for kind in ("reported", "done"):
+            with open(os.path.join(folder(home.path), f"{day}.{kind}"), "w") as f:
+                f.write("{}\n")
+    lines = send.run(home.path, now)
+    assert sorted(os.listdir(folder(home.path))) == [f"{recent}.done", f"{recent}.reported"]
+    assert any("deleted 2 files" in line for line in lines)

@@ -323,4 +323,46 @@ def uninstall(home: str) -> str:
     os.rename(orig, current)
     if is_wrapper(current + ".python"):
         os.unlink(current + ".python")
-    return f"uninstalled: {current} is the original qmail-remote again"
+    said = f"uninstalled: {current} is the original qmail-remote again"
+    running = running_daemon(home)
+    if running is not None:
+        said += f"\n{running}"
+    return said
+
+
+def running_daemon(home: str) -> str | None:
+    """Words about a qremoted still serving ``home`` (it now serves no one) and how to
+    stop it as it was started; None when none runs."""
+    import re
+
+    from qremote.daemon import client
+
+    status = client.status(home)
+    if status is None:
+        return None
+    found = re.match(r"qremoted pid (\d+)", status)
+    pid = int(found.group(1)) if found else 0
+    how = f"kill {pid}" if pid else "stop it"
+    parent = _parent(pid) if pid else None
+    if parent is not None and parent[1] == "supervise":
+        try:
+            folder = os.readlink(f"/proc/{parent[0]}/cwd")
+            how = f"svc -d {folder} (and remove its link from /service)"
+        except OSError:
+            how = "svc -d on its service directory"
+    elif parent is not None and parent[0] == 1 and os.path.exists(
+        "/etc/systemd/system/qremoted.service"
+    ):
+        how = "systemctl disable --now qremoted"
+    return f"qremoted (pid {pid}) is still running for {home} and serves no one now: {how}"
+
+
+def _parent(pid: int) -> tuple[int, str] | None:
+    """(pid, command name) of a process's parent, from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        with open(f"/proc/{ppid}/comm") as f:
+            return ppid, f.read().strip()
+    except (OSError, ValueError, IndexError):
+        return None

@@ -89,6 +89,28 @@ def run(argv: list[bytes], home: str, stderr: int | None = None) -> bytes:
     return outcome.wire()
 
 
+HELP = b"""\
+qmail-remote (qremote %s): qmail's remote delivery program, signing with DKIM and DomainKeys.
+
+qmail-rspawn runs it as: qmail-remote host sender recipient [recipient ...]
+with the message on fd 0; it writes one report per recipient and one for the message on
+fd 1, as notqmail's C qmail-remote does, and always exits 0. It hands the delivery to
+qremoted when that runs. See README.md; `qremote check` checks the installation.
+"""
+
+
+def _answer_a_person(argv: list[bytes]) -> bytes | None:
+    """``--help`` and ``--version`` alone: what this is, on stdout (qmail-rspawn never
+    calls it so: it always passes a host, a sender and a recipient)."""
+    from qremote import __version__
+
+    if argv[1:] == [b"--version"]:
+        return f"qmail-remote (qremote) {__version__}\n".encode()
+    if argv[1:] == [b"--help"]:
+        return HELP % __version__.encode()
+    return None
+
+
 def main(home: str | None = None, daemon: bool = True) -> None:
     """Hand the delivery to qremoted when it runs; otherwise, or when it does not take
     the delivery, run it here. Either way exactly one report, and exit 0.
@@ -99,6 +121,10 @@ def main(home: str | None = None, daemon: bool = True) -> None:
     try:
         encoding = sys.getfilesystemencoding()
         argv = [a.encode(encoding, "surrogateescape") for a in sys.argv]
+        told = _answer_a_person(argv)
+        if told is not None:
+            _write_all(told)
+            posix._exit(0)
         env_home = posix.environ.get(b"QMAILHOME", b"").decode(encoding, "surrogateescape")
         qmail_home = env_home or home or "/var/qmail"
         out = None

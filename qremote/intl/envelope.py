@@ -11,11 +11,11 @@ fields hold non-ASCII needs SMTPUTF8. Per server (the next MX may offer it):
   local part is non-ASCII is refused permanently (``5.6.7``); if the sender's local part,
   or every recipient, needs SMTPUTF8, this server cannot take the message at all (the next
   MX is tried; ``D`` when none can).
-- Header fields that are not ASCII make an RFC 6532 message: it needs SMTPUTF8 like a
-  non-ASCII local part (the server cannot take it; the next MX may). ``control/utf8headers``
-  ``send`` relaxes this for header fields alone: they then go as qmail sends them, with a
-  note in the report (legacy 8-bit text in a Subject is common, and qmail cannot know
-  whether the sender asked for SMTPUTF8).
+- Header fields that are not ASCII go as qmail sends them, with a note in the report
+  (``control/utf8headers`` ``send``, the default: legacy 8-bit text in a Subject is
+  common, and qmail cannot know whether the sender asked for SMTPUTF8); ``bounce`` makes
+  them need SMTPUTF8 like a non-ASCII local part (the server cannot take the message; the
+  next MX may).
 - Whatever the server offers, an address that can never be sent
   (:func:`qremote.smtp.addresses.fault`: CR, LF or NUL, or a local part that is not
   UTF-8) is not: the recipient is refused, the sender makes the message unsendable.

@@ -45,6 +45,10 @@ if TYPE_CHECKING:
 GIVE_UP_DAYS = 7
 """A day whose reports could not all be handed on is dropped after this many days."""
 
+KEEP_DAYS = 30
+"""A reported day's session lines (``<day>.reported``, ``<day>.done``) are kept this long,
+for an administrator who wants to see what was reported, then deleted by the job."""
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -91,6 +95,7 @@ def run(home: str, now: float | None = None, budget: float = TLSRPT_JOB_TIME) ->
     from qremote.settings import load_settings
 
     resolver = _resolver(load_settings(home))
+    said.extend(forget_old(home, moment))
     clock = Clock(budget)
     for day in pending_days(home, moment):
         said.extend(asyncio.run(_day(home, day, settings, resolver, moment, clock)))
@@ -98,6 +103,25 @@ def run(home: str, now: float | None = None, budget: float = TLSRPT_JOB_TIME) ->
             said.append(f"stopped after {budget:g} seconds; the rest waits for the next run")
             break
     return said
+
+
+def forget_old(home: str, now: float) -> list[str]:
+    """Delete reported days older than KEEP_DAYS (by the day in their name)."""
+    oldest = day_of(now - KEEP_DAYS * 86400)
+    try:
+        names = os.listdir(folder(home))
+    except OSError:
+        return []
+    gone = []
+    for name in sorted(names):
+        day, dot, kind = name.partition(".")
+        if dot and kind in ("reported", "done") and len(day) == 10 and day < oldest:
+            try:
+                os.unlink(os.path.join(folder(home), name))
+                gone.append(name)
+            except OSError:
+                pass
+    return [f"deleted {len(gone)} files of days reported before {oldest}"] if gone else []
 
 
 def _resolver(settings: RemoteSettings) -> AsyncResolver:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from typing import TYPE_CHECKING
 
 from qremote.fdutil import memory_file, write_all
@@ -218,7 +219,39 @@ def build(home: str, message_fd: int, size: int) -> tuple[int, Verdict | None]:
     return out, verdict
 
 
+HELP = """\
+qremote-dkimverify: a QMAILQUEUE filter for incoming mail (qremote {version}).
+
+qmail-smtpd (or any program that calls qmail-queue) runs it in qmail-queue's place, with
+QMAILQUEUE=$QMAILHOME/bin/qremote-dkimverify in its environment (tcprules). It reads the
+message on fd 0, verifies its DKIM and DomainKeys signatures, adds one
+Authentication-Results field, and execs the real qmail-queue with the envelope on fd 1
+untouched. control/dkimverifypolicy may reject or defer; anything that goes wrong passes
+the message on unchanged. See README.md, "Verifying incoming mail".
+
+  --help     this text
+  --version  the version
+"""
+
+
+def _answer_a_person(argv: list[str]) -> bool:
+    """--help and --version, and a person at a terminal with no message: say what this is
+    on stdout (exit 0). A real qmail-queue caller passes no arguments and a pipe."""
+    from qremote import __version__
+
+    if argv[1:2] == ["--version"]:
+        sys.stdout.write(f"qremote-dkimverify (qremote) {__version__}\n")
+        return True
+    if argv[1:2] == ["--help"] or (not argv[1:] and os.isatty(0)):
+        sys.stdout.write(HELP.format(version=__version__))
+        return True
+    return False
+
+
 def main() -> None:
+    if _answer_a_person(sys.argv):
+        sys.stdout.flush()
+        os._exit(0)
     home = os.environ.get("QMAILHOME") or "/var/qmail"
     program = real_queue(home)
     try:
