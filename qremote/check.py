@@ -58,6 +58,54 @@ def _basics(control: ControlDir) -> Iterator[str]:
         yield f"control/sharedstate: {url!r} is not a redis:// URL"
 
 
+def _formats(control: ControlDir) -> Iterator[str]:
+    """The files whose format is known and that no other check reads: what qmail-remote,
+    qmail-send, the verify filter or the rotation job would refuse or silently ignore."""
+    import ipaddress
+
+    from qremote.keys.rotate import load_config as rotation_config
+    from qremote.settings import switch, utf8_headers_mode
+    from qremote.tlsrpt.rua import mail_address
+    from qremote.verify import policy
+
+    for name in ("helohost", "me"):
+        value = control.line(name)
+        if value is not None and (not value or not value.isascii() or not value.isprintable()
+                                  or " " in value.strip()):  # fmt: skip
+            yield f"control/{name}: {value[:60]!r} is not a host name"
+    for name in ("smtproutes", "authsenders"):
+        for number, line in enumerate(control.lines(name) or [], start=1):
+            if line.strip() and not line.startswith("#") and ":" not in line:
+                yield (
+                    f"control/{name} line {number}: no ':' (domain:relay), so qmail-remote "
+                    "ignores the line"
+                )
+    for name in ("moreipme", "notipme"):
+        for entry in control.listing(name):
+            try:
+                ipaddress.ip_address(entry)
+            except ValueError:
+                yield f"control/{name}: {entry[:60]!r} is not an IP address"
+    contact = (control.line("tlsrptcontact") or "").strip()
+    if contact and mail_address(contact)[0] is None:
+        yield f"control/tlsrptcontact: {contact[:60]!r} is not an address (local@host.name)"
+    length = control.line("dkimlength")
+    if length is not None and length.strip().lower() not in ("pass", "policy"):
+        yield f"control/dkimlength: {length.strip()[:40]!r} is not pass or policy"
+    for read in (
+        lambda: utf8_headers_mode(control),
+        lambda: switch(control, "mtasts"),
+        lambda: policy.parse(control.lines("dkimverifypolicy") or []),
+        lambda: rotation_config(control),
+        lambda: source.parse_bindings(control.lines("domainbindings") or []),
+        lambda: source.parse_outgoing_ip(control.line("outgoingip")),
+    ):
+        try:
+            read()
+        except ControlError as e:
+            yield str(e)
+
+
 def _bindings(control: ControlDir) -> Iterator[str]:
     table = source.parse_bindings(control.lines("domainbindings") or [])
     for binding in table.values():
@@ -267,7 +315,7 @@ def _keys(control: ControlDir, user: str = "qmailr") -> Iterator[str]:
         try:
             if os.path.isdir(path):
                 if not os.path.lexists(os.path.join(path, "default")):
-                    yield f"control/domainkeys/{name}: no 'default', so no active key"
+                    yield _waiting_key(path, name)
                 active = store.domain_keys(name)
                 for key in active:
                     yield from _owner(key, user)
@@ -280,6 +328,66 @@ def _keys(control: ControlDir, user: str = "qmailr") -> Iterator[str]:
                 store.fallback()
         except KeyProblem as e:
             yield str(e)
+
+
+WAITING_KEY_DAYS = 1
+"""A key made with ``keys new --inactive`` waits for its DNS record: a note (check exits 0)
+for this long, a problem after it (the record, or the activation, was forgotten)."""
+
+
+def _waiting_key(folder: str, domain: str) -> str:
+    """No 'default' link: a key waiting for DNS on purpose (a note, while it is young) or
+    a domain that signs nothing."""
+    import time
+
+    pems = [
+        os.path.join(folder, n)
+        for n in os.listdir(folder)
+        if n.endswith(".pem") and not os.path.islink(os.path.join(folder, n))
+    ]
+    if not pems:
+        return f"control/domainkeys/{domain}: no 'default', so no active key"
+    newest = max(pems, key=os.path.getmtime)
+    selector = os.path.basename(newest)[:-4]
+    hours = (time.time() - os.path.getmtime(newest)) / 3600
+    if hours < WAITING_KEY_DAYS * 24:
+        return (
+            f"note: control/domainkeys/{domain}: {selector} waits to be activated (made "
+            f"{hours:.0f} hours ago): publish its DNS record (qremote keys dns {domain}), "
+            f"then qremote keys activate {domain} {selector}"
+        )
+    return (
+        f"control/domainkeys/{domain}: no 'default', so no active key; {selector} has "
+        f"waited {hours / 24:.0f} days to be activated (qremote keys activate {domain} "
+        f"{selector} once its DNS record is published)"
+    )
+
+
+ROTATION_LATE = 86400 + 3600
+"""A configured rotation whose job has not run for longer than this (a day, and the hour
+between two runs of the hourly job) is a problem: keys never rotate."""
+
+
+def _rotation_job(control: ControlDir) -> Iterator[str]:
+    """control/dkimrotate says keys rotate: the job must be running."""
+    import time
+
+    from qremote.keys.rotate import last_run
+
+    if control.lines("dkimrotate") is None:
+        return
+    when = last_run(control)
+    if when is None:
+        yield (
+            "control/dkimrotate: the rotation job (qremote keys rotate) has never run: "
+            "install its cron line (qremote install --cron /etc/cron.d/qremote)"
+        )
+    elif time.time() - when > ROTATION_LATE:
+        hours = (time.time() - when) / 3600
+        yield (
+            f"control/dkimrotate: the rotation job last ran {hours:.0f} hours ago: is its "
+            "cron line installed and working (see its log)?"
+        )
 
 
 def _rotation(folder: str, domain: str, active, control: ControlDir) -> Iterator[str]:
@@ -438,16 +546,22 @@ def _backends(control: ControlDir) -> Iterator[str]:
         )
 
 
+def is_note(line: str) -> bool:
+    """A finding that is no problem (check still exits 0): said, not alarmed about."""
+    return line.startswith("note: ")
+
+
 def problems(home: str, user: str = "qmailr") -> list[str]:
     if not os.path.isdir(home):
         return [f"QMAILHOME {home} does not exist (set QMAILHOME to the qmail home)"]
     control = ControlDir(os.path.join(home, "control"))
     found: list[str] = []
-    for check in (_basics, _bindings, _tls):
+    for check in (_basics, _formats, _bindings, _tls):
         found.extend(_guard(lambda check=check: check(control)))
     found.extend(_guard(lambda: _relays(control, user)))
     found.extend(_guard(lambda: _dane(control)))
     found.extend(_guard(lambda: _keys(control, user)))
+    found.extend(_guard(lambda: _rotation_job(control)))
     found.extend(_guard(lambda: _backends(control)))
     found.extend(_install(home))
     found.extend(_writable_folders(home, user))

@@ -461,6 +461,11 @@ def _reuse_keys(job: _Job, chosen: list[Target]) -> list[Key]:
         except (ControlError, _Unusable):
             continue
         keys.append(_key(job, target, tls))
+        if tls is not None and not tls.required:
+            # Opportunistic: a connection kept as plain text (no STARTTLS offered, or a
+            # failed handshake) is what a new one may well end up as; it is taken as
+            # what it is, plain, never as one with TLS.
+            keys.append(_key(job, target, None))
     return keys
 
 
@@ -529,6 +534,10 @@ async def _try_host(job: _Job, target: Target) -> Outcome | NextHost | None:
         notes.append(report.note_sts(policy.sts, job.sts.policy_id))
     key = _key(job, target, tls)
     kept, job.kept = job.kept, None
+    if kept is not None and tls is not None and not tls.required:
+        if kept.key == _key(job, target, None):
+            tls = None  # a kept plain-text connection: used as what it is
+            key = kept.key
     if kept is not None and kept.key != key:
         await kept.session.quit()  # the TLS files changed since it was opened
         kept = None
@@ -607,7 +616,11 @@ async def _try_host(job: _Job, target: Target) -> Outcome | NextHost | None:
             notes.append(report.note_reused(target.ip, carried + 1))
         if isinstance(final, Finished):
             if final.open:
-                await _keep_or_quit(job, key, session, born, carried + 1)
+                # Kept under what it is: a connection that fell back to plain text (or
+                # to unverified TLS) must not be taken for one with the TLS it was
+                # opened for.
+                now_key = _key(job, target, tls if conv.tls else None)
+                await _keep_or_quit(job, now_key, session, born, carried + 1)
             else:
                 await session.close()
             return Outcome(_in_order(result.recipients), _with_notes(final.report, notes))

@@ -204,6 +204,16 @@ def report_contact(control: ControlDir) -> str:
     return said or f"postmaster@{(control.line('me') or 'localhost').strip()}"
 
 
+def utf8_headers_mode(control: ControlDir) -> str:
+    """control/utf8headers: send (the default) or bounce; ControlError for anything else."""
+    return _utf8_headers(control)
+
+
+def switch(control: ControlDir, name: str) -> bool:
+    """An on/off file (control/mtasts); ControlError for anything else."""
+    return _switch(control, name)
+
+
 def _utf8_headers(control: ControlDir) -> str:
     value = (control.line("utf8headers") or "send").strip().lower()
     if value not in ("bounce", "send"):

@@ -234,3 +234,40 @@ def test_install_without_a_compiler_installs_the_python_client_and_says_so(qmail
     assert done.returncode == 0, done.stderr
     assert "the Python thin client (no C compiler (cc) on PATH)" in done.stdout
     assert MARKER in (qmail / "bin" / "qmail-remote").read_text()
+
+
+def test_the_shipped_cron_file_is_the_one_install_writes_for_the_usual_paths(qmail, tmp_path):
+    from qremote.daemon.service import DEFAULT_COMMAND, cron_jobs
+
+    scripts = pathlib.Path(__file__).parent.parent / "scripts"
+    assert (scripts / "qremote.cron").read_text() == cron_jobs()
+    cron = tmp_path / "qremote.cron"
+    done = qremote(qmail, "install", "--user", "root", "--cron", str(cron))
+    assert done.returncode == 0, done.stderr
+    text = cron.read_text()
+    command = f"{sys.executable} -m qremote.cli.qremote"
+    assert f"root QMAILHOME={qmail} {command} keys rotate >>" in text
+    assert f"root QMAILHOME={qmail} {command} tlsrpt send >>" in text
+    assert DEFAULT_COMMAND not in text
+
+
+def test_every_path_a_shipped_file_names_is_one_the_installation_makes():
+    """README installs into the virtualenv /opt/qremote (so /opt/qremote/bin/qremote
+    exists) for the qmail home /var/qmail; nothing names a path nothing creates."""
+    from qremote.daemon.service import DEFAULT_COMMAND
+
+    made = {
+        DEFAULT_COMMAND,  # README: /usr/bin/python3 -m venv /opt/qremote; pip install
+        "/var/qmail",  # qmail's home
+        "/var/log/qremote-rotate.log",  # cron appends, creating it
+        "/var/log/qremote-tlsrpt.log",
+        "/bin/kill",  # procps, on every Debian
+        "/bin/sh",
+        "/etc/service",  # Debian's daemontools-run makes it (named in a comment)
+        "/etc/cron.d/qremote",  # where the cron file is copied (named in its comment)
+    }
+    scripts = pathlib.Path(__file__).parent.parent / "scripts"
+    for name in ("qremoted.run", "qremoted-log.run", "qremoted.service", "qremote.cron"):
+        text = (scripts / name).read_text()
+        for path in re.findall(r"(?<![\w.])/(?:opt|usr|var|bin|etc)/[\w./-]*\w", text):
+            assert path in made, (name, path)

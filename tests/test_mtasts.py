@@ -358,3 +358,22 @@ def test_a_policy_server_that_never_answers_is_cut_off_by_the_time_out(tmp_path)
         with pytest.raises(FetchError, match="no answer within 1 seconds"):
             asyncio.run(request("GET", f"https://mta-sts.{DOMAIN}/x", resolve, timeout=1.0))
     assert time.monotonic() - started < 5
+
+
+def test_a_testing_fallback_connection_is_kept_as_what_it_is(
+    home, zone, web, tmp_path, ca, trusted, monkeypatch
+):
+    """MTA-STS testing: the verified attempt fails, the mail goes over unverified TLS, and
+    qremoted keeps that connection. It is kept as unverified: the next delivery does not
+    take it for a verified one, it tries verification again (and records the failure)."""
+    publish(zone, web, policy("testing"))
+    for name, value in trusted.items():
+        monkeypatch.setenv(name, value)
+    with mx_server(tmp_path, ca, zone, cert_name="other.example") as mx, Qremoted(home):
+        zone.mx(DOMAIN, (10, "mx1.example.net"))
+        first = deliver(home, {})
+        second = deliver(home, {})
+    assert first.qmail.startswith(b"K") and second.qmail.startswith(b"K")
+    assert len(mx.received) == 2
+    failures = [line for line in report_lines(home) if line["result"]]
+    assert [f["result"] for f in failures] == ["certificate-host-mismatch"] * 2

@@ -229,6 +229,7 @@ def install(
     service: str | None = None,
     systemd: str | None = None,
     compiled: bool = True,
+    cron: str | None = None,
 ) -> str:
     bindir = os.path.join(home, "bin")
     current = os.path.join(bindir, "qmail-remote")
@@ -275,6 +276,12 @@ def install(
             f"\nqremoted: {systemd} runs it; `systemctl daemon-reload && systemctl enable "
             f"--now {os.path.basename(systemd)}` starts it"
         )
+    if cron:
+        from qremote.daemon.service import cron_jobs
+
+        command = f"{python or sys.executable} -m qremote.cli.qremote"
+        write_file(cron, cron_jobs(home, command).encode(), 0o644)
+        said += f"\ncron: {cron} runs key rotation hourly and TLS reports daily"
     return said
 
 

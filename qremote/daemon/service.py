@@ -1,9 +1,11 @@
-"""The files that run qremoted under daemontools/runit and systemd.
+"""The files that run qremote's programs: qremoted under daemontools/runit and systemd,
+and the cron jobs (key rotation, TLS reports).
 
-``qremote install --service DIR`` writes the daemontools ones and ``--systemd FILE`` the
-unit for this installation, with the interpreter it was installed with; the copies in
-``scripts/`` are the same texts for the usual paths (/var/qmail, qmailr, qmaill, and the
-virtualenv /opt/qremote that README's installation makes).
+``qremote install --service DIR`` writes the daemontools ones, ``--systemd FILE`` the unit
+and ``--cron FILE`` the cron jobs for this installation, with the interpreter it was
+installed with; the copies in ``scripts/`` are the same texts for the usual paths
+(/var/qmail, qmailr, qmaill, and the virtualenv /opt/qremote that README's installation
+makes), and a test holds them so.
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ def systemd_unit(
 ) -> str:
     return f"""[Unit]
 Description=qremoted, the qremote delivery daemon behind qmail-remote
-Documentation=file:///usr/share/doc/qremote/README.md
 After=network-online.target
 
 [Service]
@@ -60,4 +61,19 @@ RestartSec=1
 
 [Install]
 WantedBy=multi-user.target
+"""
+
+
+def cron_jobs(home: str = "/var/qmail", command: str = DEFAULT_COMMAND) -> str:
+    """/etc/cron.d/qremote: key rotation hourly, TLS reports daily after midnight UTC."""
+    return f"""# /etc/cron.d/qremote: qremote's cron jobs, as root.
+# Key rotation (qremote keys rotate): each run moves each domain at most one step (make,
+# publish, verify in DNS, switch, withdraw after the grace period); hourly lets a new key
+# go live soon after every name server serves it. Root, so that new keys can be given to
+# qmailr. `qremote check` says when it has not run for more than a day.
+17 * * * * root QMAILHOME={home} {command} keys rotate >> /var/log/qremote-rotate.log 2>&1
+# SMTP TLS reports (RFC 8460; qremote tlsrpt send): every complete UTC day not yet
+# reported, to each policy domain that asks for reports (_smtp._tls TXT), by mail through
+# qmail-inject and by HTTPS.
+23 0 * * * root QMAILHOME={home} {command} tlsrpt send >> /var/log/qremote-tlsrpt.log 2>&1
 """

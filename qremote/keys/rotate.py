@@ -39,6 +39,7 @@ import datetime
 import fcntl
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -471,6 +472,20 @@ def _reveal(target: str, folder: str, domain: str, selector: str, log) -> None:
     log(f"{domain}: {selector} private key revealed in {dest}")
 
 
+LAST_RUN = ".rotate.last"
+"""control/domainkeys/.rotate.last: when the job last ran (seconds since the epoch), so
+that ``qremote check`` can tell a rotation whose cron line is missing or failing."""
+
+
+def last_run(control: ControlDir) -> int | None:
+    """When the rotation job last ran, or None if it never did."""
+    try:
+        with open(os.path.join(control.path, "domainkeys", LAST_RUN)) as f:
+            return int(f.read(32).strip())
+    except (OSError, ValueError):
+        return None
+
+
 def run(home: str, now: int, log: Callable[[str], None]) -> int:
     """One run over every domain: 0; 1 when another run holds the lock; 2 when a domain
     could not make progress for a reason that needs a person (said in the log lines)."""
@@ -493,6 +508,8 @@ def run(home: str, now: int, log: Callable[[str], None]) -> int:
         for domain in sorted(os.listdir(root)):
             if os.path.isdir(os.path.join(root, domain)) and not domain.startswith("."):
                 problems += rotate_domain(control.path, domain, config, dns_side, now, log)
+        # The real clock, not --now: check compares it with the real clock.
+        write_file(os.path.join(root, LAST_RUN), f"{int(time.time())}\n".encode(), 0o644)
         return 2 if problems else 0
     finally:
         os.close(lock)
