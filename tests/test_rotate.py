@@ -293,3 +293,37 @@ def test_check_names_a_rotation_stuck_for_more_than_a_day(site):
         "control/domainkeys/example.com: key rotation stuck: n published for 2 days: not yet "
         "served by every authoritative name server"
     ) in problems
+
+
+def _to_the_waiting_step(site, knot) -> str:
+    """Run the job until the new key is published and waits for ns2; its selector."""
+    printed = site.qremote("keys", "new", "example.com", "--selector", "old").stdout
+    made(site, "old", T0)
+    record = "".join(s for s in printed.split('"')[1::2])
+    knot.update(lambda u: u.replace("old._domainkey", 60, "TXT", txt_strings(record)))
+    lines = rotate(site, T0 + 90 * DAY)
+    return lines[0].split()[2]
+
+
+def test_a_name_server_reachable_over_udp_alone_counts_as_serving(site, knot, second):
+    """Name servers are asked as resolvers ask them: UDP, and TCP only when truncated.
+    ns2 here does not take TCP at all, and serves the record over UDP."""
+    new = _to_the_waiting_step(site, knot)
+    second.tcp.shutdown()
+    second.tcp.server_close()
+    second.zone.add(
+        f"{new}._domainkey.example.com",
+        "TXT",
+        txt_strings(knot.txt(f"{new}._domainkey.example.com")[0].decode()),
+    )
+    assert rotate(site, T0 + 90 * DAY + 3600) == [f"example.com: {new} is active; old retiring"]
+
+
+def test_a_name_server_that_cannot_be_asked_is_named_as_such(site, knot, second):
+    new = _to_the_waiting_step(site, knot)
+    second.zone.drop.add(f"{new}._domainkey.example.com")  # silent, over UDP and TCP
+    assert rotate(site, T0 + 90 * DAY + 3600) == [
+        f"example.com: {new} waiting: cannot ask ns2.example.com ({SECOND_IP}): no answer "
+        "within 5 seconds (UDP, then TCP if truncated)"
+    ]
+    assert active(site) == "old"

@@ -251,24 +251,47 @@ class Dns:
         return out
 
     def missing(self, domain: str, selector: str, key) -> list[str]:
-        """The name servers that do not serve exactly this key's record."""
-        import dns.message
-        import dns.query
-
+        """Why each authoritative name server does not (yet) serve exactly this key's
+        record: ``not yet served by NS (address)``, or that it could not be asked."""
         wanted = records.record(key).encode()
         name = f"{selector}._domainkey.{domain}."
-        lacking = []
+        lacking, unasked = [], []
         for ns, address in self.authoritative(domain):
-            query = dns.message.make_query(name, "TXT")
-            query.flags &= ~0x0100  # no recursion: ask the server about its own zone
+            server = f"{ns.rstrip('.')} ({address})"
             try:
-                answer = dns.query.tcp(query, address, port=53, timeout=5)
-                got = [b"".join(r.strings) for rr in answer.answer for r in rr]
-            except Exception:  # noqa: BLE001 - unreachable counts as not serving
-                got = []
+                got = ask_authoritative(name, address)
+            except DnsTrouble as e:
+                unasked.append(f"{server}: {e}")
+                continue
             if wanted not in got:
-                lacking.append(f"{ns.rstrip('.')} ({address})")
-        return lacking
+                lacking.append(server)
+        said = [f"not yet served by {', '.join(lacking)}"] if lacking else []
+        said += [f"cannot ask {why}" for why in unasked]
+        return said
+
+
+def ask_authoritative(name: str, address: str, port: int = 53) -> list[bytes]:
+    """The TXT strings an authoritative server serves for ``name``: over UDP first, over
+    TCP when the answer is truncated (as resolvers ask). DnsTrouble says what went wrong
+    when the server could not be asked (unreachable, silent, or refusing), which is not
+    the same as not serving the record."""
+    import dns.exception
+    import dns.message
+    import dns.query
+    import dns.rcode
+
+    query = dns.message.make_query(name, "TXT")
+    query.flags &= ~0x0100  # no recursion: ask the server about its own zone
+    try:
+        answer, _tcp = dns.query.udp_with_fallback(query, address, timeout=5, port=port)
+    except dns.exception.Timeout:
+        raise DnsTrouble("no answer within 5 seconds (UDP, then TCP if truncated)") from None
+    except (OSError, dns.exception.DNSException) as e:
+        raise DnsTrouble(f"{e.__class__.__name__}: {e}") from None
+    rcode = answer.rcode()
+    if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+        raise DnsTrouble(f"it answered {dns.rcode.to_text(rcode)}")
+    return [b"".join(r.strings) for rr in answer.answer for r in rr if hasattr(r, "strings")]
 
 
 # -- the steps -------------------------------------------------------------------------------
@@ -411,7 +434,7 @@ def _rotate_kind(step: _Step, kind: str, active: str) -> None:
             step.trouble(selector, e)
             continue
         if lacking:
-            log(f"{domain}: {selector} waiting: not yet served by {', '.join(lacking)}")
+            log(f"{domain}: {selector} waiting: {'; '.join(lacking)}")
             continue
         manage.activate(step.control, domain, selector)
         state[active] = {"state": "retiring", "since": now, "kind": kind}
