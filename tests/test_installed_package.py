@@ -24,9 +24,7 @@ MSG = b"From: alice@example.com\nTo: bob@example.net\nSubject: hi\n\nHello.\n"
 
 @pytest.fixture(scope="module")
 def installed():
-    path = venv.make()
-    yield path
-    venv.remove(path)
+    yield from venv.installed()
 
 
 def test_installed_filter_verifies(installed, home, zone, tmp_path):
@@ -75,10 +73,10 @@ def test_installed_delivery_with_shared_state_uses_redis(installed, home):
 @pytest.fixture(scope="module")
 def without_redis():
     """An installation whose redis-py went missing (removed by hand, a broken upgrade)."""
-    path = venv.make()
-    subprocess.run([os.path.join(path, "bin", "pip"), "uninstall", "-q", "-y", "redis"], check=True)
-    yield path
-    venv.remove(path)
+    for path in venv.installed():
+        pip = os.path.join(path, "bin", "pip")
+        subprocess.run([pip, "uninstall", "-q", "-y", "redis"], check=True)
+        yield path
 
 
 def test_missing_redis_library_degrades_to_local_caps_and_check_names_it(without_redis, home):

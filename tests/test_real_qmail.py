@@ -43,9 +43,7 @@ def qmail_home():
 
 @pytest.fixture(scope="module")
 def installed():
-    path = venv.make()
-    yield path
-    venv.remove(path)
+    yield from venv.installed()
 
 
 def _run(installed: str, home: str, *args: str) -> subprocess.CompletedProcess:

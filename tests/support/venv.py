@@ -1,9 +1,12 @@
 """qremote installed as README says: a virtualenv of Debian's /usr/bin/python3 under a
 folder the qmail users can read, ``pip install`` of this checkout without the test extra.
 
-Made once per test run (pip fetches the runtime dependencies from the package index), so
-the tests that use it see exactly what an administrator gets: if the package imports at
-run time something it does not declare, those tests fail.
+Made once per test module (pip fetches the runtime dependencies from the package index,
+PyPI: the one thing the tests reach beyond loopback), so the tests that use it see
+exactly what an administrator gets: if the package imports at run time something it does
+not declare, those tests fail. When the index cannot be reached, :func:`installed` says so
+clearly: a skip on a developer's machine, a failure in CI (which must run them). A
+failed install leaves nothing behind in /tmp.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -30,7 +34,9 @@ def make() -> str:
     shutil.copytree(
         REPO,
         src,
-        ignore=shutil.ignore_patterns(".git", "*.egg-info", "__pycache__", "build", ".*_cache"),
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "*.egg-info", "__pycache__", "build", ".*_cache"
+        ),
     )
     done = subprocess.run(
         [os.path.join(venv, "bin", "pip"), "install", "-q", "--disable-pip-version-check", src],
@@ -39,9 +45,47 @@ def make() -> str:
         env={**os.environ, "PIP_ROOT_USER_ACTION": "ignore"},
     )
     if done.returncode != 0:
+        shutil.rmtree(top, ignore_errors=True)
+        if any(sign in done.stderr for sign in UNREACHABLE):
+            raise IndexUnreachable(
+                "the package index (PyPI) cannot be reached, so qremote cannot be installed "
+                f"into a virtualenv as README says: {done.stderr.strip()[-300:]}"
+            )
         raise RuntimeError(f"pip install of qremote failed: {done.stderr[-2000:]}")
     shutil.rmtree(src)
     return venv
+
+
+UNREACHABLE = (
+    "Failed to establish a new connection",
+    "Temporary failure in name resolution",
+    "Network is unreachable",
+    "No matching distribution found",
+    "Could not find a version that satisfies",
+    "ConnectionError",
+    "ReadTimeoutError",
+)
+"""What pip says when it cannot reach the index (or the index has nothing for it)."""
+
+
+class IndexUnreachable(RuntimeError):
+    """The package index cannot be reached: the installation cannot be tested here."""
+
+
+def installed() -> Iterator[str]:
+    """A pytest fixture body: a fresh installation for a module, removed afterwards."""
+    import pytest
+
+    try:
+        path = make()
+    except IndexUnreachable as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must test the installed package: {e}")
+        pytest.skip(str(e))
+    try:
+        yield path
+    finally:
+        remove(path)
 
 
 def remove(venv: str) -> None:

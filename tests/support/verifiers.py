@@ -59,3 +59,13 @@ def mail_dkim(message: bytes, dns_ip: str, dns_port: int) -> list[tuple[str, str
         kind, domain, selector, detail = line.split(" ", 3)
         out.append((kind, domain, selector, detail))
     return out
+
+
+def mail_dkim_version() -> str:
+    """The installed Mail::DKIM's version, as Perl reports it (for what the demo says)."""
+    done = subprocess.run(
+        ["perl", "-MMail::DKIM", "-e", "print $Mail::DKIM::VERSION"],
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout.strip() or "(version unknown)"
