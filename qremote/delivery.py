@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -231,15 +232,20 @@ def _unsendable(sender: bytes, recipients: list[bytes]) -> Outcome | None:
     return None
 
 
-async def probe(settings: Settings, host: str, sender: bytes) -> Outcome:
+async def probe(
+    settings: Settings, host: str, sender: bytes, progress: Callable[[str], None] | None = None
+) -> Outcome:
     """Go where a delivery from ``sender`` to ``host`` would go, as far as the envelope
-    (TLS, AUTH), and stop without sending anything: ``qremote check --route``."""
+    (TLS, AUTH), and stop without sending anything: ``qremote check --route``.
+    ``progress`` is told each step as it is reached, with the delivery's own time-outs."""
     origin = source.choose(sender, settings.bindings, settings.outgoing_ip, settings.helo)
     try:
         source.check_local(origin)
     except ControlError as e:
         return _final(report.control_error(str(e)))
-    return await _send(settings, host, sender, [], (b"",), Resources(), origin, [], probe=True)
+    return await _send(
+        settings, host, sender, [], (b"",), Resources(), origin, [], probe=True, progress=progress
+    )
 
 
 async def _send(
@@ -254,6 +260,7 @@ async def _send(
     probe: bool = False,
     lenient: bool = False,
     before_dot: BeforeDot | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Outcome:
     """Route and transmit an already signed message: ``parts`` are the signature fields
     and the queue file, sent one after the other (never joined into a copy).
@@ -307,6 +314,7 @@ async def _send(
     job = _Job(settings, port, envelope, body, origin, notes, group.name, resources.pool)
     job.relay, job.probe, job.tally = way.relay, probe, resources.tally
     job.domain, job.sts, job.before_dot = host, way.sts, before_dot
+    job.progress = progress
     kept = None
     if job.pool is not None and job.pool.holds(group.name):
         kept = job.pool.checkout(group.name, _reuse_keys(job, chosen))
@@ -389,6 +397,8 @@ class _Job:
     sts: Found | None = None
     before_dot: BeforeDot | None = None
     """qremoted's commit with its client, before each final dot (None standalone)."""
+    progress: Callable[[str], None] | None = None
+    """``qremote check --route``'s way of saying each step as it is reached."""
     """The destination's MTA-STS policy, if one applies."""
 
     def watch(self, policy: Policy, target: Target) -> Watch:
@@ -495,10 +505,14 @@ async def _each_host(job: _Job, host: str, chosen: list[Target]) -> Outcome:
 async def _open(job: _Job, target: Target, tls: TlsSetup | None) -> Session | None:
     """A new connection and conversation to ``target``; None when it cannot be reached."""
     settings = job.settings
+    if job.progress is not None:
+        job.progress(f"connecting to {target.ip} port {job.port} ({target.name})")
     try:
         reader, writer = await connect(target.ip, job.port, settings.timeout_connect, job.origin.ip)
     except ConnectFailed as e:
         await job.tcpto.record(target.ip, e.timed_out)
+        if job.progress is not None:
+            job.progress(f"cannot connect to {target.ip}: {e}")
         return None
     await job.tcpto.record(target.ip, False)
     relay = job.relay
@@ -515,7 +529,9 @@ async def _open(job: _Job, target: Target, tls: TlsSetup | None) -> Session | No
         route=relay.where if relay is not None else None,
         probe=job.probe,
     )
-    return Session(reader, writer, conv, job.body, settings.timeout_remote, tls)
+    session = Session(reader, writer, conv, job.body, settings.timeout_remote, tls)
+    session.progress = job.progress
+    return session
 
 
 async def _try_host(job: _Job, target: Target) -> Outcome | NextHost | None:

@@ -379,6 +379,9 @@ def test_check_route_logs_in_without_sending(home, zone, tmp_path, ca, trusted, 
         bad = home.qremote("check", "--route", "b@example.com")
     assert good.returncode == 0, good
     assert "Authenticated as alice (SCRAM-SHA-256) over TLSv1.3." in good.stdout
+    for step in ("connecting to", "waiting for the greeting", "STARTTLS sent", "TLS established",
+                 "AUTH sent, waiting for the relay's answer"):  # fmt: skip
+        assert step in good.stdout, step
     assert bad.returncode == 1 and "authentication as alice (SCRAM-SHA-256) failed" in bad.stdout
     assert not srv.received
     assert all(not any(c.startswith("MAIL") for c in conn.commands) for conn in srv.connections)
@@ -426,3 +429,29 @@ def test_qremoted_resumes_the_relays_tls_session(
     assert first.qmail.startswith(b"K") and second.qmail.startswith(b"K")
     assert b", verified\n" in first.output and b", verified, resumed\n" in second.output
     assert [r.login for r in srv.received] == [b"alice", b"alice"]
+
+
+def test_check_route_says_each_step_and_where_a_silent_relay_stopped_it(home, zone):
+    """A relay that takes the connection and never speaks: check says what it is doing as
+    it goes and gives up after the delivery's own time-out (timeoutremote), saying where."""
+    import socket
+    import time
+
+    from tests.support.smtpserver import fresh_ip
+
+    ip = fresh_ip()
+    home.write("timeoutremote", "2\n")
+    home.write("smtproutes", f"example.com:{RELAY}\n")
+    with socket.socket() as silent:
+        silent.bind((ip, 25))
+        silent.listen()
+        zone.a(RELAY, ip)
+        started = time.monotonic()
+        done = home.qremote("check", "--route", "b@example.com")
+        took = time.monotonic() - started
+    assert done.returncode == 1 and took < 15, done
+    lines = done.stdout.splitlines()
+    assert "timeoutremote 2s per reply" in lines[0]
+    assert lines[1].endswith(f"connecting to {ip} port 25 ({RELAY})")
+    assert lines[2].endswith("waiting for the greeting")
+    assert "failed" in done.stdout

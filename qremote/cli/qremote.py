@@ -69,8 +69,10 @@ def _check(args: argparse.Namespace) -> str:
 
 
 def _check_route(recipient: str, sender: str) -> str:
-    """Connect where a delivery would, through TLS and AUTH, and stop before MAIL."""
+    """Connect where a delivery would, through TLS and AUTH, and stop before MAIL,
+    saying each step as it goes (so a relay that goes silent shows where)."""
     import asyncio
+    import time
 
     from qremote.control import ControlError
     from qremote.delivery import load_settings, probe
@@ -82,7 +84,20 @@ def _check_route(recipient: str, sender: str) -> str:
         settings = load_settings(qmail_home())
     except ControlError as e:
         raise CommandFailed(str(e)) from None
-    outcome = asyncio.run(probe(settings, host, sender.encode("utf-8", "surrogateescape")))
+    started = time.monotonic()
+
+    def say(step: str) -> None:
+        print(f"  {time.monotonic() - started:5.1f}s {step}", flush=True)
+
+    print(
+        f"qremote check --route {recipient}: as a delivery would, with its time-outs "
+        f"(timeoutconnect {settings.timeout_connect}s, timeoutremote "
+        f"{settings.timeout_remote}s per reply)",
+        flush=True,
+    )
+    outcome = asyncio.run(
+        probe(settings, host, sender.encode("utf-8", "surrogateescape"), progress=say)
+    )
     text = outcome.message.decode("utf-8", "replace")
     if not text.startswith("K"):
         raise CheckFailed(f"qremote check --route {recipient}: failed:\n{text[1:].rstrip()}")

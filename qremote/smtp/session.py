@@ -37,6 +37,7 @@ from qremote.smtp.conversation import (
     SendBody,
     Stale,
     StartTLS,
+    State,
 )
 from qremote.smtp.replies import Reply, ReplyParser, ReplyTooLong
 
@@ -103,6 +104,18 @@ async def connect(
     return await asyncio.open_connection(sock=sock, limit=READ_CHUNK)
 
 
+_STEPS = {
+    State.GREETING: "waiting for the greeting",
+    State.EHLO: "EHLO sent, waiting for its reply",
+    State.HELO: "HELO sent, waiting for its reply",
+    State.STARTTLS: "STARTTLS sent, waiting for its reply",
+    State.AUTH: "AUTH sent, waiting for the relay's answer",
+    State.AUTH_CANCEL: "AUTH cancelled, waiting for the relay's answer",
+    State.DONE: "QUIT sent",
+}
+"""What a waiting session is waiting for, in words (check --route says them as it goes)."""
+
+
 class Abandoned(Exception):
     """Whoever asked for the delivery withdrew before the final dot (qremoted's client
     stopped waiting): the connection is dropped without the dot, so the server discards
@@ -138,6 +151,8 @@ class Session:
         """Recipient reports so far; qmail prints them even if the connection dies later."""
         self.before_dot: BeforeDot | None = None
         """The last word before the dot (qremoted's commit with its client), per message."""
+        self.progress: Callable[[str], None] | None = None
+        """Told each step as it is reached (``qremote check --route`` prints them)."""
 
     async def _write(self, data: bytes) -> None:
         try:
@@ -279,12 +294,16 @@ class Session:
                     if pending:
                         raise TlsFailed("server sent data after its STARTTLS reply")
                     await self._start_tls()
+                    if self.progress is not None:
+                        self.progress(f"TLS established ({self.tls_version or 'TLS'})")
                     restart = self.conv.tls_started()
             if final is not None:
                 return self._result(recipients, final)
             if restart is not None:
                 actions = restart
                 continue
+            if self.progress is not None:
+                self.progress(_STEPS.get(self.conv.state, self.conv.state.name))
             if not pending:
                 pending = await self._read_replies()
             actions = self.conv.receive(pending.pop(0))
