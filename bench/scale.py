@@ -45,6 +45,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from qremote.daemon.service import NOFILE  # noqa: E402
+from qremote.daemon.workers import default_count  # noqa: E402
 from tests.support import qmailhome, realqmail  # noqa: E402
 from tests.support.daemon import Qremoted  # noqa: E402
 from tests.support.keys import write_key  # noqa: E402
@@ -123,6 +124,20 @@ def _cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK
 
 
+def _family(pid: int) -> list[int]:
+    """qremoted and its workers (the master's children)."""
+    found = [pid]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
+
+
 def _rss_kb(pid: int) -> int:
     """The process's proportional set size (its share of shared pages), in KB."""
     try:
@@ -195,15 +210,16 @@ def run_c(top_c: str, ip: str, n: int, queue: str, conn) -> dict:
     return result
 
 
-def run_qremote(home, ip: str, n: int, queue: str, conn, nofile: int) -> dict:
-    with Qremoted(home, nofile=(nofile, nofile)) as daemon:
+def run_qremote(home, ip: str, n: int, queue: str, conn, nofile: int, workers: int) -> dict:
+    with Qremoted(home, "--workers", str(workers), nofile=(nofile, nofile)) as daemon:
         burst(home.program, home.path, ip, 5, queue, [])  # warm: keys, contexts
         conn.send("count")
         conn.recv()
-        before = _cpu(daemon.proc.pid)
+        pids = _family(daemon.proc.pid)
+        before = sum(_cpu(p) for p in pids)
         lines = daemon.log().count("delivery pid")
-        result = burst(home.program, home.path, ip, n, queue, [daemon.proc.pid])
-        result["cpu"] += _cpu(daemon.proc.pid) - before
+        result = burst(home.program, home.path, ip, n, queue, pids)
+        result["cpu"] += sum(_cpu(p) for p in pids) - before
         result["fallbacks"] = n - (daemon.log().count("delivery pid") - lines)
     conn.send("count")
     result["received"] = conn.recv()
@@ -247,6 +263,9 @@ def main() -> None:
     ap.add_argument("-r", type=int, default=3, help="runs of each contender per N")
     ap.add_argument("--delay", type=float, default=3.0, help="seconds before the dot's 250")
     ap.add_argument("--nofile", type=int, default=NOFILE, help="qremoted's descriptor limit")
+    ap.add_argument(
+        "--workers", type=int, default=default_count(), help="qremoted's workers (default: cores)"
+    )
     args = ap.parse_args()
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -272,13 +291,14 @@ def main() -> None:
             f.write(MESSAGE)
         print(
             f"{len(MESSAGE)}-byte message, the sink answers the dot after {args.delay:g} s; "
-            f"qremoted's descriptor limit {args.nofile}; medians (min-max) of {args.r} runs"
+            f"qremoted's descriptor limit {args.nofile}, {args.workers} workers; "
+            f"medians (min-max) of {args.r} runs"
         )
         for n in args.n:
             c_runs, q_runs = [], []
             for _ in range(args.r):
                 c_runs.append(run_c(home_c, ip, n, queue, here))
-                q_runs.append(run_qremote(home, ip, n, queue, here, args.nofile))
+                q_runs.append(run_qremote(home, ip, n, queue, here, args.nofile, args.workers))
             print(f"N = {n} in flight")
             c = show("C", n, c_runs)
             q = show("qremote", n, q_runs)

@@ -498,6 +498,7 @@ def _room(home: str, status: str) -> Iterator[str]:
     if found is None:
         return
     soft, room = int(found.group(1)), int(found.group(2))
+    room *= max(len(re.findall(r"^worker \d+: qremoted pid", status, re.M)), 1)
     control = ControlDir(os.path.join(home, "control"))
     text = (control.line("concurrencyremote") or "20").strip()
     if not text.isdigit():

@@ -62,6 +62,16 @@ def slow_mx(zone, seconds: float, reply: str = "250 2.0.0 Ok: queued as 1234"):
         yield server
 
 
+@contextlib.contextmanager
+def one_mx_for(zone, domains: list[str], seconds: float, name: str = "mx.many.example"):
+    """One MX host for all ``domains``, answering the final dot after ``seconds``."""
+    with ScriptedServer(Script(dot=Slow(seconds, "250 2.0.0 Ok: queued as 1234"))) as server:
+        for d in domains:
+            zone.mx(d, (10, name))
+        zone.a(name, server.ip)
+        yield server
+
+
 @pytest.fixture
 def qremoted(home):
     with Qremoted(home) as daemon:
@@ -540,10 +550,7 @@ def test_more_clients_than_the_daemon_takes_queue_and_each_message_goes_once(hom
     K, every message arrives exactly once, and every one went through the daemon (no
     in-process fallback while it runs)."""
     domains = [f"o{i}.example" for i in range(40)]
-    with ScriptedServer(Script(dot=Slow(0.3, "250 2.0.0 Ok: queued as 1234"))) as server:
-        for d in domains:
-            zone.mx(d, (10, "mx.over.example"))
-        zone.a("mx.over.example", server.ip)
+    with one_mx_for(zone, domains, 0.3) as server:
         with Qremoted(home, "--clients", "6", "--deliveries", "3") as daemon:
             started = [in_background(one_to, home, d) for d in domains]
             for thread, _ in started:
@@ -938,3 +945,45 @@ def test_the_service_files_give_qremoted_a_high_descriptor_limit():
     assert 'ulimit -n 262144 2>/dev/null || ulimit -n "$(ulimit -H -n)"' in service.run_script(
         "/var/qmail"
     )
+
+
+# -- every core: workers -----------------------------------------------------------------------
+
+
+def test_workers_share_the_deliveries_and_the_caps(home, zone):
+    home.write("mxgroups", "*:2\n")
+    domains = [f"w{i}.example" for i in range(16)]
+    with one_mx_for(zone, domains, 0.4) as server:
+        with Qremoted(home, "--workers", "2") as daemon:
+            started = [in_background(one_to, home, d) for d in domains]
+            for thread, _ in started:
+                thread.join(60)
+            wait_until(lambda: "worker 1: qremoted pid" in (daemon.status() or ""), timeout=10)
+            status = daemon.status()
+            log = daemon.log()
+    assert all(result["run"].qmail.startswith(b"K") for _, result in started)
+    assert len(server.received) == len(domains)
+    assert server.max_active <= 2  # one cap, across both workers
+    assert "worker 0: delivery pid" in log and "worker 1: delivery pid" in log
+    assert "worker 0: qremoted pid" in status and "worker 1: qremoted pid" in status
+
+
+def test_a_worker_killed_mid_delivery_loses_nothing(home, zone):
+    domains = [f"k{i}.example" for i in range(12)]
+    with one_mx_for(zone, domains, 1.5) as server:
+        with Qremoted(home, "--workers", "2") as daemon:
+            started = [(d, *in_background(one_to, home, d)) for d in domains]
+            wait_until(lambda: len(server.received) >= 2)
+            victim = int(re.search(r"worker 0: qremoted pid (\d+)", daemon.status()).group(1))
+            os.kill(victim, signal.SIGKILL)
+            for _, thread, _ in started:
+                thread.join(60)
+            runs = {d: result["run"] for d, _, result in started}
+            assert {r.qmail[:1] for r in runs.values()} <= {b"K", b"Z"}  # never a bounce
+            wait_until(lambda: "ended (killed by signal 9); starting it again" in daemon.log())
+            for d, run in runs.items():  # qmail's retry of the deferred ones
+                if run.qmail.startswith(b"Z"):
+                    assert run.output == client.LOST, run.output
+                    assert one_to(home, d).qmail.startswith(b"K")
+    subjects = {m.content.split(b"Subject: ")[1].split(b"\r\n")[0] for m in server.received}
+    assert subjects == {d.encode() for d in domains}

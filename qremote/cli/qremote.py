@@ -196,6 +196,9 @@ def _daemon(args: argparse.Namespace) -> str:
     from qremote.daemon.server import Daemon, StartError
 
     try:
+        from qremote.daemon import workers
+
+        count = args.workers if args.workers is not None else workers.default_count()
         daemon = Daemon(
             qmail_home(),
             grace=args.grace,
@@ -203,8 +206,12 @@ def _daemon(args: argparse.Namespace) -> str:
             deliveries=args.deliveries,
             clients=args.clients,
             patience=args.patience,
+            workers=count,
         )
-        asyncio.run(daemon.run())
+        if count > 1:
+            workers.run(daemon)
+        else:
+            asyncio.run(daemon.run())
     except StartError as e:
         raise CommandFailed(str(e)) from None
     return ""
@@ -298,6 +305,12 @@ def parser() -> argparse.ArgumentParser:
         default=300.0,
         help="seconds of silence a waiting qmail-remote bears from a running qremoted"
         " before it defers (and, after the final dot, beyond timeoutremote)",
+    )
+    daemon.add_argument(
+        "--workers",
+        type=_count,
+        default=None,
+        help="processes serving deliveries (default: one per core; 1: no master process)",
     )
     daemon.add_argument(
         "--deliveries",

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from qremote import report
+from qremote.atomic import write_file
 from qremote.control import ControlError
 from qremote.daemon import wire
 from qremote.daemon.descriptors import Room, raise_limit
@@ -65,6 +66,9 @@ fewer when the descriptor limit has room for fewer. The rest wait their turn."""
 COMMIT_ANSWER = 60.0
 """Seconds a client has to answer ``C`` with ``Y``; a client that does not is taken to
 have stopped waiting (it answers at once unless its machine is starved)."""
+
+STATUS_EVERY = 1.0
+"""Seconds between a worker's status writes (what ``qremote status`` shows of the others)."""
 
 PATIENCE = 300.0
 """Seconds of silence a client bears from a running daemon (``--patience``), and the
@@ -111,10 +115,14 @@ class Daemon:
         deliveries: int = DELIVERIES,
         clients: int | None = None,
         patience: float = PATIENCE,
+        workers: int = 1,
     ) -> None:
         self.home = os.path.abspath(home)
         self.deliveries = deliveries
         self.patience = patience
+        self.workers = workers
+        self.worker: int | None = None
+        """This process's number among the workers (None: the only process)."""
         self.clients = clients
         """Clients admitted at once; None: as many as the descriptor limit has room for."""
         self.room: Room | None = None
@@ -136,6 +144,8 @@ class Daemon:
 
     def log(self, line: str) -> None:
         """One line per event on stderr, for multilog (which adds the timestamp)."""
+        if self.worker is not None:
+            line = f"worker {self.worker}: {line}"
         with contextlib.suppress(OSError):
             write_all(self.log_fd, (line.replace("\n", " ") + "\n").encode("utf-8", "replace"))
 
@@ -183,18 +193,13 @@ class Daemon:
         sock.setblocking(False)
         return lock, sock
 
-    async def run(self, ready: asyncio.Event | None = None) -> None:
+    def start(self) -> tuple[int, socket.socket]:
+        """What a qremoted (or its master, with workers) does before serving: raise the
+        descriptor limit, take the locks, listen. (lock, listening socket)."""
         self.room = raise_limit()
-        clients = self.room.clients if self.clients is None else self.clients
-        self.clients = clients
-        self.work = asyncio.Semaphore(min(self.deliveries, clients))
+        if self.clients is None:
+            self.clients = self.room.clients
         lock, listener = self._listen()
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self._reload)
-        accepting = loop.create_task(self._accept(listener))
         if self.uid == 0:
             self.log("running as root: run it as qmailr, or the files it creates are root's")
         self.log(f"qremoted {os.getpid()} serving {self.home}/qremote/{SOCKET_NAME}")
@@ -202,8 +207,39 @@ class Daemon:
         self.log(
             f"descriptors: {self.room.soft} (hard limit {self.room.hard}"
             + (f", raised from {raised}" if raised is not None else "")
-            + f"): {clients} clients at once, {min(self.deliveries, clients)} delivering"
+            + f"): {self.clients} clients at once, {min(self.deliveries, self.clients)} "
+            "delivering" + (f", in each of {self.workers} workers" if self.workers > 1 else "")
         )
+        return lock, listener
+
+    def stop_listening(self, lock: int, listener: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(RELATIVE_PATH)
+        listener.close()
+        os.close(self._alive)
+        os.close(lock)
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        """One process serving (``--workers 1``): start, serve until SIGTERM, stop."""
+        lock, listener = self.start()
+        try:
+            await self.serve(listener, ready)
+        finally:
+            self.stop_listening(lock, listener)
+            self.log(f"qremoted {os.getpid()} stopped after {self.done} deliveries")
+
+    async def serve(self, listener: socket.socket, ready: asyncio.Event | None = None) -> None:
+        """Accept and deliver until SIGTERM, then let those in flight finish (the grace).
+        A worker also writes its status for its siblings and stops when its master dies."""
+        assert self.clients is not None
+        self.work = asyncio.Semaphore(min(self.deliveries, self.clients))
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
+        accepting = loop.create_task(self._accept(listener))
+        chores = loop.create_task(self._chores(stop)) if self.worker is not None else None
         if ready is not None:
             ready.set()
         try:
@@ -211,14 +247,28 @@ class Daemon:
         finally:
             self.stopping = True
             accepting.cancel()
-            with contextlib.suppress(OSError):
-                os.unlink(RELATIVE_PATH)
-            listener.close()
+            if chores is not None:
+                chores.cancel()
+            if self.worker is not None:
+                listener.close()  # the master keeps it for the other workers
             await self._finish_in_flight()
             await self.cache.close()
-            os.close(self._alive)
-            os.close(lock)
-            self.log(f"qremoted {os.getpid()} stopped after {self.done} deliveries")
+
+    async def _chores(self, stop: asyncio.Event) -> None:
+        """A worker's: its status where its siblings read it (``qremote status`` lands on
+        any of them), and a stop of its own when its master is gone."""
+        master = os.getppid()
+        while True:
+            if os.getppid() != master:
+                self.log("worker: its master is gone; stopping")
+                stop.set()
+                return
+            with contextlib.suppress(OSError):
+                write_file(self._status_path(self.worker), self.status(True).encode(), 0o600)
+            await asyncio.sleep(STATUS_EVERY)
+
+    def _status_path(self, worker: int | None) -> str:
+        return os.path.join(self.home, "qremote", "workers", f"{worker}.status")
 
     def _reload(self) -> None:
         self.cache.forget()
@@ -436,7 +486,27 @@ class Daemon:
 
     # -- status --------------------------------------------------------------------------
 
-    def status(self) -> str:
+    def status(self, own: bool = False) -> str:
+        """What ``qremote status`` shows: this process, and with workers the others too
+        (from what each last wrote, at most a few seconds old)."""
+        text = self._own_status()
+        if own or self.worker is None:
+            return text
+        parts = [f"worker {self.worker}: {text}"]
+        for other in range(self.workers):
+            if other == self.worker:
+                continue
+            path = self._status_path(other)
+            try:
+                fresh = time.time() - os.stat(path).st_mtime < 5 * STATUS_EVERY + 5
+                with open(path) as f:
+                    said = f.read() if fresh else "not answering\n"
+            except OSError:
+                said = "not started\n"
+            parts.append(f"worker {other}: {said}")
+        return "".join(parts)
+
+    def _own_status(self) -> str:
         now = time.monotonic()
         jobs = [
             (job.pid, job.host, job.sender, job.recipients, now - job.started)

@@ -82,6 +82,9 @@ class _Holders:
 
 _HOLDERS = _Holders()
 
+_PREPARED: set[str] = set()
+"""Group folders this process has made (or found) already: not looked at again."""
+
 
 def _parse(data: bytes) -> dict[str, int]:
     counts: dict[str, int] = {}
@@ -198,6 +201,8 @@ class FileBackend:
 
     def _prepare(self, group: str) -> str:
         folder = group_dir(self.root, group)
+        if folder in _PREPARED:
+            return folder
         os.makedirs(os.path.join(folder, "tickets"), exist_ok=True)
         label = os.path.join(folder, "name")
         if not os.path.exists(label):
@@ -205,13 +210,19 @@ class FileBackend:
             with open(tmp, "w") as f:
                 f.write(group + "\n")
             os.rename(tmp, label)
+        _PREPARED.add(folder)
         return folder
 
     def _grab(self, folder: str, limit: int, group: str) -> FileSlot | None:
         """One slot if the group has one free: O(1) but when the group looks full, when
         the holders in its count (processes, not slots) are checked for life."""
         mine = _HOLDERS.name_in(self.root)
-        with _Count(folder) as counts:
+        try:
+            count = _Count(folder)
+        except FileNotFoundError:
+            _PREPARED.discard(folder)  # removed under us: made again by the next delivery
+            raise
+        with count as counts:
             if sum(counts.values()) >= limit:
                 _sweep(self.root, counts, mine)
             if sum(counts.values()) >= limit:
