@@ -347,10 +347,13 @@ def running_daemon(home: str) -> str | None:
     status = client.status(home)
     if status is None:
         return None
-    found = re.match(r"qremoted pid (\d+)", status)
+    found = re.search(r"qremoted pid (\d+)", status)
     pid = int(found.group(1)) if found else 0
-    how = f"kill {pid}" if pid else "stop it"
     parent = _parent(pid) if pid else None
+    if parent is not None and status.startswith("worker "):
+        pid = parent[0]  # a worker: the master is what runs (and what to stop)
+        parent = _parent(pid)
+    how = f"kill {pid}" if pid else "stop it"
     if parent is not None and parent[1] == "supervise":
         try:
             folder = os.readlink(f"/proc/{parent[0]}/cwd")

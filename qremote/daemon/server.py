@@ -238,6 +238,11 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload)
+        # A worker starts with these blocked (its master's mask): only now that the loop
+        # handles them may they arrive, so an early SIGTERM still stops it gracefully.
+        signal.pthread_sigmask(
+            signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
+        )
         accepting = loop.create_task(self._accept(listener))
         chores = loop.create_task(self._chores(stop)) if self.worker is not None else None
         if ready is not None:

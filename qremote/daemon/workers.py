@@ -80,9 +80,8 @@ def _worker(daemon: Daemon, index: int, listener) -> None:
     """In the child: serve until told to stop; exit without running the master's code."""
     code = 0
     try:
-        signal.pthread_sigmask(signal.SIG_SETMASK, set())
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        daemon.worker = index
+        daemon.worker = index  # the signals stay blocked until its loop handles them
         asyncio.run(daemon.serve(listener))
         daemon.log(f"qremoted worker {os.getpid()} stopped after {daemon.done} deliveries")
     except BaseException as e:  # noqa: BLE001 - say why, then go: the master starts another
