@@ -86,8 +86,8 @@ async def _session(reader, writer, delay: float, counter: list[int]) -> None:
             else:
                 writer.write(b"250 ok\r\n")
             await writer.drain()
-    except (ConnectionError, OSError):
-        return
+    except (ConnectionError, OSError, asyncio.CancelledError):
+        return  # the client went, or the sink is closing
     finally:
         writer.close()
 
