@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from qremote import report
-from qremote.atomic import write_file
 from qremote.control import ControlError
 from qremote.daemon import wire
 from qremote.daemon.descriptors import Room, raise_limit
@@ -76,6 +75,15 @@ time it waits after ``Y`` beyond the server's own time-out for the reply to the 
 (``timeoutremote``): the daemon's loop may be late under load, and a client that gave up
 after ``Y`` would report a delivery that may have happened."""
 
+
+
+def _replace(path: str, data: bytes) -> None:
+    """Write a file whole (a reader sees the old text or the new, never half), without
+    fsync: a status written every second need not survive a crash."""
+    tmp = f"{path}.{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
 
 
 class StartError(Exception):
@@ -186,6 +194,7 @@ class Daemon:
             sock.listen(socket.SOMAXCONN)
         except OSError as e:
             sock.close()
+            os.close(alive)
             os.close(lock)
             raise StartError(f"{state}/{SOCKET_NAME}: {e.strerror}") from None
         finally:
@@ -269,7 +278,7 @@ class Daemon:
                 stop.set()
                 return
             with contextlib.suppress(OSError):
-                write_file(self._status_path(self.worker), self.status(True).encode(), 0o600)
+                _replace(self._status_path(self.worker), self.status(True).encode())
             await asyncio.sleep(STATUS_EVERY)
 
     def _status_path(self, worker: int | None) -> str:
