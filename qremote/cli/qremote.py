@@ -189,6 +189,12 @@ def _count(text: str) -> int:
     return value
 
 
+def _workers(text: str) -> int:
+    if text == "0":
+        return 0
+    return _count(text)
+
+
 def _daemon(args: argparse.Namespace) -> str:
     """qremoted in the foreground, until SIGTERM."""
     import asyncio
@@ -198,7 +204,7 @@ def _daemon(args: argparse.Namespace) -> str:
     try:
         from qremote.daemon import workers
 
-        count = args.workers if args.workers is not None else workers.default_count()
+        count = args.workers if args.workers != 0 else workers.default_count()
         daemon = Daemon(
             qmail_home(),
             grace=args.grace,
@@ -308,9 +314,11 @@ def parser() -> argparse.ArgumentParser:
     )
     daemon.add_argument(
         "--workers",
-        type=_count,
-        default=None,
-        help="processes serving deliveries (default: one per core; 1: no master process)",
+        type=_workers,
+        default=1,
+        help="processes serving deliveries (default 1: a single process; 0: one per core)."
+        " Workers help with thousands in flight; at qmail's usual concurrency one process"
+        " keeps connection reuse and MX-group slots in one place (README)",
     )
     daemon.add_argument(
         "--deliveries",

@@ -41,6 +41,9 @@ at its limit of clients, or wedged) before ``A``; after ``A`` the daemon names i
 (``qremote daemon --patience``). qmail-remote must never hang for good; before ``Y``
 giving up sends nothing twice, it only defers."""
 
+STATUS_PATIENCE = 30.0
+"""Seconds ``qremote status`` (and check) bears a running daemon's silence."""
+
 RECONNECTS = 3
 """Times a request is sent again when the daemon dropped it before ``Y`` while it still
 runs (a worker that died): nothing of the message was sent on the dropped one."""
@@ -158,7 +161,7 @@ class _Answer:
         """We gave up on silence (not on a closed socket)."""
 
 
-def _answer(sock) -> _Answer:
+def _answer(sock, bear: float = PATIENCE) -> _Answer:
     """Read frames until a final one, answering ``C`` with ``Y``.
 
     Silence (no ``A`` within ACCEPT_TIMEOUT, or three missed heartbeats after it) makes
@@ -170,7 +173,6 @@ def _answer(sock) -> _Answer:
 
     reader = wire.FrameReader()
     got = _Answer()
-    bear = PATIENCE
     heard = time.monotonic()
     sock.settimeout(ACCEPT_TIMEOUT)
     while True:
@@ -250,9 +252,11 @@ def status(home: str) -> str | None:
             _send_request(sock, wire.frame(wire.STATUS), None)
         except OSError:
             return None
-        got = _answer(sock)
+        got = _answer(sock, STATUS_PATIENCE)
     finally:
         sock.close()
+    if got.silent and daemon_alive():
+        return f"qremoted runs but did not answer within {STATUS_PATIENCE:g} seconds (busy)\n"
     if got.kind == wire.TEXT:
         return got.payload.decode("utf-8", "replace")
     if got.kind == wire.REFUSED:

@@ -229,7 +229,10 @@ class Daemon:
         os.close(lock)
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
-        """One process serving (``--workers 1``): start, serve until SIGTERM, stop."""
+        """One process serving (``--workers 1``): start, serve until SIGTERM, stop. The
+        signals wait (blocked) until the loop handles them, so a SIGTERM that comes as soon
+        as "serving" is logged still stops it gracefully."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
         lock, listener = self.start()
         try:
             await self.serve(listener, ready)

@@ -1,4 +1,5 @@
-"""qremoted on every core: a master and one worker process per core (``--workers``).
+"""qremoted on every core: a master and worker processes (``--workers N``, 0 for one per
+core; the default is a single process, see below).
 
 The master does what must be done once: the descriptor limit, the locks (the alive lock
 that clients look at), the listening socket. Each worker is a whole qremoted serving that
@@ -10,6 +11,13 @@ passed on). What each keeps for itself: its DNS cache, its TLS sessions and its 
 SMTP connections, so with N workers a kept connection is found again by the next
 delivery to the same MX only when that lands on the same worker (about one in N at
 first; each worker then keeps its own).
+
+Why one process is the default: an idle kept connection holds its MX-group slot, and only
+the worker that kept it can close it to free the slot. At qmail-send's usual concurrency
+(20, with the default cap of 20 per MX group) a second worker then waits for slots that
+idle connections of the first hold: measured with bench/realdrain.py on a 2-core machine,
+0.42x the C client's throughput with two workers against 0.75x with one. With thousands in
+flight and caps raised, workers win (bench/scale.py: a fifth to a third less wall time).
 
 A worker that dies is started again at once. Its clients lose nothing: one that had not
 said ``Y`` (the commit) finds the daemon still running (the master holds the alive lock)

@@ -19,9 +19,7 @@ class Qremoted:
     ) -> None:
         self.home = home
         self.log_path = os.path.join(home.path, "qremoted.log")
-        # One process unless a test asks for workers: the status and descriptor tests
-        # speak of one process (production's default is one worker per core).
-        self.args = list(args) if "--workers" in args else ["--workers", "1", *args]
+        self.args = list(args)
         self.nofile = nofile
         """(soft, hard) descriptor limits to start it with, as a service manager would."""
         self.proc: subprocess.Popen | None = None
