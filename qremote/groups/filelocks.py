@@ -63,6 +63,11 @@ class _Holders:
 
     def name_in(self, root: str) -> str:
         if self.pid != os.getpid():
+            # A forked child: its copies of the parent's holder files would keep the
+            # parent's locks (and so its slots) alive after the parent died.
+            for fd in self.fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
             self.pid, self.names, self.fds = os.getpid(), {}, []
         name = self.names.get(root)
         if name is None:
