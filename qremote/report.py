@@ -202,6 +202,10 @@ def no_recipient_accepted(partner: str) -> bytes:
 # -- the extra lines of a report (after the server's words), for the qmail-send log ---------
 
 
+def note_tls_not_tried(why: str) -> str:
+    return f"TLS not tried: {why}"
+
+
 def note_tls_retried(partner: str, why: str) -> str:
     return f"TLS to {partner} failed ({why}); retried without TLS"
 

@@ -75,7 +75,9 @@ def _check_route(recipient: str, sender: str) -> str:
     import time
 
     from qremote.control import ControlError
-    from qremote.delivery import load_settings, probe
+    from qremote.delivery import probe
+    from qremote.delivery.context import Probe
+    from qremote.settings import load_settings
 
     host = recipient.rpartition("@")[2]
     if not host:
@@ -96,7 +98,7 @@ def _check_route(recipient: str, sender: str) -> str:
         flush=True,
     )
     outcome = asyncio.run(
-        probe(settings, host, sender.encode("utf-8", "surrogateescape"), progress=say)
+        probe(settings, host, sender.encode("utf-8", "surrogateescape"), Probe(say))
     )
     text = outcome.message.decode("utf-8", "replace")
     if not text.startswith("K"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from qremote.delivery.outcome import Outcome
+
 _CONTROLS = {c: "?" for c in [*range(32), 127]}
 
 
@@ -17,17 +19,16 @@ def one_line(data: bytes, limit: int = 300) -> str:
 
 
 def delivery_line(
-    pid: int, host: str, sender: str, out: bytes, seconds: float, handed_back: bool
+    pid: int, host: str, sender: str, out: Outcome, seconds: float, handed_back: bool
 ) -> str:
     """The one log line of a delivery: who, to where, each recipient's letter (counts when
     there are many), the message report on one line, and how long it took."""
-    reports = out.split(b"\0")[:-1]
-    letters = "".join(r[:1].decode("ascii", "replace") for r in reports[:-1])
+    letters = out.letters
     if len(letters) > 10:  # keep the line short: counts instead
         letters = " ".join(f"{letters.count(c)}{c}" for c in "rhs" if c in letters)
     return (
         f"delivery pid {pid} to {plain(host)} from <{plain(sender)}> rcpt {letters or '-'}: "
-        f"{one_line(reports[-1] if reports else out)} ({seconds:.2f}s)"
+        f"{one_line(out.message)} ({seconds:.2f}s)"
         + ("" if handed_back else "; the client had stopped waiting, qmail will retry")
     )
 

@@ -49,8 +49,8 @@ class Generation:
         self,
         settings: Settings,
         shared,
-        tally: Tally | None = None,
-        sts: PolicyStore | None = None,
+        tally: Tally,
+        sts: PolicyStore,
     ) -> None:
         import dns.resolver
 
@@ -62,7 +62,7 @@ class Generation:
         )
         resolver.cache = dns.resolver.LRUCache(100_000)  # honours each answer's TTL
         pool = ConnectionPool(settings.reuse)
-        self.resources = Resources(resolver, shared, pool, tally, sts)
+        self.resources = Resources(sts, shared, pool, tally, cached_resolver=resolver)
 
 
 class SettingsCache:

@@ -48,7 +48,7 @@ from qremote.daemon.formatting import abandoned_line, delivery_line, status_text
 from qremote.daemon.generations import SettingsCache
 from qremote.daemon.listener import allowed, peer_credentials, read_queue_file, read_request
 from qremote.daemon.wire import RELATIVE_PATH, SOCKET_NAME
-from qremote.delivery import deliver
+from qremote.delivery import Outcome, deliver
 from qremote.fdutil import write_all
 from qremote.smtp.session import Abandoned, BeforeDot
 
@@ -74,7 +74,6 @@ PATIENCE = 300.0
 time it waits after ``Y`` beyond the server's own time-out for the reply to the dot
 (``timeoutremote``): the daemon's loop may be late under load, and a client that gave up
 after ``Y`` would report a delivery that may have happened."""
-
 
 
 def _replace(path: str, data: bytes) -> None:
@@ -409,13 +408,13 @@ class Daemon:
             self.log(abandoned_line(pid, host, sender, str(e), time.monotonic() - job.started))
             return
         except asyncio.CancelledError:
-            out = report.STOPPED + b"\0"
+            out = Outcome.final(report.STOPPED)
         except Exception as e:  # noqa: BLE001 - every failure must become a Z report
-            out = report.internal_error(f"{e.__class__.__name__}: {e}") + b"\0"
+            out = Outcome.final(report.internal_error(f"{e.__class__.__name__}: {e}"))
         finally:
             del self.inflight[task]
         self.done += 1
-        handed_back = await self._send(conn, job.owed + wire.frame(wire.REPORT, out))
+        handed_back = await self._send(conn, job.owed + wire.frame(wire.REPORT, out.wire()))
         seconds = time.monotonic() - job.started
         self.log(delivery_line(pid, host, sender, out, seconds, handed_back))
 
@@ -444,7 +443,9 @@ class Daemon:
         if frames[0][0] != wire.YES:
             raise Abandoned("its client answered the commit with something else")
 
-    async def _beating(self, conn: socket.socket, job: InFlight, work: Awaitable[bytes]) -> bytes:
+    async def _beating(
+        self, conn: socket.socket, job: InFlight, work: Awaitable[Outcome]
+    ) -> Outcome:
         """Await ``work``, saying ``W`` to the client every ``heartbeat`` seconds meanwhile.
 
         A heartbeat never waits for the client: what the socket does not take at once is
@@ -478,28 +479,27 @@ class Daemon:
         fds: list[int],
         job: InFlight,
         gate: BeforeDot | None,
-    ) -> bytes:
+    ) -> Outcome:
         assert self.work is not None
         async with self.work:  # our turn: only now is the message read
             job.delivering = True
             try:
                 generation = self.cache.get()
             except ControlError as e:
-                return report.control_error(str(e)) + b"\0"
+                return Outcome.final(report.control_error(str(e)))
             try:
                 message = read_queue_file(fds[0])
             except OSError:
-                return report.READ_ERROR + b"\0"
+                return Outcome.final(report.READ_ERROR)
             finally:
                 while fds:  # the queue file is read: its descriptor is not needed again
                     with contextlib.suppress(OSError):
                         os.close(fds.pop())
             settings = generation.settings
             job.bound = settings.timeout_remote + self.patience
-            outcome = await deliver(
+            return await deliver(
                 settings, host, args[1], args[2:], message, generation.resources, gate
             )
-            return outcome.wire()
 
     # -- status --------------------------------------------------------------------------
 
