@@ -16,8 +16,10 @@ REPLY_TEXT_KEEP = 5000
 qmail's. The rest of a long reply is counted, not kept."""
 
 REPLY_LINE_KEEP = 1000
-"""Bytes kept of each reply line for reading EHLO keywords: RFC 5321 allows 512 for a
-whole reply line, so nothing real is cut."""
+"""Bytes kept of each reply line for reading EHLO keywords and SASL challenges: RFC 5321
+allows 512 for a whole reply line, so nothing real is cut. Real 334 challenges (a SCRAM
+nonce and salt, a CRAM-MD5 timestamp) are under 200; a longer one is cut and the exchange
+fails as a temporary error."""
 
 REPLY_MAX_BYTES = 64 * 1024
 """A reply longer than this ends the conversation as a temporary failure. The longest
@@ -119,11 +121,6 @@ AUTH_CREDENTIAL_MAX = 1024
 """Bytes of a user name, and of a password, for SMTP AUTH. RFC 4954 bounds an AUTH line at
 12288 bytes after base64; 1 KiB each keeps every exchange far below that, and no real
 account needs more. A longer one is a configuration error (``qremote check`` names it)."""
-
-AUTH_CHALLENGE_MAX = REPLY_LINE_KEEP
-"""Bytes of a 334 challenge line we read: the reply parser keeps that much of each line.
-Real challenges (a SCRAM nonce and salt, a CRAM-MD5 timestamp) are under 200; a longer
-one is cut and the exchange fails as a temporary error."""
 
 SCRAM_MAX_ITERATIONS = 1_000_000
 """The largest SCRAM iteration count we compute. The relay chooses it; servers use 4096

@@ -13,12 +13,11 @@ import os
 from qremote import report
 from qremote.fdutil import memory_file, stderr_to_devnull
 from qremote.signing.sign import SigningError, Unsignable, sign_message, store_for
+from qremote.smtp.body import has_partial_final_line
 
 
 def sign_and_exec(settings, argv: list[bytes], message: bytes, stderr: int | None) -> bytes:
     """Exec qmail-remote.orig with the signed message; a report only if that fails."""
-    from qremote.smtp.body import has_partial_final_line
-
     if has_partial_final_line(message):
         return report.PARTIAL_LINE + b"\0"
     try:

@@ -188,9 +188,9 @@ def test_length_limited_signature_says_what_is_unsigned(site, queue):
 
 
 def _resolver(dns_server):
-    from qremote.routing import resolve
+    from qremote.routing import dnsquery
 
-    return resolve.make_resolver([(dns_server.ip, dns_server.port)], 5, 10)
+    return dnsquery.make_resolver([(dns_server.ip, dns_server.port)], 5, 10)
 
 
 def test_only_the_best_fifty_mx_hosts_are_looked_up(zone, dns_server):

@@ -133,7 +133,7 @@ def test_every_file_in_the_table_is_either_checked_or_free_form():
 
 
 def test_garbage_in_any_known_format_is_named(home):
-    from qremote.check import problems
+    from qremote.cli.check import problems
 
     missed = []
     for name, text in GARBAGE.items():

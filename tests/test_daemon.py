@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from qremote.check import problems
+from qremote.cli.check import problems
 from qremote.daemon import client, wire
 from tests.support import certs, qmailhome
 from tests.support.daemon import Qremoted

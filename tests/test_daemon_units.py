@@ -188,4 +188,4 @@ def test_a_connection_is_kept_while_under_its_message_and_age_limits():
     assert keepable(limits, messages=2, age=59)
     assert not keepable(limits, messages=3, age=1)
     assert not keepable(limits, messages=1, age=60)
-    assert not keepable(Limits(idle=0), messages=1, age=0)
+    assert not keepable(Limits(idle=0, messages=100, age=300), messages=1, age=0)

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 
 from qremote.control import ControlError
 from qremote.dane.tlsa import Dane, Mismatch, Tlsa, verify
-from qremote.routing.resolve import make_resolver, on_loopback
+from qremote.routing.dnsquery import make_resolver, on_loopback
 from qremote.tls.policy import Mode, PolicyFiles, decide
 from tests.support import certs
 

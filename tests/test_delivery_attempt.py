@@ -33,7 +33,9 @@ OPPORTUNISTIC = TlsFacts(planned=True)
 PINNED = TlsFacts(planned=True, required=True, verifying=True, authenticated=True)
 DANE = TlsFacts(planned=True, required=True, dane=True, authenticated=True)
 DANE_UNUSABLE_RECORDS = TlsFacts(planned=True, required=True, dane=True)
-STS_ENFORCE = TlsFacts(planned=True, required=True, verifying=True, authenticated=True, sts="enforce")
+STS_ENFORCE = TlsFacts(
+    planned=True, required=True, verifying=True, authenticated=True, sts="enforce"
+)
 STS_TESTING = TlsFacts(planned=True, verifying=True, authenticated=True, sts="testing")
 RELAY_AUTH = TlsFacts(planned=True, required=True, verifying=True, authenticated=True)
 
@@ -232,7 +234,9 @@ def test_dane_records_all_unusable_count_tls_as_success():
 
 def test_a_failed_tlsa_lookup_skips_the_host_and_is_reported():
     answer = Attempt.unusable(b"ZNot trying a (192.0.2.1): ...\n", Notes(["signed"]))
-    assert answer.command == NextAddress(NextHost(b"ZNot trying a (192.0.2.1): ...\nsigned\n", False))
+    assert answer.command == NextAddress(
+        NextHost(b"ZNot trying a (192.0.2.1): ...\nsigned\n", False)
+    )
     assert answer.verdict == "dnssec-invalid"
 
 
@@ -250,7 +254,9 @@ def test_sts_testing_failure_is_reported_and_sent_with_tls_unverified():
     answer = one.tls_failed("certificate verify failed: self-signed")
     assert answer.command == Connect(Tls.UNVERIFIED)
     assert answer.verdict == "certificate-not-trusted"
-    assert report.note_sts_testing_failed("certificate verify failed: self-signed") in one.notes.lines
+    assert (
+        report.note_sts_testing_failed("certificate verify failed: self-signed") in one.notes.lines
+    )
     # the unverified connection's success is no authentication: nothing more to report
     assert one.conversed(Conversed(DELIVERED, tls_info="TLS 1.3, not verified")).verdict is None
 

@@ -343,7 +343,7 @@ def test_a_policy_server_that_never_answers_is_cut_off_by_the_time_out(tmp_path)
     import socket
     import time
 
-    from qremote.mtasts.fetch import FetchError, request
+    from qremote.https import HttpsError, request
     from tests.support.smtpserver import fresh_ip
 
     ip = fresh_ip()
@@ -355,7 +355,7 @@ def test_a_policy_server_that_never_answers_is_cut_off_by_the_time_out(tmp_path)
             return ip
 
         started = time.monotonic()
-        with pytest.raises(FetchError, match="no answer within 1 seconds"):
+        with pytest.raises(HttpsError, match="no answer within 1 seconds"):
             asyncio.run(request("GET", f"https://mta-sts.{DOMAIN}/x", resolve, timeout=1.0))
     assert time.monotonic() - started < 5
 

@@ -11,7 +11,7 @@ import dns.message
 import dns.query
 import pytest
 
-from qremote.routing import resolve
+from qremote.routing import dnsquery, resolve
 from qremote.routing.dnserrors import DnsSoft
 from tests.support.blackhole import Blackhole
 from tests.support.expect import UNSIGNED
@@ -264,7 +264,7 @@ def test_equal_preferences_are_shuffled(home, zone):
 def test_dns_time_out_is_temporary(dns_server, zone):
     """A server that never answers: the lookup fails for now, not for good."""
     zone.drop.add("example.net")
-    resolver = resolve.make_resolver([(dns_server.ip, dns_server.port)])
+    resolver = dnsquery.make_resolver([(dns_server.ip, dns_server.port)])
     resolver.lifetime = 1.0
     with pytest.raises(DnsSoft):
         asyncio.run(resolve.mx_targets(resolver, "example.net", random.Random()))

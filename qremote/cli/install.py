@@ -23,6 +23,9 @@ import sysconfig
 import qremote
 from qremote import report
 from qremote.atomic import write_file
+from qremote.daemon import client
+from qremote.daemon import compiled as cbuild
+from qremote.daemon.service import cron_jobs, log_script, run_script, systemd_unit
 
 MARKER = "# qremote wrapper: installed by `qremote install`"
 USAGE = report.USAGE + b"\0"
@@ -198,8 +201,6 @@ def check_as_user(program: str, home: str, user: str) -> str | None:
 
 def _put_client(home: str, current: str, python: str | None, compiled: bool) -> str:
     """Write the thin client(s); says which one ``bin/qmail-remote`` is now."""
-    from qremote.daemon import compiled as cbuild
-
     fallback = current + ".python"
     text = wrapper_text(home, python).encode()
     write_file(fallback, text, 0o755)
@@ -268,8 +269,6 @@ def install(
             "(qmail-remote delivers in-process until it runs)"
         )
     if systemd:
-        from qremote.daemon.service import systemd_unit
-
         command = f"{python or sys.executable} -m qremote.cli.qremote"
         write_file(systemd, systemd_unit(home, command, user).encode(), 0o644)
         said += (
@@ -277,8 +276,6 @@ def install(
             f"--now {os.path.basename(systemd)}` starts it"
         )
     if cron:
-        from qremote.daemon.service import cron_jobs
-
         command = f"{python or sys.executable} -m qremote.cli.qremote"
         write_file(cron, cron_jobs(home, command).encode(), 0o644)
         said += f"\ncron: {cron} runs key rotation hourly and TLS reports daily"
@@ -287,8 +284,6 @@ def install(
 
 def _service_dir(home: str, service: str, user: str, python: str) -> None:
     """A daemontools/runit directory: run (qremoted as ``user``) and log/run (multilog)."""
-    from qremote.daemon.service import log_script, run_script
-
     command = f"{python} -m qremote.cli.qremote"
     os.makedirs(os.path.join(service, "log", "main"), mode=0o755, exist_ok=True)
     write_file(os.path.join(service, "run"), run_script(home, command, user).encode(), 0o755)
@@ -341,8 +336,6 @@ def running_daemon(home: str) -> str | None:
     """Words about a qremoted still serving ``home`` (it now serves no one) and how to
     stop it as it was started; None when none runs."""
     import re
-
-    from qremote.daemon import client
 
     status = client.status(home)
     if status is None:

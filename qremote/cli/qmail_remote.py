@@ -61,6 +61,7 @@ def run(argv: list[bytes], home: str, stderr: int | None = None) -> bytes:
         return USAGE
     import os
 
+    # start-up: the thin-client path loads nothing it can do without
     from qremote import report
 
     try:
@@ -72,6 +73,7 @@ def run(argv: list[bytes], home: str, stderr: int | None = None) -> bytes:
         return report.READ_ERROR + b"\0"
     import asyncio
 
+    # start-up: the thin-client path loads nothing it can do without
     from qremote.control import ControlError
     from qremote.delivery import deliver
     from qremote.settings import load_settings
@@ -81,6 +83,7 @@ def run(argv: list[bytes], home: str, stderr: int | None = None) -> bytes:
     except ControlError as e:
         return report.control_error(str(e)) + b"\0"
     if os.path.exists(os.path.join(home, "control", "signonly")):
+        # start-up: the thin-client path loads nothing it can do without
         from qremote.signonly import sign_and_exec
 
         return sign_and_exec(settings, argv, message, stderr)
@@ -102,6 +105,7 @@ qremoted when that runs. See README.md; `qremote check` checks the installation.
 def _answer_a_person(argv: list[bytes]) -> bytes | None:
     """``--help`` and ``--version`` alone: what this is, on stdout (qmail-rspawn never
     calls it so: it always passes a host, a sender and a recipient)."""
+    # start-up: the thin-client path loads nothing it can do without
     from qremote import __version__
 
     if argv[1:] == [b"--version"]:
@@ -131,6 +135,7 @@ def main(home: str | None = None, daemon: bool = True) -> None:
         if posix.environ.get(b"QREMOTE_INPROCESS"):
             daemon = False  # the compiled client asked qremoted already
         if daemon and len(argv) >= 4:
+            # start-up: the thin-client path loads nothing it can do without
             from qremote.daemon import client
 
             out = client.deliver(qmail_home, argv[1:])
@@ -138,6 +143,7 @@ def main(home: str | None = None, daemon: bool = True) -> None:
             out = run(argv, qmail_home, saved_stderr)
     except BaseException as e:  # noqa: BLE001 - every failure must become a Z report
         try:
+            # start-up: the thin-client path loads nothing it can do without
             from qremote.report import internal_error
 
             out = internal_error(f"{e.__class__.__name__}: {e}") + b"\0"

@@ -1,4 +1,5 @@
-"""``qremote``: the administrator's command (install, uninstall, and what later issues add)."""
+"""``qremote``: the administrator's command (install, check, status, keys, daemon, ...);
+each subcommand loads only what it uses."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from qremote.control import qmail_home
 
 
 def _install(args: argparse.Namespace) -> str:
+    # start-up: each command loads only what it uses
     from qremote.cli.install import install
 
     return install(
@@ -23,6 +25,7 @@ def _install(args: argparse.Namespace) -> str:
 
 
 def _uninstall(args: argparse.Namespace) -> str:
+    # start-up: each command loads only what it uses
     from qremote.cli.install import uninstall
 
     return uninstall(qmail_home())
@@ -32,20 +35,16 @@ def _sign(args: argparse.Namespace) -> str:
     """Sign stdin to stdout exactly as qmail-remote signs before sending."""
     import os
 
+    # start-up: each command loads only what it uses
     from qremote.control import ControlDir
-    from qremote.signing.sign import (
-        SigningError,
-        Unsignable,
-        load_config,
-        sign_message,
-        store_for,
-    )
+    from qremote.settings import signing_config
+    from qremote.signing.sign import SigningError, Unsignable, sign_message, store_for
 
     control = ControlDir(os.path.join(qmail_home(), "control"))
     message = sys.stdin.buffer.read()
     try:
         signed = sign_message(
-            message, os.fsencode(args.sender), store_for(control.path), load_config(control)
+            message, os.fsencode(args.sender), store_for(control.path), signing_config(control)
         )
     except (SigningError, Unsignable) as e:
         raise CommandFailed(str(e)) from None
@@ -57,7 +56,8 @@ def _sign(args: argparse.Namespace) -> str:
 
 
 def _check(args: argparse.Namespace) -> str:
-    from qremote.check import client_kind, is_note, problems
+    # start-up: each command loads only what it uses
+    from qremote.cli.check import client_kind, is_note, problems
 
     if args.route is not None:
         return _check_route(args.route, args.sender)
@@ -74,6 +74,7 @@ def _check_route(recipient: str, sender: str) -> str:
     import asyncio
     import time
 
+    # start-up: each command loads only what it uses
     from qremote.control import ControlError
     from qremote.delivery import probe
     from qremote.delivery.context import Probe
@@ -107,6 +108,7 @@ def _check_route(recipient: str, sender: str) -> str:
 
 
 def _tlsrpt(args: argparse.Namespace) -> str:
+    # start-up: each command loads only what it uses
     from qremote.tlsrpt.send import run
 
     if args.tlsrpt_command != "send":
@@ -119,6 +121,7 @@ def _tlsrpt(args: argparse.Namespace) -> str:
 def _keys(args: argparse.Namespace) -> str:
     import os
 
+    # start-up: each command loads only what it uses
     from qremote.keys import manage
 
     control = os.path.join(qmail_home(), "control")
@@ -152,6 +155,7 @@ def _keys(args: argparse.Namespace) -> str:
         if args.keys_command == "rotate":
             import time
 
+            # start-up: each command loads only what it uses
             from qremote.keys.rotate import run
 
             now = args.now if args.now is not None else int(time.time())
@@ -201,9 +205,11 @@ def _daemon(args: argparse.Namespace) -> str:
     """qremoted in the foreground, until SIGTERM."""
     import asyncio
 
+    # start-up: each command loads only what it uses
     from qremote.daemon.server import Daemon, StartError
 
     try:
+        # start-up: each command loads only what it uses
         from qremote.daemon import workers
 
         count = args.workers if args.workers != 0 else workers.default_count()
@@ -226,7 +232,8 @@ def _daemon(args: argparse.Namespace) -> str:
 
 
 def _status(args: argparse.Namespace) -> str:
-    from qremote.status import text
+    # start-up: each command loads only what it uses
+    from qremote.cli.status import text
 
     return text(qmail_home())
 
@@ -240,6 +247,7 @@ class CommandFailed(Exception):
 
 
 def parser() -> argparse.ArgumentParser:
+    # start-up: each command loads only what it uses
     from qremote import __version__
 
     p = argparse.ArgumentParser(
@@ -369,6 +377,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # start-up: each command loads only what it uses
     from qremote.cli.install import InstallError
     from qremote.control import ControlError
 

@@ -10,9 +10,13 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+import dns.resolver
+
 from qremote.background import Background
 from qremote.delivery import Resources
+from qremote.groups.caps import shared_backend
 from qremote.mtasts.store import PolicyStore
+from qremote.routing.dnsquery import make_resolver
 from qremote.settings import Settings, load_settings
 from qremote.smtp.pool import ConnectionPool
 from qremote.tls import contexts
@@ -48,16 +52,12 @@ class Generation:
     def __init__(
         self,
         settings: Settings,
-        shared,
+        shared: SharedState | None,
         tally: Tally,
         sts: PolicyStore,
     ) -> None:
-        import dns.resolver
-
-        from qremote.routing import resolve
-
         self.settings = settings
-        resolver = resolve.make_resolver(
+        resolver = make_resolver(
             settings.nameservers, settings.timeout_connect, settings.timeout_remote
         )
         resolver.cache = dns.resolver.LRUCache(100_000)  # honours each answer's TTL
@@ -114,7 +114,6 @@ class SettingsCache:
             return None
         key = (settings.shared_state, settings.shared_lease)
         if key not in self._shared:
-            from qremote.groups.caps import shared_backend
 
             self._shared[key] = shared_backend(*key)
         return self._shared[key]

@@ -38,7 +38,6 @@ import stat
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from qremote import report
 from qremote.control import ControlError
@@ -51,9 +50,6 @@ from qremote.daemon.wire import RELATIVE_PATH, SOCKET_NAME
 from qremote.delivery import Outcome, deliver
 from qremote.fdutil import write_all
 from qremote.smtp.session import Abandoned, BeforeDot
-
-if TYPE_CHECKING:
-    pass
 
 REQUEST_TIMEOUT = 30.0
 """A client that connects and says nothing is dropped after this long."""
@@ -138,8 +134,8 @@ class Daemon:
         self.log_fd = log_fd
         self.uid = os.geteuid()
         self.cache = SettingsCache(self.home)
-        self.inflight: dict[asyncio.Task, InFlight] = {}
-        self.tasks: set[asyncio.Task] = set()
+        self.inflight: dict[asyncio.Task[None], InFlight] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = False
         self.done = 0
         self.abandoned = 0
@@ -320,7 +316,7 @@ class Daemon:
             self.tasks.add(task)
             task.add_done_callback(self._client_done)
 
-    def _client_done(self, task: asyncio.Task) -> None:
+    def _client_done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
         self.admitted.set()
 

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from qremote import report
 from qremote.control import ControlError
-from qremote.delivery import route as routing
-from qremote.delivery import slot
 from qremote.delivery.connections import Connections
 from qremote.delivery.context import Delivery, Probe
 from qremote.delivery.outcome import Notes, Outcome
 from qremote.delivery.resources import Resources
+from qremote.delivery.route import find as find_route
 from qremote.delivery.signature import Signature, sign
+from qremote.delivery.slot import claim
 from qremote.groups import caps
 from qremote.groups import rules as group_rules
 from qremote.routing import source
-from qremote.settings import Settings
+from qremote.settings import HeaderMode, Settings
 from qremote.smtp.body import Body, header_block, is_eight_bit
 from qremote.smtp.conversation import Envelope
 from qremote.smtp.session import BeforeDot
@@ -85,14 +85,14 @@ async def _send(
 ) -> Outcome:
     """Route and transmit an already signed message. ``lenient``: a TLS report,
     delivered without DANE or MTA-STS."""
-    found = await routing.find(settings, resources, host, signed.sender, signed.origin, lenient)
+    found = await find_route(settings, resources, host, signed.sender, signed.origin, lenient)
     if isinstance(found, Outcome):
         return found
     group = group_rules.group_for(
         found.grouped_by, [t.name for t in found.targets], settings.groups
     )
     notes = signed.notes.copy()
-    place = await slot.claim(settings, resources, found, group, notes)
+    place = await claim(settings, resources, found, group, notes)
     if isinstance(place, Outcome):
         return place
     tcpto = place.tcpto(settings, resources)
@@ -125,5 +125,5 @@ def _envelope(settings: Settings, signed: Signature, body: Body) -> Envelope:
         size=body.size,
         eight_bit=any(is_eight_bit(p) for p in parts),
         utf8_headers=not header_block(parts[-1]).isascii() or not parts[0].isascii(),
-        strict_headers=settings.utf8_headers == "bounce",
+        strict_headers=settings.utf8_headers is HeaderMode.BOUNCE,
     )

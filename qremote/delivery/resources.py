@@ -47,9 +47,9 @@ class Resources:
     def resolver(self, settings: Settings) -> AsyncResolver:
         """The resolver, made on first use (dnspython is loaded only then)."""
         if self.cached_resolver is None:
-            from qremote.routing import resolve  # start-up: dnspython only when needed
+            from qremote.routing.dnsquery import make_resolver  # start-up: dnspython late
 
-            self.cached_resolver = resolve.make_resolver(
+            self.cached_resolver = make_resolver(
                 settings.nameservers, settings.timeout_connect, settings.timeout_remote
             )
         return self.cached_resolver

@@ -28,7 +28,7 @@ from qremote.routing.addresses import ip_literal
 from qremote.routing.dnserrors import DnsHard, DnsSoft, NullMx
 from qremote.routing.mx import Target, usable
 from qremote.routing.source import Source
-from qremote.settings import Settings
+from qremote.settings import DaneMode, Settings
 
 if TYPE_CHECKING:  # dnspython is imported only when a name must be looked up
     from dns.asyncresolver import Resolver as AsyncResolver
@@ -125,11 +125,12 @@ async def _way(
     if ip is not None:
         return _Way([Target(ip, 0, name)], port, relay)
     from qremote.routing import resolve  # start-up: dnspython only when a name is looked up
+    from qremote.routing.dnsquery import on_loopback  # start-up: likewise
 
     resolver = resources.resolver(settings)
     if route is not None:
         return _Way(await resolve.relay_targets(resolver, route.relay), port, relay)
-    dane = dane_allowed and settings.dane != "off" and resolve.on_loopback(resolver)
+    dane = dane_allowed and settings.dane is not DaneMode.OFF and on_loopback(resolver)
     mx = resolve.mx_targets(resolver, host, random.Random(), dane)
     if not with_sts:
         return _Way(await mx, port, None)

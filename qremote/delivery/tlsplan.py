@@ -14,7 +14,7 @@ from qremote.control import ControlError
 from qremote.delivery.attempt import TlsFacts
 from qremote.delivery.route import Route
 from qremote.routing.mx import Target
-from qremote.settings import Settings
+from qremote.settings import DaneMode, Settings
 from qremote.smtp.pool import Key
 from qremote.smtp.session import TlsSetup
 from qremote.tls import contexts
@@ -32,7 +32,7 @@ class Unusable(Exception):
 def policy_for(settings: Settings, route: Route, target: Target) -> Policy:
     """The TLS policy for ``target``; ControlError when the files cannot be read."""
     relay_tls = route.relay.tls if route.relay is not None else None
-    first = settings.dane == "first"
+    first = settings.dane is DaneMode.FIRST
     sts = route.sts.policy.mode if route.sts is not None and route.sts.policy is not None else None
     return decide(settings.tls_files, target.name, relay_tls, target.dane, first, sts)
 

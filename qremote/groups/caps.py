@@ -100,6 +100,7 @@ def shared_backend(url: str | None, lease: int) -> SharedState | None:
     if not url:
         return None
     try:
+        # start-up: redis-py only when control/sharedstate names Redis
         from qremote.groups.shared import SharedBackend
 
         return SharedBackend(url, lease)

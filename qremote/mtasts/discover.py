@@ -74,7 +74,9 @@ def _applies(entry: Entry | None, problem: str | None = None) -> Found:
 async def _find(
     domain: str, resolver: dns.asyncresolver.Resolver, store: PolicyStore, now: float
 ) -> Found:
-    from qremote.routing.resolve import first_address, query
+    # start-up: dnspython only when a name is looked up
+    from qremote.routing.dnsquery import query
+    from qremote.routing.resolve import first_address
 
     cached = store.get(domain, now)
     try:

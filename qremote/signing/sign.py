@@ -20,7 +20,6 @@ import os
 import time
 from dataclasses import dataclass
 
-from qremote.control import ControlDir, ControlError
 from qremote.signing import dkim, domainkeys
 from qremote.signing.choose import choose, domain_of
 from qremote.signing.keys import KeyProblem, KeyStore
@@ -40,37 +39,15 @@ class Unsignable(Exception):
 
 @dataclass(frozen=True)
 class SignConfig:
+    """How to sign. The defaults are the signer's own (tests, benchmarks, ``qremote sign``
+    without control files agree with them: tests/test_settings.py); a delivery's come
+    from the control files through :func:`qremote.settings.signing_config`."""
+
     dkim: dkim.Options = dkim.Options()
     dk_canon: str = "nofws"
     domainkeys: bool = True
     unsignable: str = "send"
     """What to do with a message a key applies to but which cannot be signed."""
-
-
-def load_config(control: ControlDir) -> SignConfig:
-    """``control/dkimcanonicalization`` (e.g. ``relaxed/simple``), ``control/dkimexpire``
-    (seconds until x=, 0 for none) and ``control/domainkeyscanonicalization`` (``nofws``,
-    ``simple`` or ``off``)."""
-    text = (control.line("dkimcanonicalization") or "relaxed/relaxed").strip().lower()
-    header_c, _, body_c = text.partition("/")
-    body_c = body_c or "simple"
-    if header_c not in CANONS or body_c not in CANONS:
-        raise ControlError(f"control/dkimcanonicalization: {text!r} is not like relaxed/relaxed")
-    expire = control.integer("dkimexpire", 0)
-    dk = (control.line("domainkeyscanonicalization") or "nofws").strip().lower()
-    if dk not in (*DK_CANONS, "off"):
-        raise ControlError(
-            f"control/domainkeyscanonicalization: {dk!r} is not nofws, simple or off"
-        )
-    unsignable = (control.line("unsignable") or "send").strip().lower()
-    if unsignable not in ("send", "bounce"):
-        raise ControlError(f"control/unsignable: {unsignable!r} is not send or bounce")
-    return SignConfig(
-        dkim.Options(header_c, body_c, expire),
-        dk if dk != "off" else "nofws",
-        dk != "off",
-        unsignable,
-    )
 
 
 @dataclass(frozen=True)

@@ -110,10 +110,11 @@ class Envelope:
 class Extensions:
     """What EHLO advertised; forgotten after STARTTLS (RFC 3207 section 4.2)."""
 
-    esmtp: bool = False
     pipelining: bool = False
     size: bool = False
-    size_limit: int | None = None
+    """SIZE offered: MAIL FROM says the message's size (RFC 1870). The limit it may name
+    is not acted on: a server that takes no message that large says so to MAIL or the
+    dot, and qmail's outcome table reports that as the server's words."""
     eight_bit_mime: bool = False
     starttls: bool = False
     smtputf8: bool = False
@@ -122,7 +123,7 @@ class Extensions:
 
     @classmethod
     def parse(cls, reply: Reply) -> Extensions:
-        ext = cls(esmtp=True)
+        ext = cls()
         for line in reply.lines[1:]:
             words = line[4:].decode("ascii", "replace").upper().split()
             if not words:
@@ -132,8 +133,6 @@ class Extensions:
                 ext.pipelining = True
             elif keyword == "SIZE":
                 ext.size = True
-                if len(words) > 1 and words[1].isdigit():
-                    ext.size_limit = int(words[1]) or None
             elif keyword == "8BITMIME":
                 ext.eight_bit_mime = True
             elif keyword == "STARTTLS":
@@ -188,7 +187,6 @@ class Conversation:
     _mechanism: sasl.Mechanism | None = None
     _who: str = ""
     _auth_failure: str = ""
-    _pending: list[State] = field(default_factory=list)
     _rcpt_index: int = 0
     raw_headers: bool = False
     """Header fields that are not ASCII went to a server without SMTPUTF8 (as qmail)."""
@@ -230,7 +228,6 @@ class Conversation:
         self.state = State.RSET
         self.accepted = 0
         self.critical = False
-        self._pending = []
         self._rcpt_index = 0
         return [Send(b"RSET\r\n")]
 
@@ -368,7 +365,6 @@ class Conversation:
         for index in self._sendable:
             data += self._rcpt_command(index).data
         data += b"DATA\r\n"
-        self._pending = [State.RCPT] * len(self._sendable) + [State.DATA]
         return [*refused, Send(data)]
 
     def _rcpt_command(self, position: int) -> Send:

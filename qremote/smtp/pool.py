@@ -25,13 +25,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Limits:
-    """From ``control/reuseidle``, ``control/reusemessages``, ``control/reuseage``."""
+    """From ``control/reuseidle``, ``control/reusemessages``, ``control/reuseage`` (their
+    defaults are in :data:`qremote.settings.CONTROL_FILES`)."""
 
-    idle: float = 5.0
+    idle: float
     """Seconds an unused connection stays open; 0 turns reuse off."""
-    messages: int = 100
+    messages: int
     """Messages one connection may carry, as Postfix's smtp_connection_reuse_count_limit."""
-    age: float = 300.0
+    age: float
     """Seconds after which a connection is not used again, as Postfix's
     smtp_connection_reuse_time_limit."""
 

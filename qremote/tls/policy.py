@@ -87,8 +87,8 @@ class PolicyFiles:
 
     The precedence, strongest first: ``notlshosts/<mx>`` (plain text), then
     ``tlshosts/<mx>.pem`` (required and verified), then ``tlshosts/exhaustivelist``
-    (plain text for hosts without a pem file), then opportunistic. Stronger sources to
-    come (a verified relay for AUTH, DANE, MTA-STS) take their row in :func:`decide`.
+    (plain text for hosts without a pem file), then opportunistic; a relay that needs
+    TLS, DANE and MTA-STS take their rows in :func:`decide` (see the module's docstring).
     """
 
     control: str

@@ -9,6 +9,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
+from qremote.smtp.body import header_block
+
 
 @dataclass(frozen=True)
 class Report:
@@ -148,8 +150,6 @@ def message(report: Report, org: str, sender: str, to: str, boundary: str, date:
 def is_tls_report(message: bytes, sender: bytes, contact: str) -> bool:
     """One of our own reports (``qremote tlsrpt send``): RFC 8460 section 5.3.1 asks that
     its delivery not be held to DANE or MTA-STS, whose failures it may be reporting."""
-    from qremote.smtp.body import header_block
-
     if sender.decode("utf-8", "replace").lower() != contact.lower():
         return False
     head = header_block(message).lower()

@@ -31,8 +31,12 @@ from typing import TYPE_CHECKING
 
 from qremote.atomic import write_file
 from qremote.control import ControlDir
+from qremote.https import HttpsError, request
 from qremote.limits import STS_FETCH_TIMEOUT, TLSRPT_INJECT_TIMEOUT, TLSRPT_JOB_TIME
-from qremote.settings import report_contact
+from qremote.routing.dnserrors import DnsHard, DnsSoft
+from qremote.routing.dnsquery import make_resolver, query
+from qremote.routing.resolve import first_address
+from qremote.settings import load_settings, report_contact
 from qremote.tlsrpt.record import day_of, folder
 from qremote.tlsrpt.report import HeaderError, Report, build, message
 from qremote.tlsrpt.rua import host_name, parse_rua, shown
@@ -40,7 +44,7 @@ from qremote.tlsrpt.rua import host_name, parse_rua, shown
 if TYPE_CHECKING:
     from dns.asyncresolver import Resolver as AsyncResolver
 
-    from qremote.settings import Settings as RemoteSettings
+    from qremote.settings import Settings
 
 GIVE_UP_DAYS = 7
 """A day whose reports could not all be handed on is dropped after this many days."""
@@ -51,17 +55,20 @@ for an administrator who wants to see what was reported, then deleted by the job
 
 
 @dataclass(frozen=True)
-class Settings:
+class Reporter:
+    """Who the reports come from and how they are mailed (control/tlsrptorg,
+    control/tlsrptcontact, qmail-inject)."""
+
     org: str
     contact: str
     inject: str
 
 
-def load(home: str) -> Settings:
+def load(home: str) -> Reporter:
     control = ControlDir(os.path.join(home, "control"))
     me = (control.line("me") or "localhost").strip()
     org = (control.line("tlsrptorg") or me).strip()
-    return Settings(org, report_contact(control), os.path.join(home, "bin", "qmail-inject"))
+    return Reporter(org, report_contact(control), os.path.join(home, "bin", "qmail-inject"))
 
 
 def pending_days(home: str, now: float) -> list[str]:
@@ -90,15 +97,13 @@ def run(home: str, now: float | None = None, budget: float = TLSRPT_JOB_TIME) ->
     """One line per report handed on (or failure, or skip); reports every pending day
     within ``budget`` seconds."""
     moment = time.time() if now is None else now
-    settings = load(home)
+    reporter = load(home)
     said: list[str] = []
-    from qremote.settings import load_settings
-
     resolver = _resolver(load_settings(home))
     said.extend(forget_old(home, moment))
     clock = Clock(budget)
     for day in pending_days(home, moment):
-        said.extend(asyncio.run(_day(home, day, settings, resolver, moment, clock)))
+        said.extend(asyncio.run(_day(home, day, reporter, resolver, moment, clock)))
         if clock.out():
             said.append(f"stopped after {budget:g} seconds; the rest waits for the next run")
             break
@@ -124,14 +129,13 @@ def forget_old(home: str, now: float) -> list[str]:
     return [f"deleted {len(gone)} files of days reported before {oldest}"] if gone else []
 
 
-def _resolver(settings: RemoteSettings) -> AsyncResolver:
-    from qremote.routing.resolve import make_resolver
+def _resolver(settings: Settings) -> AsyncResolver:
 
     return make_resolver(settings.nameservers, settings.timeout_connect, settings.timeout_remote)
 
 
 async def _day(
-    home: str, day: str, settings: Settings, resolver: AsyncResolver, now: float, clock: Clock
+    home: str, day: str, reporter: Reporter, resolver: AsyncResolver, now: float, clock: Clock
 ) -> list[str]:
     path = os.path.join(folder(home), day + ".log")
     done_path = os.path.join(folder(home), day + ".done")
@@ -153,7 +157,7 @@ async def _day(
         if clock.out():
             return said  # the day stays pending; the next run goes on from here
         try:
-            ok, lines = await _domain(day, domain, by_domain[domain], settings, resolver, clock)
+            ok, lines = await _domain(day, domain, by_domain[domain], reporter, resolver, clock)
         except Exception as e:  # noqa: BLE001 - one domain must not stop the others
             ok, lines = False, [f"{day} {shown(domain)}: failed ({e.__class__.__name__}); next run"]
         said.extend(lines)
@@ -181,10 +185,8 @@ def _read_lines(path: str) -> list[str]:
 
 
 async def _domain(
-    day: str, domain: str, lines: list[dict], settings: Settings, resolver, clock: Clock
+    day: str, domain: str, lines: list[dict], reporter: Reporter, resolver, clock: Clock
 ) -> tuple[bool, list[str]]:
-    from qremote.routing.dnserrors import DnsHard, DnsSoft
-    from qremote.routing.resolve import query
 
     if not host_name(domain):
         return True, [f"{day} {shown(domain)}: not a domain name; no report"]
@@ -198,14 +200,14 @@ async def _domain(
     said = [f"{day} {domain}: {why}" for why in rua.skipped]
     if not rua.targets:
         return True, said
-    report = build(day, domain, lines, settings.org, settings.contact)
+    report = build(day, domain, lines, reporter.org, reporter.contact)
     ok = True
     for target in rua.targets:
         if clock.out():
             return False, [*said, f"{day} {domain}: out of time; next run"]
         try:
             if target.kind == "mailto":
-                _mail(report, target.where, settings, clock.left(TLSRPT_INJECT_TIMEOUT))
+                _mail(report, target.where, reporter, clock.left(TLSRPT_INJECT_TIMEOUT))
             else:
                 await _post(report, target.where, resolver, clock.left(STS_FETCH_TIMEOUT))
             said.append(f"{day} {domain}: report {report.report_id} sent to {target}")
@@ -215,19 +217,19 @@ async def _domain(
     return ok, said
 
 
-def inject_command(settings: Settings, address: str) -> list[str]:
+def inject_command(reporter: Reporter, address: str) -> list[str]:
     """qmail-inject's arguments: recipients from the arguments alone (``-a``: a header
     field can add none), and ``--`` before the address, so it is never read as an
     option whatever it starts with."""
-    return [settings.inject, "-a", "-f", settings.contact, "--", address]
+    return [reporter.inject, "-a", "-f", reporter.contact, "--", address]
 
 
-def _mail(report: Report, address: str, settings: Settings, timeout: float) -> None:
+def _mail(report: Report, address: str, reporter: Reporter, timeout: float) -> None:
     boundary = "tlsrpt-" + os.urandom(8).hex()
     date = email.utils.formatdate(usegmt=True)
-    data = message(report, settings.org, settings.contact, address, boundary, date)
+    data = message(report, reporter.org, reporter.contact, address, boundary, date)
     proc = subprocess.run(
-        inject_command(settings, address), input=data, capture_output=True, timeout=timeout
+        inject_command(reporter, address), input=data, capture_output=True, timeout=timeout
     )
     if proc.returncode != 0:
         why = proc.stderr.decode("utf-8", "replace").strip() or f"exit {proc.returncode}"
@@ -235,8 +237,6 @@ def _mail(report: Report, address: str, settings: Settings, timeout: float) -> N
 
 
 async def _post(report: Report, url: str, resolver: AsyncResolver, timeout: float) -> None:
-    from qremote.mtasts.fetch import FetchError, request
-    from qremote.routing.resolve import first_address
 
     try:
         status, _, _ = await request(
@@ -247,7 +247,7 @@ async def _post(report: Report, url: str, resolver: AsyncResolver, timeout: floa
             [("Content-Type", "application/tlsrpt+gzip")],
             timeout=timeout,
         )
-    except FetchError as e:
+    except HttpsError as e:
         raise OSError(str(e)) from None
     if not 200 <= status < 300:
         raise OSError(f"HTTP {status}")

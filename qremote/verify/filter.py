@@ -182,6 +182,7 @@ def _log(text: str) -> None:
 
 def build(home: str, message_fd: int, size: int) -> tuple[int, Verdict | None]:
     """Verify and write the new message; (fd of the new message, policy verdict or None)."""
+    # start-up: --help/--version and a refused message load no verifier
     from qremote.control import ControlDir, ControlError
     from qremote.routing.addresses import parse_nameserver
     from qremote.signing.choose import domain_of
@@ -237,6 +238,7 @@ the message on unchanged. See README.md, "Verifying incoming mail".
 def _answer_a_person(argv: list[str]) -> bool:
     """--help and --version, and a person at a terminal with no message: say what this is
     on stdout (exit 0). A real qmail-queue caller passes no arguments and a pipe."""
+    # start-up: --help/--version and a refused message load no verifier
     from qremote import __version__
 
     if argv[1:2] == ["--version"]:

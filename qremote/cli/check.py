@@ -10,18 +10,33 @@ import os
 import ssl
 from collections.abc import Iterator
 
+import dns.flags
+import dns.message
+import dns.query
+
 from qremote.cli.install import is_compiled, is_wrapper
 from qremote.control import ControlDir, ControlError
+from qremote.daemon import client
+from qremote.daemon.descriptors import needed_for
 from qremote.groups import rules as group_rules
+from qremote.keys import rotate
+from qremote.keys.manage import rotation_states
+from qremote.keys.records import public_value
+from qremote.keys.rotate import last_run
+from qremote.keys.rotate import load_config as rotation_config
 from qremote.relay import smtpauth
 from qremote.relay.plan import plan
 from qremote.routing import source
 from qremote.routing.addresses import parse_nameserver
+from qremote.routing.dnsquery import make_resolver, on_loopback
 from qremote.routing.routes import RouteError, describe, parse_route
-from qremote.settings import CONTROL_FILES, dane_mode, integer
+from qremote.settings import CONTROL_FILES, DaneMode, integer, parse_file, signing_config
 from qremote.signing.keys import KeyProblem, KeyStore
-from qremote.signing.sign import load_config
+from qremote.signing.tags import parse_tags
 from qremote.tls.policy import decide, read_policy_files
+from qremote.tlsrpt.rua import mail_address
+from qremote.verify import policy
+from qremote.verify.txt import DnsTemporary, TxtLookup
 
 _SHARED_SCHEMES = ("redis://", "rediss://", "unix://")
 """What control/sharedstate may hold: the URL forms redis-py connects to."""
@@ -49,7 +64,7 @@ def _basics(control: ControlDir) -> Iterator[str]:
         except ControlError as e:
             yield str(e)
     try:
-        load_config(control)
+        signing_config(control)
     except ControlError as e:
         yield str(e)
     yield from group_rules.parse(control.lines("mxgroups") or [])[1]
@@ -62,11 +77,6 @@ def _formats(control: ControlDir) -> Iterator[str]:
     """The files whose format is known and that no other check reads: what qmail-remote,
     qmail-send, the verify filter or the rotation job would refuse or silently ignore."""
     import ipaddress
-
-    from qremote.keys.rotate import load_config as rotation_config
-    from qremote.settings import switch, utf8_headers_mode
-    from qremote.tlsrpt.rua import mail_address
-    from qremote.verify import policy
 
     for name in ("helohost", "me"):
         value = control.line(name)
@@ -93,8 +103,8 @@ def _formats(control: ControlDir) -> Iterator[str]:
     if length is not None and length.strip().lower() not in ("pass", "policy"):
         yield f"control/dkimlength: {length.strip()[:40]!r} is not pass or policy"
     for read in (
-        lambda: utf8_headers_mode(control),
-        lambda: switch(control, "mtasts"),
+        lambda: parse_file(control, "utf8headers"),
+        lambda: parse_file(control, "mtasts"),
         lambda: policy.parse(control.lines("dkimverifypolicy") or []),
         lambda: rotation_config(control),
         lambda: source.parse_bindings(control.lines("domainbindings") or []),
@@ -181,18 +191,12 @@ def _dane(control: ControlDir) -> Iterator[str]:
     if control.line("dane") is None and control.line("danecheck") is None:
         return  # the default: DANE where the resolver allows it, nothing to warn about
     try:
-        value = dane_mode(control)
+        value = parse_file(control, "dane")
     except ControlError as e:
         yield str(e)
         return
-    if value == "off":
+    if value is DaneMode.OFF:
         return
-    import dns.flags
-    import dns.message
-    import dns.query
-
-    from qremote.routing.resolve import make_resolver, on_loopback
-
     servers = [parse_nameserver(line) for line in control.listing("nameservers")]
     resolver = make_resolver(servers, 5, 10)
     shown = ", ".join(str(getattr(n, "address", n)) for n in resolver.nameservers)
@@ -372,8 +376,6 @@ def _rotation_job(control: ControlDir) -> Iterator[str]:
     """control/dkimrotate says keys rotate: the job must be running."""
     import time
 
-    from qremote.keys.rotate import last_run
-
     if control.lines("dkimrotate") is None:
         return
     when = last_run(control)
@@ -395,9 +397,6 @@ def _rotation(folder: str, domain: str, active, control: ControlDir) -> Iterator
     rotation must not stand still for more than a day."""
     import time
 
-    from qremote.keys import rotate
-    from qremote.keys.manage import rotation_states
-
     for why in rotate.stuck(folder, rotate.load_config(control), int(time.time())):
         yield f"control/domainkeys/{domain}: key rotation stuck: {why}"
     states = rotation_states(folder)
@@ -410,7 +409,6 @@ def _rotation(folder: str, domain: str, active, control: ControlDir) -> Iterator
 
 
 def _lookup(control: ControlDir):
-    from qremote.verify.txt import TxtLookup
 
     servers = [parse_nameserver(line) for line in control.listing("nameservers")]
     return TxtLookup(servers, 30.0)
@@ -418,10 +416,6 @@ def _lookup(control: ControlDir):
 
 def _published(lookup, key) -> Iterator[str]:
     """The active key's DNS record must exist and carry this key's public half."""
-    from qremote.keys.records import public_value
-    from qremote.signing.tags import parse_tags
-    from qremote.verify.txt import DnsTemporary
-
     name = f"{key.selector}._domainkey.{key.domain}"
     try:
         text = lookup.txt(name)
@@ -464,8 +458,6 @@ def _daemon(home: str, user: str) -> Iterator[str]:
     use it, and something must answer on it; otherwise every delivery runs in-process."""
     import stat
 
-    from qremote.daemon import client
-
     path = os.path.join(home, client.RELATIVE_PATH)
     try:
         st = os.stat(path)
@@ -491,8 +483,6 @@ def _room(home: str, status: str) -> Iterator[str]:
     """qremoted's descriptor limit against qmail's concurrencyremote: a daemon with room
     for fewer clients than qmail-send starts at once makes the rest queue for it."""
     import re
-
-    from qremote.daemon.descriptors import needed_for
 
     found = re.search(r"descriptors: (\d+) .*room for (\d+) clients", status)
     if found is None:

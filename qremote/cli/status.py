@@ -11,7 +11,9 @@ import time
 from qremote.control import ControlDir
 from qremote.daemon import client
 from qremote.groups.filelocks import FileBackend
+from qremote.mtasts.store import PolicyStore
 from qremote.tcpto import table
+from qremote.tlsrpt.record import day_of, folder
 
 
 def tcpto_lines(home: str, now: int | None = None) -> list[str]:
@@ -46,6 +48,7 @@ def _group_lines(rows: list[tuple[str, int, int]]) -> list[str]:
 
 async def _shared(url: str) -> list[str]:
     try:
+        # start-up: redis-py only when control/sharedstate names Redis
         from qremote.groups.shared import SharedBackend
         from qremote.tcpto.shared import SharedTcpto
 
@@ -71,9 +74,6 @@ def sts_lines(home: str, now: float | None = None) -> list[str]:
     """The MTA-STS policies remembered on disk, and the sessions recorded today for the
     TLS reports (successes and failures per policy domain)."""
     import json
-
-    from qremote.mtasts.store import PolicyStore
-    from qremote.tlsrpt.record import day_of, folder
 
     moment = time.time() if now is None else now
     store = PolicyStore(home)

@@ -8,14 +8,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import dns.asyncresolver
 
 from qremote.dane.tlsa import Dane, Tlsa
 from qremote.limits import DNS_MAX_TLSA
 from qremote.routing.dnserrors import DnsHard, DnsSoft
-
-if TYPE_CHECKING:
-    import dns.asyncresolver
+from qremote.routing.dnsquery import query
 
 
 def tlsa_name(host: str) -> str:
@@ -23,8 +21,6 @@ def tlsa_name(host: str) -> str:
 
 
 async def tlsa_state(resolver: dns.asyncresolver.Resolver, host: str, domain: str) -> Dane | None:
-    from qremote.routing.resolve import query
-
     name = tlsa_name(host)
     try:
         answer = await query(resolver, name, "TLSA")
