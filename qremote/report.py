@@ -242,6 +242,50 @@ def note_no_family(host: str, source: str, where: str) -> str:
     return f"No address of {host} is of the family of {source} ({where})."
 
 
+def note_signed(done: list[str]) -> str:
+    """What was signed: the signatures made (:func:`signed_dkim`, ...), one note."""
+    return "Signed: " + "; ".join(done) + "."
+
+
+def signed_dkim(domain: str, selector: str, algorithm: str) -> str:
+    return f"DKIM d={domain} s={selector} {algorithm}"
+
+
+def signed_domainkeys(domain: str, selector: str) -> str:
+    return f"DomainKeys d={domain} s={selector} rsa-sha1"
+
+
+NOT_DK_IDN = (
+    "no DomainKeys: its identity is an IDN, which DomainKeys verifiers cannot match to "
+    "the A-label d= (Mail::DKIM: bad identity)"
+)
+
+
+def note_no_key(who: str | None) -> str:
+    return f"Not signed: no key for {who or 'this message'} in control/domainkeys."
+
+
+def note_sent_unsigned(why: str) -> str:
+    """control/unsignable send: a key applies, and the message cannot be signed."""
+    return f"Not signed: the message cannot be signed ({why}); sent unsigned."
+
+
+def note_shared_unusable(url: str, why: str) -> str:
+    return f"Shared state {url} unusable ({why}); local MX-group caps used."
+
+
+def note_shared_unreachable(url: str, error: str) -> str:
+    return f"Shared state {url} unreachable ({error}); local MX-group caps used."
+
+
+def note_caps_off(why: str, root: str) -> str:
+    return f"MX-group caps off: {why} in {root}."
+
+
+def note_tcpto_unavailable(error: str) -> str:
+    return f"Shared tcpto unavailable ({error})."
+
+
 def cannot_run(program: str, why: str) -> bytes:
     """A program qremote hands the delivery to (sign-only mode's qmail-remote.orig)
     could not be started: temporary, the administrator can fix it."""

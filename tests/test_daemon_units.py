@@ -12,7 +12,15 @@ from qremote.daemon import client, wire
 from qremote.daemon.generations import control_signature
 from qremote.daemon.listener import allowed
 from qremote.daemon.server import Daemon, InFlight
-from qremote.smtp.conversation import Conversation, Envelope, Finished, Send, SendBody, Stale
+from qremote.smtp.conversation import (
+    Conversation,
+    Envelope,
+    Finished,
+    Send,
+    SendBody,
+    Setup,
+    Stale,
+)
 from qremote.smtp.pool import Limits, keepable
 from qremote.smtp.replies import ReplyParser
 
@@ -137,7 +145,8 @@ def test_the_control_signature_changes_on_edit_replace_add_and_remove(tmp_path):
 
 def kept_open() -> Conversation:
     """A conversation that has just sent its first message's dot."""
-    c = Conversation("192.0.2.1", Envelope("me.example", b"a@x", [b"b@y"]), keep_open=True)
+    envelope = Envelope("me.example", b"a@x", [b"b@y"])
+    c = Conversation("192.0.2.1", envelope, Setup(keep_open=True))
     c.receive(r(b"220 hi\r\n"))
     c.receive(r(b"250-mx\r\n250 PIPELINING\r\n"))
     c.receive(r(b"250 ok\r\n"))

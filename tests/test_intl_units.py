@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qremote.intl.envelope import plan
+from qremote.intl.envelope import plan_envelope
 from qremote.intl.idn import IdnError, ascii_address, ascii_domain, key
 
 
@@ -35,25 +35,26 @@ def test_addresses_downgrade_only_their_domain():
 
 
 def test_plan_ascii_needs_nothing():
-    chosen = plan(b"a@x.org", [b"b@y.org"], False, False)
+    chosen = plan_envelope(b"a@x.org", [b"b@y.org"], False, False)
     assert not chosen.smtputf8 and chosen.recipients == [b"b@y.org"]
 
 
 def test_plan_with_smtputf8_offered_sends_as_given():
     rcpt = "josé@exämple.de".encode()
-    chosen = plan(b"a@x.org", [rcpt], False, True)
+    chosen = plan_envelope(b"a@x.org", [rcpt], False, True)
     assert chosen.smtputf8 and chosen.recipients == [rcpt]
-    assert plan(b"a@x.org", [b"b@y.org"], True, True).smtputf8  # UTF-8 headers
+    assert plan_envelope(b"a@x.org", [b"b@y.org"], True, True).smtputf8  # UTF-8 headers
 
 
 def test_plan_without_smtputf8():
     jose, bob = "josé@exämple.de".encode(), "bob@exämple.de".encode()
-    chosen = plan(b"a@x.org", [jose, bob], False, False)
+    chosen = plan_envelope(b"a@x.org", [jose, bob], False, False)
     assert chosen.recipients == [None, b"bob@xn--exmple-cua.de"] and chosen.refusal is None
-    assert plan(b"a@x.org", [jose], False, False).refusal == "no recipient's address is ASCII"
-    assert plan(jose, [bob], False, False).refusal == "the sender's address is not ASCII"
-    assert plan(b"a@x.org", [b"b@y.org"], True, False).refusal == (
+    no_ascii = plan_envelope(b"a@x.org", [jose], False, False)
+    assert no_ascii.refusal == "no recipient's address is ASCII"
+    assert plan_envelope(jose, [bob], False, False).refusal == "the sender's address is not ASCII"
+    assert plan_envelope(b"a@x.org", [b"b@y.org"], True, False).refusal == (
         "the message's header fields are not ASCII"
     )
-    relaxed = plan(b"a@x.org", [b"b@y.org"], True, False, strict_headers=False)
+    relaxed = plan_envelope(b"a@x.org", [b"b@y.org"], True, False, strict_headers=False)
     assert relaxed.refusal is None and relaxed.raw_headers

@@ -10,15 +10,16 @@ import pytest
 
 from qremote.control import ControlError, parse_map
 from qremote.relay import sasl, smtpauth
-from qremote.relay.plan import plan
+from qremote.relay.plan import relaying_for
 from qremote.routing import routes
 from qremote.routing.routes import Credentials, Route, RouteError
 from qremote.smtp.conversation import (
+    Account,
     Conversation,
     Envelope,
     Finished,
-    Login,
     Send,
+    Setup,
     StartTLS,
 )
 from qremote.smtp.replies import ReplyParser
@@ -148,29 +149,30 @@ def test_smtpauth_problems_name_the_line_not_the_secret(line, problem):
 
 def test_plan_implicit_tls_on_465_unless_smtpauth_says_starttls():
     none = smtpauth.AuthTable({})
-    assert plan(Route("r", 465), none).implicit_tls
-    assert not plan(Route("r", 587, ALICE), none).implicit_tls
+    assert relaying_for(Route("r", 465), none).implicit_tls
+    assert not relaying_for(Route("r", 587, ALICE), none).implicit_tls
     said = smtpauth.parse(["r:465 tls=starttls", "r:2465 tls=implicit"])
-    assert not plan(Route("r", 465), said).implicit_tls
-    assert plan(Route("r", 2465), said).implicit_tls
+    assert not relaying_for(Route("r", 465), said).implicit_tls
+    assert relaying_for(Route("r", 2465), said).implicit_tls
 
 
 def test_plan_route_credentials_win_over_smtpauth():
     table = smtpauth.parse(["r user=other password=x mech=LOGIN verify=no"])
-    relaying = plan(Route("r", 25, ALICE, "w"), table)
+    relaying = relaying_for(Route("r", 25, ALICE, "w"), table)
     assert relaying.credentials == ALICE and relaying.mechanism == "LOGIN"
     assert relaying.tls == RelayTls("w", False, False)
-    assert plan(Route("r", 25), table).credentials == Credentials(b"other", b"x")
+    assert relaying_for(Route("r", 25), table).credentials == Credentials(b"other", b"x")
 
 
 def test_plan_without_credentials_or_implicit_tls_is_an_ordinary_hop():
-    relaying = plan(Route("r", 25), smtpauth.AuthTable({}))
+    relaying = relaying_for(Route("r", 25), smtpauth.AuthTable({}))
     assert relaying.tls is None and relaying.identity() is None
 
 
 def test_plan_tells_accounts_apart_without_keeping_the_password():
-    one = plan(Route("r", 25, ALICE), smtpauth.AuthTable({})).identity()
-    two = plan(Route("r", 25, Credentials(b"alice", b"other")), smtpauth.AuthTable({})).identity()
+    empty = smtpauth.AuthTable({})
+    one = relaying_for(Route("r", 25, ALICE), empty).identity()
+    two = relaying_for(Route("r", 25, Credentials(b"alice", b"other")), empty).identity()
     assert one != two and "pw" not in str(one)
 
 
@@ -261,11 +263,11 @@ def test_saslprep_rfc4013_errors(text):
 
 def test_mechanism_choice():
     offered = ("LOGIN", "PLAIN", "CRAM-MD5", "SCRAM-SHA-256")
-    assert sasl.choose(offered, None) == "SCRAM-SHA-256"
-    assert sasl.choose(("login", "plain"), None) == "PLAIN"
-    assert sasl.choose(offered, "LOGIN") == "LOGIN"
-    assert sasl.choose(("PLAIN",), "CRAM-MD5") is None
-    assert sasl.choose(("GSSAPI",), None) is None
+    assert sasl.pick_mechanism(offered, None) == "SCRAM-SHA-256"
+    assert sasl.pick_mechanism(("login", "plain"), None) == "PLAIN"
+    assert sasl.pick_mechanism(offered, "LOGIN") == "LOGIN"
+    assert sasl.pick_mechanism(("PLAIN",), "CRAM-MD5") is None
+    assert sasl.pick_mechanism(("GSSAPI",), None) is None
 
 
 # -- the conversation's AUTH states ---------------------------------------------------------------
@@ -278,7 +280,7 @@ def reply(text: str):
 
 def conversation(**kw) -> Conversation:
     envelope = Envelope("me.example", b"a@example.org", [b"b@example.com"])
-    return Conversation("192.0.2.1", envelope, login=Login(ALICE, "PLAIN", "w"), **kw)
+    return Conversation("192.0.2.1", envelope, Setup(login=Account(ALICE, "PLAIN", "w"), **kw))
 
 
 def test_auth_waits_for_tls_even_when_offered_in_clear():
@@ -296,7 +298,7 @@ def test_auth_waits_for_tls_even_when_offered_in_clear():
 
 
 def test_no_tls_no_auth_even_without_a_tls_policy():
-    """Defence in depth: a Login never goes out in clear, whatever the caller set up."""
+    """Defence in depth: a Account never goes out in clear, whatever the caller set up."""
     conv = conversation()
     conv.receive(reply("220 hi\r\n"))
     actions = conv.receive(reply("250-relay\r\n250 AUTH PLAIN\r\n"))
@@ -308,7 +310,7 @@ def test_a_challenge_that_is_not_base64_cancels_the_exchange():
     conv = Conversation(
         "192.0.2.1",
         Envelope("me", b"a@x", [b"b@y"]),
-        login=Login(ALICE, "LOGIN", "w"),
+        Setup(login=Account(ALICE, "LOGIN", "w")),
         tls=True,
     )
     conv.receive(reply("220 hi\r\n"))
@@ -322,7 +324,10 @@ def test_a_challenge_that_is_not_base64_cancels_the_exchange():
 
 def test_auth_refused_is_never_a_bounce():
     conv = Conversation(
-        "192.0.2.1", Envelope("me", b"a@x", [b"b@y"]), login=Login(ALICE, None, "w"), tls=True
+        "192.0.2.1",
+        Envelope("me", b"a@x", [b"b@y"]),
+        Setup(login=Account(ALICE, None, "w")),
+        tls=True,
     )
     conv.receive(reply("220 hi\r\n"))
     conv.receive(reply("250-r\r\n250 AUTH PLAIN\r\n"))

@@ -123,10 +123,10 @@ def test_mixed_family_mx_uses_the_matching_address(home, zone):
 
 def test_choice_is_a_pure_function():
     table = source.parse_bindings(["example.org:127.0.0.7", ":127.0.0.9:dflt.example"])
-    assert source.choose(b"x@example.org", table, None, "me") == source.Source(
+    assert source.source_for(b"x@example.org", table, None, "me") == source.Source(
         "127.0.0.7", "example.org", "control/domainbindings line 1"
     )
-    assert source.choose(b"", table, None, "me").helo == "dflt.example"
-    assert source.choose(b"x@y", {}, None, "me") == source.Source(None, "me")
+    assert source.source_for(b"", table, None, "me").helo == "dflt.example"
+    assert source.source_for(b"x@y", {}, None, "me") == source.Source(None, "me")
     with pytest.raises(ControlError):
         source.parse_bindings(["a:1.2.3"])

@@ -11,16 +11,6 @@ from qremote.control import ControlDir, ControlError, parse_map
 from qremote.routing import routes
 from qremote.routing.mx import Target, order, usable
 from qremote.smtp.body import PartialFinalLine, encode_body
-from qremote.smtp.conversation import (
-    Conversation,
-    Envelope,
-    Finished,
-    NextHost,
-    RecipientReport,
-    Send,
-    SendBody,
-    StartTLS,
-)
 from qremote.smtp.replies import Reply, ReplyParser
 
 # -- replies -----------------------------------------------------------------------------
@@ -155,85 +145,6 @@ def test_control_rules(tmp_path):
 
 def test_map_is_case_insensitive_and_later_lines_win():
     assert parse_map(["Example.COM:a", "example.com:b", "x"]) == {"example.com": "b", "x": ""}
-
-
-# -- the conversation, sans I/O ----------------------------------------------------------------
-
-
-def r(text: bytes) -> Reply:
-    [reply] = ReplyParser().feed(text)
-    return reply
-
-
-def conv(*recipients: bytes, **kw) -> Conversation:
-    env = Envelope("me.example", b"a@x", list(recipients or [b"b@y"]), size=42)
-    return Conversation("192.0.2.1", env, **kw)
-
-
-def test_plain_conversation_step_by_step():
-    c = conv(b"b@y", b"c@y")
-    assert c.receive(r(b"220 hi\r\n")) == [Send(b"EHLO me.example\r\n")]
-    assert c.receive(r(b"250-mx\r\n250 SIZE 100\r\n")) == [Send(b"MAIL FROM:<a@x> SIZE=42\r\n")]
-    assert c.receive(r(b"250 ok\r\n")) == [Send(b"RCPT TO:<b@y>\r\n")]
-    assert c.receive(r(b"550 no\r\n")) == [
-        RecipientReport(0, b"h192.0.2.1 does not like recipient.\nRemote host said: 550 no\n"),
-        Send(b"RCPT TO:<c@y>\r\n"),
-    ]
-    assert c.receive(r(b"250 ok\r\n")) == [RecipientReport(1, b"r"), Send(b"DATA\r\n")]
-    assert c.receive(r(b"354 go\r\n")) == [SendBody()]
-    assert not c.critical
-    c.dot_sending()
-    assert c.critical
-    assert c.receive(r(b"250 queued\r\n")) == [
-        Send(b"QUIT\r\n"),
-        Finished(b"K192.0.2.1 accepted message.\nRemote host said: 250 queued\n"),
-    ]
-    assert not c.critical
-
-
-def test_pipelined_envelope_goes_in_one_write():
-    c = conv(b"b@y", b"c@y")
-    c.receive(r(b"220 hi\r\n"))
-    acts = c.receive(r(b"250-mx\r\n250-PIPELINING\r\n250 8BITMIME\r\n"))
-    assert acts == [Send(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nDATA\r\n")]
-    assert c.receive(r(b"250 ok\r\n")) == []
-    assert c.receive(r(b"250 ok\r\n")) == [RecipientReport(0, b"r")]
-    assert c.receive(r(b"250 ok\r\n")) == [RecipientReport(1, b"r")]
-    assert c.receive(r(b"354 go\r\n")) == [SendBody()]
-
-
-def test_eight_bit_body_is_declared_when_offered():
-    c = conv()
-    c.envelope.eight_bit = True
-    c.receive(r(b"220 hi\r\n"))
-    assert c.receive(r(b"250-mx\r\n250 8BITMIME\r\n")) == [
-        Send(b"MAIL FROM:<a@x> BODY=8BITMIME\r\n")
-    ]
-
-
-def test_greeting_refusal_asks_for_the_next_host():
-    acts = conv().receive(r(b"554 no\r\n"))
-    assert acts == [
-        Send(b"QUIT\r\n"),
-        NextHost(b"DConnected to 192.0.2.1 but greeting failed.\nRemote host said: 554 no\n", True),
-    ]
-
-
-def test_starttls_then_ehlo_again_forgetting_extensions():
-    c = conv(want_tls=True)
-    c.receive(r(b"220 hi\r\n"))
-    assert c.receive(r(b"250-mx\r\n250-PIPELINING\r\n250 STARTTLS\r\n")) == [Send(b"STARTTLS\r\n")]
-    assert c.receive(r(b"220 go ahead\r\n")) == [StartTLS()]
-    assert c.tls_started() == [Send(b"EHLO me.example\r\n")]
-    assert not c.extensions.pipelining
-    assert c.receive(r(b"250 mx\r\n")) == [Send(b"MAIL FROM:<a@x>\r\n")]
-
-
-def test_required_tls_without_starttls_offered_is_temporary():
-    c = conv(want_tls=True, require_tls=True)
-    c.receive(r(b"220 hi\r\n"))
-    acts = c.receive(r(b"250 mx\r\n"))
-    assert isinstance(acts[-1], Finished) and acts[-1].report.startswith(b"Z")
 
 
 def test_the_thin_clients_usage_text_is_qmails():

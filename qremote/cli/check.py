@@ -25,7 +25,7 @@ from qremote.keys.records import public_value
 from qremote.keys.rotate import last_run
 from qremote.keys.rotate import load_config as rotation_config
 from qremote.relay import smtpauth
-from qremote.relay.plan import plan
+from qremote.relay.plan import relaying_for
 from qremote.routing import source
 from qremote.routing.addresses import parse_nameserver
 from qremote.routing.dnsquery import make_resolver, on_loopback
@@ -176,7 +176,7 @@ def _relays(control: ControlDir, user: str) -> Iterator[str]:
                     continue
                 if route.credentials is not None:
                     holding.add(name)
-                relay_tls = plan(route, usable).tls
+                relay_tls = relaying_for(route, usable).tls
                 if relay_tls is not None:
                     decide(files, route.relay, relay_tls)
             except (RouteError, ControlError) as e:

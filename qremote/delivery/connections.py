@@ -28,11 +28,26 @@ from qremote.delivery.attempt import (
 )
 from qremote.delivery.context import Delivery
 from qremote.delivery.outcome import Outcome, with_notes
-from qremote.delivery.tlsplan import Plan, Unusable, key_for, plan_for, policy_for, unverified
+from qremote.delivery.tlsplan import (
+    Plan,
+    TlsaLookupFailed,
+    key_for,
+    plan_for,
+    policy_for,
+    unverified,
+)
 from qremote.groups import caps
 from qremote.routing.mx import Target
 from qremote.smtp import pool
-from qremote.smtp.conversation import Action, Conversation, Login, NextHost, RecipientReport, State
+from qremote.smtp.conversation import (
+    Account,
+    Action,
+    Conversation,
+    NextHost,
+    RecipientReport,
+    Setup,
+    State,
+)
 from qremote.smtp.session import (
     ConnectFailed,
     Dropped,
@@ -97,7 +112,7 @@ class Connections:
             plan = plan_for(ctx.settings, target, policy)
         except ControlError as e:
             return Outcome.final(report.control_error(str(e)))
-        except Unusable as e:
+        except TlsaLookupFailed as e:
             refused = _told(watch, Attempt.unusable(e.report, notes))
             assert isinstance(refused, NextAddress)  # never tried, never without TLS
             return refused.refusal
@@ -173,11 +188,9 @@ class Connections:
         relay = ctx.route.relay
         login = None
         if relay is not None and relay.credentials is not None:
-            login = Login(relay.credentials, relay.mechanism, relay.where)
+            login = Account(relay.credentials, relay.mechanism, relay.where)
         pool_ = ctx.resources.pool
-        conv = Conversation(
-            partner=target.ip,
-            envelope=ctx.envelope,
+        setup = Setup(
             want_tls=tls is not None,
             require_tls=tls is not None and tls.required,
             keep_open=pool_ is not None and pool_.limits.idle > 0,
@@ -185,6 +198,7 @@ class Connections:
             route=relay.where if relay is not None else None,
             probe=ctx.probe is not None,
         )
+        conv = Conversation(target.ip, ctx.envelope, setup)
         session = Session(reader, writer, conv, ctx.body, settings.timeout_remote, tls)
         session.progress = ctx.probe.progress if ctx.probe is not None else None
         return session

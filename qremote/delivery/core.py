@@ -61,7 +61,7 @@ async def probe(settings: Settings, host: str, sender: bytes, watcher: Probe) ->
     """Go where a delivery from ``sender`` to ``host`` would go, as far as the envelope
     (TLS, AUTH), and stop without sending anything: ``qremote check --route``.
     ``watcher`` is told each step as it is reached, with the delivery's own time-outs."""
-    origin = source.choose(sender, settings.bindings, settings.outgoing_ip, settings.helo)
+    origin = source.source_for(sender, settings.bindings, settings.outgoing_ip, settings.helo)
     try:
         source.check_local(origin)
     except ControlError as e:

@@ -22,7 +22,7 @@ from qremote.intl.idn import IdnError, ascii_domain
 from qremote.mtasts import discover
 from qremote.mtasts.apply import enforce_mx
 from qremote.mtasts.discover import Found
-from qremote.relay.plan import Relaying, plan
+from qremote.relay.plan import Relaying, relaying_for
 from qremote.routing import routes
 from qremote.routing.addresses import ip_literal
 from qremote.routing.dnserrors import DnsHard, DnsSoft, NullMx
@@ -118,7 +118,7 @@ async def _way(
     """
     who = sender.decode("utf-8", "surrogateescape")
     route = routes.route_for(host, settings.routes, who, settings.senders)
-    relay = plan(route, settings.smtpauth) if route is not None else None
+    relay = relaying_for(route, settings.smtpauth) if route is not None else None
     name = route.relay if route is not None else host
     port = route.port if route is not None else routes.DEFAULT_PORT
     ip = ip_literal(name) if route is not None or name.startswith("[") else None

@@ -38,7 +38,7 @@ def sign(
     unsendable = _unsendable(sender, recipients)
     if unsendable is not None:
         return unsendable
-    origin = source.choose(sender, settings.bindings, settings.outgoing_ip, settings.helo)
+    origin = source.source_for(sender, settings.bindings, settings.outgoing_ip, settings.helo)
     try:
         source.check_local(origin)
     except ControlError as e:

@@ -21,7 +21,7 @@ from qremote.tls import contexts
 from qremote.tls.policy import Mode, Policy, decide
 
 
-class Unusable(Exception):
+class TlsaLookupFailed(Exception):
     """This address must not be tried now (its TLSA lookup failed); the report says why."""
 
     def __init__(self, text: bytes) -> None:
@@ -60,10 +60,10 @@ class Plan:
 
 
 def plan_for(settings: Settings, target: Target, policy: Policy) -> Plan:
-    """How to run TLS with ``target``; ControlError when it must not go on, Unusable when
+    """How to run TLS with ``target``; ControlError when it must not go on, TlsaLookupFailed when
     DANE holds the host and its TLSA lookup failed."""
     if policy.failure is not None:
-        raise Unusable(report.dane_unusable(target.name, target.ip, policy.failure))
+        raise TlsaLookupFailed(report.dane_unusable(target.name, target.ip, policy.failure))
     if policy.mode is Mode.PLAIN:
         return Plan(policy, None)
     try:
@@ -99,7 +99,7 @@ def reuse_keys(settings: Settings, route: Route) -> list[Key]:
             continue
         try:
             tls = plan_for(settings, target, policy_for(settings, route, target)).setup
-        except (ControlError, Unusable):
+        except (ControlError, TlsaLookupFailed):
             continue
         keys.append(key_for(route, target, tls))
         if tls is not None and not tls.required:

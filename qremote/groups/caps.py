@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from qremote import report
 from qremote.groups.filelocks import FileBackend
 from qremote.groups.rules import Group
 
@@ -78,7 +79,7 @@ class BackendUnusable(Exception):
     """The shared backend cannot be used at all here (its library is missing or broken)."""
 
 
-class Unusable:
+class UnloadableBackend:
     """Stands in for the Redis backend when redis-py cannot be loaded: every delivery
     then takes the local path, with a note, exactly as when Redis does not answer."""
 
@@ -105,7 +106,7 @@ def shared_backend(url: str | None, lease: int) -> SharedState | None:
 
         return SharedBackend(url, lease)
     except Exception as e:  # noqa: BLE001 - ImportError, or a broken install: never stop mail
-        return Unusable(url, f"redis-py cannot be loaded: {e.__class__.__name__}: {e}")
+        return UnloadableBackend(url, f"redis-py cannot be loaded: {e.__class__.__name__}: {e}")
 
 
 async def take(home: str, shared: SharedState | None, group: Group, wait: float) -> Taken:
@@ -116,16 +117,13 @@ async def take(home: str, shared: SharedState | None, group: Group, wait: float)
             slot = await shared.acquire(group.name, group.limit, wait)
             return Taken(slot, slot is None, notes, "shared")
         except BackendUnusable as e:
-            notes.append(f"Shared state {shared.url} unusable ({e}); local MX-group caps used.")
+            notes.append(report.note_shared_unusable(shared.url, str(e)))
         except Exception as e:  # noqa: BLE001 - any Redis trouble: fall back, never block
-            notes.append(
-                f"Shared state {shared.url} unreachable ({e.__class__.__name__}); "
-                "local MX-group caps used."
-            )
+            notes.append(report.note_shared_unreachable(shared.url, e.__class__.__name__))
     local = FileBackend(os.path.join(home, "qremote"))
     try:
         slot = await local.acquire(group.name, group.limit, wait)
     except OSError as e:
-        notes.append(f"MX-group caps off: {e.strerror} in {local.root}.")
+        notes.append(report.note_caps_off(str(e.strerror), local.root))
         return Taken(_NoSlot(), False, notes, "off")
     return Taken(slot, slot is None, notes, "local")

@@ -43,7 +43,7 @@ class Plan:
     """Recipients refused whatever the server offers, and why (qremote.smtp.addresses)."""
 
 
-def plan(
+def plan_envelope(
     sender: bytes,
     recipients: list[bytes],
     utf8_headers: bool,

@@ -48,7 +48,7 @@ class Relaying:
         return digest, self.mechanism or "", self.implicit_tls
 
 
-def plan(route: Route, table: AuthTable) -> Relaying:
+def relaying_for(route: Route, table: AuthTable) -> Relaying:
     """RouteError when the route or smtpauth cannot be used (messages name lines only)."""
     if table.problems:
         raise RouteError(table.problems[0])

@@ -223,7 +223,7 @@ MECHANISMS: dict[str, type[Mechanism]] = {
 }
 
 
-def choose(offered: tuple[str, ...], wanted: str | None) -> str | None:
+def pick_mechanism(offered: tuple[str, ...], wanted: str | None) -> str | None:
     """The mechanism to use: the route's if it names one (None if the relay does not
     offer it), else the first of :data:`PREFERENCE` the relay offers."""
     upper = {m.upper() for m in offered}

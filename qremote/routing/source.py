@@ -83,7 +83,7 @@ def sender_domain(sender: bytes) -> str | None:
     return domain or None
 
 
-def choose(
+def source_for(
     sender: bytes, bindings: dict[str, Binding], outgoing_ip: str | None, helo: str
 ) -> Source:
     """The source for one message (pure: no check that the address is ours)."""

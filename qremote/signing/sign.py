@@ -20,6 +20,7 @@ import os
 import time
 from dataclasses import dataclass
 
+from qremote import report
 from qremote.signing import dkim, domainkeys
 from qremote.signing.choose import choose, domain_of
 from qremote.signing.keys import KeyProblem, KeyStore
@@ -83,23 +84,23 @@ def sign_message(
         body_hash = dkim.body_hash(parsed, config.dkim.body_canon)
         for key in keys:
             fields.insert(0, dkim.sign(parsed, domain, key, stamp, config.dkim, body_hash))
-            done.append(f"DKIM d={domain} s={key.selector} {key.algorithm}")
+            done.append(report.signed_dkim(domain, key.selector, key.algorithm))
         dk = _domainkey(parsed, store, config, keys, domain, from_domain)
         if dk is not None:
             fields.append(dk[0])
             done.append(dk[1])
         elif config.domainkeys and _idn_identity(parsed):
-            done.append(NOT_DK_IDN)
+            done.append(report.NOT_DK_IDN)
     except KeyProblem as e:
         raise SigningError(f"signing key unusable: {e}") from None
     except (ValueError, TypeError, OSError) as e:
         raise SigningError(f"signing failed: {e.__class__.__name__}: {e}") from None
     headers = b"".join(fields).replace(b"\r\n", b"\n")
-    return Signed(headers, "Signed: " + "; ".join(done) + ".")
+    return Signed(headers, report.note_signed(done))
 
 
 def _no_key(who: str | None) -> Signed:
-    return Signed(b"", f"Not signed: no key for {who or 'this message'} in control/domainkeys.")
+    return Signed(b"", report.note_no_key(who))
 
 
 def _unsignable(
@@ -115,7 +116,7 @@ def _unsignable(
         return _no_key(from_domain or sender_domain)
     if config.unsignable == "bounce":
         raise Unsignable(why)
-    return Signed(b"", f"Not signed: the message cannot be signed ({why}); sent unsigned.")
+    return Signed(b"", report.note_sent_unsigned(why))
 
 
 def _loose_from_domain(message: bytes) -> str | None:
@@ -128,12 +129,6 @@ def _loose_from_domain(message: bytes) -> str | None:
         if colon and name.strip().lower() == b"from":
             return domain_of(value)
     return None
-
-
-NOT_DK_IDN = (
-    "no DomainKeys: its identity is an IDN, which DomainKeys verifiers cannot match to "
-    "the A-label d= (Mail::DKIM: bad identity)"
-)
 
 
 def _identity(parsed):
@@ -178,7 +173,7 @@ def _domainkey(parsed, store: KeyStore, config: SignConfig, keys, domain, from_d
     if rsa_key is None:
         return None
     field = domainkeys.sign(parsed, dk_domain, rsa_key, config.dk_canon)
-    return field, f"DomainKeys d={dk_domain} s={rsa_key.selector} rsa-sha1"
+    return field, report.signed_domainkeys(dk_domain, rsa_key.selector)
 
 
 def store_for(control_path: str) -> KeyStore:

@@ -7,7 +7,11 @@ socket, so every row of qmail's outcome table is a unit test away.
 
 Outcomes follow qmail-remote.c's smtp(), with the RFC 2821 greeting patch:
 a greeting that is not 220, or a refused HELO, asks the caller to try the next MX
-(:class:`NextHost`) instead of failing the message.
+(:class:`NextHost`) instead of failing the message. The regular rows are tables
+(:data:`_REFUSED`, :data:`_NEXT_HOST`); every ending goes through one helper that says
+QUIT. What the delivery decided for the connection is a frozen :class:`Setup`, apart
+from what the conversation learns. ``tests/test_conversation.py`` is the table, row by
+row.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from dataclasses import dataclass, field
 from enum import Enum, auto
 
 from qremote import report
-from qremote.intl.envelope import Plan, plan
+from qremote.intl.envelope import Plan, plan_envelope
 from qremote.relay import sasl
 from qremote.routing.routes import Credentials
 from qremote.smtp.replies import Reply
@@ -65,7 +69,7 @@ class Finished:
     """The message report for this connection; QUIT has already been queued if useful.
 
     ``open`` is True when QUIT was held back because the connection may carry another
-    message (:attr:`Conversation.keep_open`); the driver then keeps it or says QUIT.
+    message (:attr:`Setup.keep_open`); the driver then keeps it or says QUIT.
     """
 
     report: bytes
@@ -147,7 +151,7 @@ class Extensions:
 
 
 @dataclass(frozen=True)
-class Login:
+class Account:
     """SMTP AUTH on this connection: whose account, which mechanism if the route names
     one, and which route line configured it (for reports)."""
 
@@ -156,32 +160,56 @@ class Login:
     where: str
 
 
-@dataclass
-class Conversation:
-    """One SMTP session with one server for one message."""
+@dataclass(frozen=True)
+class Setup:
+    """What the delivery decided for this connection; it never changes while it lives."""
 
-    partner: str
-    envelope: Envelope
     want_tls: bool = False
     """Ask for STARTTLS when the server offers it (the TLS policy decides this)."""
     require_tls: bool = False
     """Fail (temporarily) rather than send in plain text."""
-    state: State = State.GREETING
-    extensions: Extensions = field(default_factory=Extensions)
-    tls: bool = False
-    critical: bool = False
-    """True between the final dot and its reply: a lost connection may mean a duplicate."""
-    accepted: int = 0
     keep_open: bool = False
     """Hold back QUIT after the server answers the final dot, so a long-lived process
-    can send the next message over this connection (see :meth:`reset`)."""
-    login: Login | None = None
+    can send the next message over this connection (see :meth:`Conversation.reset`)."""
+    login: Account | None = None
     """Authenticate (only ever inside TLS) before the envelope."""
     route: str | None = None
     """The route line that sent us to this relay (None for an MX): named when the relay
     wants authentication and has none configured."""
     probe: bool = False
     """Stop before MAIL: ``qremote check --route`` tests TLS and AUTH without sending."""
+
+
+_REFUSED = {
+    State.MAIL: ("Connected to ", " but sender was rejected"),
+    State.DATA: ("", " failed on DATA command"),
+}
+"""qmail's words when MAIL or DATA is refused: ``D`` for 5xx, ``Z`` for anything else
+that is not what the command asks for (2xx for MAIL, 3xx for DATA)."""
+
+_NEXT_HOST = {
+    State.GREETING: (" but greeting failed", True),
+    State.HELO: (" but my name was rejected", False),
+}
+"""A greeting or HELO refused: the next address is tried; only a 5xx greeting may bounce
+(when every host gives one), a refused HELO says more about our name than about the
+recipient."""
+
+
+@dataclass
+class Conversation:
+    """One SMTP session with one server for one message: the setup, then what it has
+    learnt and where it stands."""
+
+    partner: str
+    envelope: Envelope
+    setup: Setup = Setup()
+    state: State = State.GREETING
+    extensions: Extensions = field(default_factory=Extensions)
+    tls: bool = False
+    critical: bool = False
+    """True between the final dot and its reply: a lost connection may mean a duplicate."""
+    accepted: int = 0
     authenticated: str | None = None
     """``user (MECH)`` once the relay said 235; kept for a kept connection's messages."""
     _mechanism: sasl.Mechanism | None = None
@@ -239,19 +267,27 @@ class Conversation:
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _quit(self, letter: str, prefix: str, append: str, reply: Reply) -> list[Action]:
+    def _end(self, final: Finished | NextHost | Stale) -> list[Action]:
+        """The conversation ends here: QUIT, and what it came to."""
         self.state = State.DONE
-        text = report.quit_report(letter, prefix, self.partner, append, reply.text)
-        return [Send(b"QUIT\r\n"), Finished(text)]
+        return [Send(b"QUIT\r\n"), final]
 
-    def _next_host(self, append: str, reply: Reply, may_bounce: bool) -> list[Action]:
-        """Only a 5xx greeting may bounce (when every host gives one); a refused HELO
-        says more about our name than about the recipient, so it is always temporary."""
-        self.state = State.DONE
+    def _quit(self, letter: str, prefix: str, append: str, reply: Reply) -> list[Action]:
+        text = report.quit_report(letter, prefix, self.partner, append, reply.text)
+        return self._end(Finished(text))
+
+    def _refused(self, reply: Reply) -> list[Action]:
+        """MAIL or DATA refused (:data:`_REFUSED`)."""
+        prefix, append = _REFUSED[self.state]
+        return self._quit("D" if reply.permanent else "Z", prefix, append, reply)
+
+    def _next_host(self, reply: Reply) -> list[Action]:
+        """The greeting or HELO refused (:data:`_NEXT_HOST`)."""
+        append, may_bounce = _NEXT_HOST[self.state]
         permanent = may_bounce and reply.permanent
         letter = "D" if permanent else "Z"
         text = report.quit_report(letter, "Connected to ", self.partner, append, reply.text)
-        return [Send(b"QUIT\r\n"), NextHost(text, permanent)]
+        return self._end(NextHost(text, permanent))
 
     def _ehlo(self) -> list[Action]:
         self.state = State.EHLO
@@ -271,24 +307,21 @@ class Conversation:
     def _after_hello(self) -> list[Action]:
         """EHLO (or HELO) done, and STARTTLS if there was one: authenticate, then the
         envelope. Required TLS that did not happen ends it here, before any AUTH."""
-        if self.require_tls and not self.tls:
-            self.state = State.DONE
-            return [Send(b"QUIT\r\n"), Finished(report.tls_not_negotiated(self.partner))]
-        if self.login is not None:
-            return self._authenticate(self.login)
+        if self.setup.require_tls and not self.tls:
+            return self._end(Finished(report.tls_not_negotiated(self.partner)))
+        if self.setup.login is not None:
+            return self._authenticate(self.setup.login)
         return self._envelope()
 
-    def _authenticate(self, login: Login) -> list[Action]:
+    def _authenticate(self, login: Account) -> list[Action]:
         if not self.tls:  # the policy requires TLS with credentials; never in clear
-            self.state = State.DONE
-            return [Send(b"QUIT\r\n"), Finished(report.tls_not_negotiated(self.partner))]
+            return self._end(Finished(report.tls_not_negotiated(self.partner)))
         user = login.credentials.user
         offered = self.extensions.auth
-        name = sasl.choose(offered, login.mechanism)
+        name = sasl.pick_mechanism(offered, login.mechanism)
         if name is None:
-            self.state = State.DONE
             text = report.auth_unusable(self.partner, offered, login.mechanism, login.where)
-            return [Send(b"QUIT\r\n"), Finished(text)]
+            return self._end(Finished(text))
         self._mechanism = sasl.MECHANISMS[name](login.credentials)
         self._who = report.auth_identity(user, name)
         first = self._mechanism.initial()
@@ -313,10 +346,8 @@ class Conversation:
         if reply.code == 235 and self._mechanism.finished():
             self.authenticated = self._who
             return self._envelope()
-        self.state = State.DONE
         why = "it said 235 without proving it knows the password" if reply.code == 235 else ""
-        text = report.auth_failed(self.partner, self._who, why, reply.text)
-        return [Send(b"QUIT\r\n"), Finished(text)]
+        return self._end(Finished(report.auth_failed(self.partner, self._who, why, reply.text)))
 
     def _cancel_auth(self, why: str) -> list[Action]:
         """RFC 4954 section 4: ``*`` ends an exchange we cannot go on with."""
@@ -325,26 +356,23 @@ class Conversation:
         return [Send(b"*\r\n")]
 
     def _on_auth_cancel(self, reply: Reply) -> list[Action]:
-        self.state = State.DONE
         text = report.auth_failed(self.partner, self._who, self._auth_failure, reply.text)
-        return [Send(b"QUIT\r\n"), Finished(text)]
+        return self._end(Finished(text))
 
     def _envelope(self) -> list[Action]:
         """MAIL, then RCPTs: all at once with DATA when the server pipelines (RFC 2920)."""
-        if self.require_tls and not self.tls:
-            self.state = State.DONE
-            return [Send(b"QUIT\r\n"), Finished(report.tls_not_negotiated(self.partner))]
-        if self.probe:
-            self.state = State.DONE
-            return [Send(b"QUIT\r\n"), Finished(report.probe_done(self.partner))]
+        if self.setup.require_tls and not self.tls:
+            return self._end(Finished(report.tls_not_negotiated(self.partner)))
+        if self.setup.probe:
+            return self._end(Finished(report.probe_done(self.partner)))
         env = self.envelope
         offered = self.extensions.smtputf8
-        chosen = plan(env.sender, env.recipients, env.utf8_headers, offered, env.strict_headers)
+        chosen = plan_envelope(
+            env.sender, env.recipients, env.utf8_headers, offered, env.strict_headers
+        )
         if chosen.refusal is not None:
             # Nothing raw to a server that did not ask for it; the next MX may take it.
-            self.state = State.DONE
-            text = report.utf8_refused(self.partner, chosen.refusal)
-            return [Send(b"QUIT\r\n"), NextHost(text, True)]
+            return self._end(NextHost(report.utf8_refused(self.partner, chosen.refusal), True))
         self._plan = chosen
         self.raw_headers = chosen.raw_headers
         self._sendable = [i for i, r in enumerate(chosen.recipients) if r is not None]
@@ -378,7 +406,7 @@ class Conversation:
 
     def _on_greeting(self, reply: Reply) -> list[Action]:
         if reply.code != 220:
-            return self._next_host(" but greeting failed", reply, True)
+            return self._next_host(reply)
         return self._ehlo()
 
     def _on_ehlo(self, reply: Reply) -> list[Action]:
@@ -389,34 +417,31 @@ class Conversation:
             self.state = State.HELO
             return [Send(f"HELO {self.envelope.helo}\r\n".encode())]
         self.extensions = Extensions.parse(reply)
-        if self.want_tls and not self.tls and self.extensions.starttls:
+        if self.setup.want_tls and not self.tls and self.extensions.starttls:
             self.state = State.STARTTLS
             return [Send(b"STARTTLS\r\n")]
         return self._after_hello()
 
     def _on_helo(self, reply: Reply) -> list[Action]:
         if reply.code != 250:
-            return self._next_host(" but my name was rejected", reply, False)
+            return self._next_host(reply)
         self.extensions = Extensions()
         return self._after_hello()
 
     def _on_starttls(self, reply: Reply) -> list[Action]:
         if reply.code != 220:
-            if self.require_tls:
+            if self.setup.require_tls:
                 return self._quit("Z", "Connected to ", " but STARTTLS was refused", reply)
             return self._after_hello()
         return [StartTLS()]
 
     def _on_mail(self, reply: Reply) -> list[Action]:
-        if reply.code == 530 and self.route is not None and self.login is None:
+        if reply.code == 530 and self.setup.route is not None and self.setup.login is None:
             # A relay that wants AUTH we were not given: the administrator's to fix.
-            self.state = State.DONE
-            text = report.auth_required(self.partner, self.route, reply.text)
-            return [Send(b"QUIT\r\n"), Finished(text)]
-        if reply.permanent:
-            return self._quit("D", "Connected to ", " but sender was rejected", reply)
+            text = report.auth_required(self.partner, self.setup.route, reply.text)
+            return self._end(Finished(text))
         if not reply.positive:
-            return self._quit("Z", "Connected to ", " but sender was rejected", reply)
+            return self._refused(reply)
         self.state = State.RCPT
         self._rcpt_index = 0
         if self.extensions.pipelining:
@@ -443,19 +468,15 @@ class Conversation:
         if not self.accepted:
             # Pipelined DATA may still be answered 354 by a broken server; QUIT then
             # lands inside an unfinished message, which the server must discard.
-            self.state = State.DONE
-            text = report.no_recipient_accepted(self.partner)
-            return [*actions, Send(b"QUIT\r\n"), Finished(text)]
+            return [*actions, *self._end(Finished(report.no_recipient_accepted(self.partner)))]
         self.state = State.DATA
         if not self.extensions.pipelining:
             actions.append(Send(b"DATA\r\n"))
         return actions
 
     def _on_data(self, reply: Reply) -> list[Action]:
-        if reply.permanent:
-            return self._quit("D", "", " failed on DATA command", reply)
         if not 300 <= reply.code < 400:
-            return self._quit("Z", "", " failed on DATA command", reply)
+            return self._refused(reply)
         self.state = State.BODY
         self.eight_bit_unasked = self.envelope.eight_bit and not self.extensions.eight_bit_mime
         return [SendBody()]
@@ -485,8 +506,7 @@ class Conversation:
 
     def _on_rset(self, reply: Reply) -> list[Action]:
         if reply.code != 250:
-            self.state = State.DONE
-            return [Send(b"QUIT\r\n"), Stale()]
+            return self._end(Stale())
         return self._envelope()
 
     def _on_body(self, reply: Reply) -> list[Action]:
@@ -496,7 +516,7 @@ class Conversation:
         else:
             letter = "D" if reply.permanent else "Z"
             verb = " failed after I sent the message"
-        if self.keep_open and reply.code != 421 and (reply.positive or reply.code >= 400):
+        if self.setup.keep_open and reply.code != 421 and (reply.positive or reply.code >= 400):
             # Any proper answer but 421 (the server is closing) leaves a usable session.
             self.state = State.DONE
             text = report.quit_report(letter, "", self.partner, verb, reply.text)

@@ -17,6 +17,7 @@ import os
 import time
 from dataclasses import dataclass
 
+from qremote import report
 from qremote.tcpto import table
 
 
@@ -107,7 +108,7 @@ class Tcpto:
 
     def _trouble(self, e: Exception) -> None:
         if not self.notes:
-            self.notes.append(f"Shared tcpto unavailable ({e.__class__.__name__}).")
+            self.notes.append(report.note_tcpto_unavailable(e.__class__.__name__))
         self.shared = None
 
     async def skip(self, ip: str) -> bool:

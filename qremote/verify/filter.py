@@ -208,7 +208,7 @@ def build(home: str, message_fd: int, size: int) -> tuple[int, Verdict | None]:
     except ValueError:
         from_domain = None
     del message
-    verdict = policy.decide(rules, from_domain, found)
+    verdict = policy.verdict_for(rules, from_domain, found)
 
     end = header_block_end(message_fd, size)
     head = os.pread(message_fd, end, 0)

@@ -39,7 +39,9 @@ def parse(lines: list[str]) -> dict[str, str]:
     return rules
 
 
-def decide(rules: dict[str, str], from_domain: str | None, results: list[Result]) -> Verdict | None:
+def verdict_for(
+    rules: dict[str, str], from_domain: str | None, results: list[Result]
+) -> Verdict | None:
     if not rules or not from_domain:
         return None
     labels = from_domain.split(".")
