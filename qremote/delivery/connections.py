@@ -10,6 +10,7 @@ from the pool for it (ended if it was never used).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from qremote import report
 from qremote.control import ControlError
@@ -58,6 +59,17 @@ from qremote.smtp.session import (
     dropped_report,
 )
 from qremote.tlsrpt.watch import Watch
+
+
+@dataclass(frozen=True)
+class _Ride:
+    """The current connection to an address: its session, the TLS it was opened with,
+    and (for the pool) when it was opened and how many messages it carried before."""
+
+    session: Session
+    tls: TlsSetup | None
+    born: float
+    carried: int
 
 
 class Connections:
@@ -141,15 +153,14 @@ class Connections:
         """Connection after connection to one address, as the attempt commands."""
         ctx = self.delivery
         answer = attempt.start()
-        tls, session = plan.setup, None
-        born, carried = time.monotonic(), 0  # the current connection's, for the pool
+        ride: _Ride | None = None
         while True:
             command = _told(watch, answer)
             if isinstance(command, NextAddress):
                 return command.refusal
             if isinstance(command, Finish):
-                assert session is not None  # a report comes from a conversation
-                return await self._finish(command, session, target, tls, born, carried)
+                assert ride is not None  # a report comes from a conversation
+                return await self._finish(command, ride, target)
             if isinstance(command, Connect):
                 if kept is not None and command.drop_kept:
                     await kept.session.quit()  # the TLS files changed since it was opened
@@ -159,14 +170,13 @@ class Connections:
                 if session is None:
                     answer = attempt.unreachable()
                     continue
-                start, born, carried = None, time.monotonic(), 0
+                ride, start = _Ride(session, tls, time.monotonic(), 0), None
             else:  # Reuse
                 assert kept is not None
-                tls = tls if attempt.now is Tls.PLANNED else None
-                session = kept.session
-                start = session.next_message(ctx.envelope, ctx.body)
-                born, carried = kept.born, kept.messages
-            answer = await _run(session, start, attempt, ctx)
+                tls = plan.setup if attempt.now is Tls.PLANNED else None
+                ride = _Ride(kept.session, tls, kept.born, kept.messages)
+                start = ride.session.next_message(ctx.envelope, ctx.body)
+            answer = await _run(ride.session, start, attempt, ctx)
 
     async def _open(self, target: Target, tls: TlsSetup | None, watch: Watch) -> Session | None:
         """A new connection and conversation to ``target``; None when it cannot be reached."""
@@ -196,28 +206,22 @@ class Connections:
             keep_open=pool_ is not None and pool_.limits.idle > 0,
             login=login,
             route=relay.where if relay is not None else None,
-            probe=ctx.probe is not None,
+            probe=ctx.caller.probe is not None,
         )
         conv = Conversation(target.ip, ctx.envelope, setup)
         session = Session(reader, writer, conv, ctx.body, settings.timeout_remote, tls)
-        session.progress = ctx.probe.progress if ctx.probe is not None else None
+        probe = ctx.caller.probe
+        session.progress = probe.progress if probe is not None else None
         return session
 
-    async def _finish(
-        self,
-        finish: Finish,
-        session: Session,
-        target: Target,
-        tls: TlsSetup | None,
-        born: float,
-        carried: int,
-    ) -> Outcome:
+    async def _finish(self, finish: Finish, ride: _Ride, target: Target) -> Outcome:
+        session = ride.session
         recipients = _in_order(session.recipients) if finish.recipients else []
         if finish.keep:
             # Kept under what it is: a connection that fell back to plain text (or to
             # unverified TLS) must not be taken for one with the TLS it was opened for.
-            key = key_for(self.delivery.route, target, tls if session.conv.tls else None)
-            await self._keep_or_quit(key, session, born, carried + 1)
+            key = key_for(self.delivery.route, target, ride.tls if session.conv.tls else None)
+            await self._keep_or_quit(key, session, ride.born, ride.carried + 1)
         return Outcome(recipients, finish.text)
 
     async def _keep_or_quit(
@@ -247,7 +251,7 @@ async def _run(
     """One conversation on ``session``, told to the attempt; the session is closed unless
     the attempt keeps it."""
     conv = session.conv
-    session.before_dot = ctx.before_dot
+    session.before_dot = ctx.caller.before_dot
     try:
         result = await session.run(start)
     except Dropped:

@@ -31,6 +31,16 @@ class Probe:
 
 
 @dataclass(frozen=True)
+class Caller:
+    """Who a delivery runs for, besides the message: qremoted's commit with its client
+    before each final dot (None standalone), or ``qremote check --route``'s probe."""
+
+    before_dot: BeforeDot | None = None
+    probe: Probe | None = None
+    """Set for ``qremote check --route``: stop before MAIL."""
+
+
+@dataclass(frozen=True)
 class Delivery:
     """One delivery, from its MX-group slot on."""
 
@@ -45,10 +55,7 @@ class Delivery:
     tcpto: Tcpto
     """qmail's do-not-try list (the fleet's too when Redis answered for the slot)."""
     resources: Resources
-    before_dot: BeforeDot | None = None
-    """qremoted's commit with its client, before each final dot (None standalone)."""
-    probe: Probe | None = None
-    """Set for ``qremote check --route``: stop before MAIL."""
+    caller: Caller
 
     def watch(self, policy: Policy, target: Target) -> Watch:
         """Where this connection's TLS outcome goes (TLS report, status counts)."""
@@ -62,5 +69,5 @@ class Delivery:
 
     def say(self, text: str) -> None:
         """A step reached, for ``qremote check --route``."""
-        if self.probe is not None:
-            self.probe.say(text)
+        if self.caller.probe is not None:
+            self.caller.probe.say(text)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from qremote import report
 from qremote.control import ControlError
 from qremote.delivery.connections import Connections
-from qremote.delivery.context import Delivery, Probe
+from qremote.delivery.context import Caller, Delivery, Probe
 from qremote.delivery.outcome import Notes, Outcome
 from qremote.delivery.resources import Resources
 from qremote.delivery.route import find as find_route
@@ -22,7 +22,6 @@ from qremote.settings import HeaderMode, Settings
 from qremote.smtp.body import Body, header_block, is_eight_bit
 from qremote.smtp.conversation import Envelope
 from qremote.smtp.session import BeforeDot
-from qremote.tlsrpt.report import is_tls_report
 
 
 async def deliver(
@@ -50,8 +49,7 @@ async def deliver(
         return signed
     own = resources or Resources.standalone(settings)
     try:
-        lenient = is_tls_report(message, sender, settings.tlsrpt_contact)
-        return await _send(settings, own, host, signed, lenient, before_dot)
+        return await _send(settings, own, host, signed, Caller(before_dot))
     finally:
         if resources is None:
             await own.close()
@@ -69,23 +67,16 @@ async def probe(settings: Settings, host: str, sender: bytes, watcher: Probe) ->
     nothing = Signature(sender, [], origin, (b"",), Notes())
     resources = Resources.standalone(settings)
     try:
-        return await _send(settings, resources, host, nothing, False, None, watcher)
+        return await _send(settings, resources, host, nothing, Caller(probe=watcher))
     finally:
         await resources.close()
 
 
 async def _send(
-    settings: Settings,
-    resources: Resources,
-    host: str,
-    signed: Signature,
-    lenient: bool,
-    before_dot: BeforeDot | None,
-    watcher: Probe | None = None,
+    settings: Settings, resources: Resources, host: str, signed: Signature, caller: Caller
 ) -> Outcome:
-    """Route and transmit an already signed message. ``lenient``: a TLS report,
-    delivered without DANE or MTA-STS."""
-    found = await find_route(settings, resources, host, signed.sender, signed.origin, lenient)
+    """Route and transmit an already signed message."""
+    found = await find_route(settings, resources, host, signed)
     if isinstance(found, Outcome):
         return found
     group = group_rules.group_for(
@@ -97,17 +88,9 @@ async def _send(
         return place
     tcpto = place.tcpto(settings, resources)
     body = Body(*signed.parts)
+    envelope = _envelope(settings, signed, body)
     delivery = Delivery(
-        settings,
-        found,
-        _envelope(settings, signed, body),
-        body,
-        group.name,
-        notes,
-        tcpto,
-        resources,
-        before_dot,
-        watcher,
+        settings, found, envelope, body, group.name, notes, tcpto, resources, caller
     )
     async with caps.Hold(place.slot) as hold:
         outcome = await Connections(delivery, hold, place.kept).run()

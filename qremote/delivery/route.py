@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from qremote import report
 from qremote.delivery.outcome import Outcome
 from qremote.delivery.resources import Resources
+from qremote.delivery.signature import Signature
 from qremote.intl.idn import IdnError, ascii_domain
 from qremote.mtasts import discover
 from qremote.mtasts.apply import enforce_mx
@@ -66,23 +67,18 @@ class _Way:
 
 
 async def find(
-    settings: Settings,
-    resources: Resources,
-    host: str,
-    sender: bytes,
-    origin: Source,
-    lenient: bool,
+    settings: Settings, resources: Resources, host: str, signed: Signature
 ) -> Route | Outcome:
-    """The route for a delivery to ``host``, or the report that ends it here.
-    ``lenient``: a TLS report, delivered without DANE or MTA-STS."""
+    """The route for a delivery of ``signed`` to ``host``, or the report that ends it
+    here (a TLS report of ours goes without DANE or MTA-STS)."""
     shown = host
     try:
         host = ascii_domain(host)  # every lookup and match by the A-label form
     except IdnError:
         return Outcome.final(report.perm_dns(shown.encode("utf-8", "surrogateescape")))
-    with_sts = settings.mta_sts and not lenient and not host.startswith("[")
+    with_sts = settings.mta_sts and not signed.lenient and not host.startswith("[")
     try:
-        way = await _way(settings, resources, host, sender, with_sts, not lenient)
+        way = await _way(settings, resources, host, signed, with_sts)
     except routes.RouteError as e:
         return Outcome.final(report.control_error(str(e)))
     except DnsHard as e:
@@ -97,6 +93,7 @@ async def find(
     chosen = usable(way.targets, settings.local, way.relay is not None)
     if chosen is None:
         return Outcome.final(report.AMBIGUOUS_MX)
+    origin = signed.origin
     chosen, refused = enforce_mx(settings.home, host, way.sts, chosen, origin.ip or "")
     if refused is not None:
         return Outcome.final(refused)
@@ -104,19 +101,14 @@ async def find(
 
 
 async def _way(
-    settings: Settings,
-    resources: Resources,
-    host: str,
-    sender: bytes,
-    with_sts: bool,
-    dane_allowed: bool,
+    settings: Settings, resources: Resources, host: str, signed: Signature, with_sts: bool
 ) -> _Way:
     """The addresses to try, by authsenders, smtproutes, or MX.
 
     dnspython is imported only when a name must be looked up: deliveries to an address
     literal or to a relay given as an IP address start faster without it.
     """
-    who = sender.decode("utf-8", "surrogateescape")
+    who = signed.sender.decode("utf-8", "surrogateescape")
     route = routes.route_for(host, settings.routes, who, settings.senders)
     relay = relaying_for(route, settings.smtpauth) if route is not None else None
     name = route.relay if route is not None else host
@@ -130,7 +122,7 @@ async def _way(
     resolver = resources.resolver(settings)
     if route is not None:
         return _Way(await resolve.relay_targets(resolver, route.relay), port, relay)
-    dane = dane_allowed and settings.dane is not DaneMode.OFF and on_loopback(resolver)
+    dane = not signed.lenient and settings.dane is not DaneMode.OFF and on_loopback(resolver)
     mx = resolve.mx_targets(resolver, host, random.Random(), dane)
     if not with_sts:
         return _Way(await mx, port, None)

@@ -14,6 +14,7 @@ from qremote.settings import Settings
 from qremote.signing.sign import SigningError, Unsignable, sign_message, store_for
 from qremote.smtp import addresses
 from qremote.smtp.body import has_partial_final_line
+from qremote.tlsrpt.report import is_tls_report
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,9 @@ class Signature:
     parts: tuple[bytes, ...]
     notes: Notes
     """What was signed, for every report from a remote host."""
+    lenient: bool = False
+    """One of our TLS reports (RFC 8460 section 5.3.1): delivered without DANE or
+    MTA-STS, whose failures it may be reporting."""
 
 
 def sign(
@@ -49,7 +53,9 @@ def sign(
         return Outcome.final(report.sign_error(str(e)))
     except Unsignable as e:
         return Outcome.final(report.unsignable(str(e)))
-    return Signature(sender, recipients, origin, (signed.headers, message), Notes([signed.note]))
+    lenient = is_tls_report(message, sender, settings.tlsrpt_contact)
+    parts = (signed.headers, message)
+    return Signature(sender, recipients, origin, parts, Notes([signed.note]), lenient)
 
 
 def _unsendable(sender: bytes, recipients: list[bytes]) -> Outcome | None:
