@@ -1,7 +1,7 @@
 """The SMTP conversation (qremote/smtp/conversation.py) fed replies, without sockets:
 qmail-remote.c's outcome table row by row, the RFC 2821 greeting rules, STARTTLS, RSET
 on a kept connection, and a server that breaks the protocol. The same rows run over
-real connections in test_outcomes.py and test_hostile.py."""
+real connections in test_outcomes.py and test_hostile_peers.py."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The attempt rules (qremote/delivery/attempt.py) without sockets: qmail's outcome table
 for a delivery's addresses, and our TLS and reuse fallbacks, one rule a test. The same
 rules run over real connections in test_outcomes.py, test_tls.py, test_dane.py,
-test_mtasts.py, test_reuse.py and test_daemon.py."""
+test_mtasts.py and test_daemon.py (kept connections)."""
 
 from __future__ import annotations
 
@@ -286,3 +286,23 @@ def test_kept_connections_give_no_verdicts():
     one = attempt(DANE, Kept.FITS)
     one.start()
     assert one.conversed(Conversed(DELIVERED, tls_info=TLS_INFO)).verdict is None
+
+
+def test_required_tls_that_cannot_be_set_up_ends_it_before_any_connection():
+    broken = TlsFacts(required=True, authenticated=True, unavailable="control/tlshosts/a.pem: bad")
+    answer = attempt(broken).start()
+    assert answer.command == Finish(report.control_error("control/tlshosts/a.pem: bad"), False)
+    assert answer.verdict is None
+
+
+def test_opportunistic_tls_that_cannot_be_set_up_goes_plain_with_a_note():
+    broken = TlsFacts(unavailable="control/clientcert.pem: no such file")
+    one = attempt(broken)
+    assert one.start().command == Connect(Tls.NONE)
+    assert one.notes.lines == ["signed", report.note_tls_not_tried(broken.unavailable)]
+
+
+def test_the_mta_sts_policy_that_holds_the_host_is_noted():
+    one = attempt(TlsFacts(planned=True, verifying=True, sts="testing", sts_id="20261204"))
+    one.start()
+    assert one.notes.lines == ["signed", report.note_sts("testing", "20261204")]

@@ -31,6 +31,8 @@ TLS failed, MTA-STS testing        report the failure; a new connection with TLS
 TLS failed, opportunistic          once more in plain text, on a new connection
 TLS failed, DANE or STS enforce    the next address (another MX may be authenticated)
 TLS failed, otherwise required     the delivery ends: ``Z``, never plain text
+TLS cannot be set up (files)       required: the delivery ends, ``Z`` naming the file, no
+                                   connection; otherwise plain text, with a note
 refused before the envelope        the next address, with its words kept for the report
 the conversation gave its report   the delivery ends with it; an open connection is kept
 =================================  ==========================================================
@@ -79,6 +81,11 @@ class TlsFacts:
     """The policy asks for authentication (a CA, the system's CAs, or TLSA records)."""
     sts: str | None = None
     """The MTA-STS mode that decided the policy (``enforce``/``testing``), if any."""
+    sts_id: str | None = None
+    """That MTA-STS policy's id (for the note)."""
+    unavailable: str | None = None
+    """Why the policy's TLS could not be set up (a CA file, clientcert.pem or
+    tlsclientciphers that cannot be used), if it could not."""
 
 
 class Kept(Enum):
@@ -177,6 +184,14 @@ class Attempt:
         return Answer(NextAddress(NextHost(notes.after(why), False)), "dnssec-invalid")
 
     def start(self) -> Answer:
+        if self.tls.unavailable is not None:
+            if self.tls.required:
+                # Required TLS that cannot be set up: the administrator's to fix (Z),
+                # never plain text; no connection is made.
+                return Answer(Finish(report.control_error(self.tls.unavailable), False))
+            self.notes.add(report.note_tls_not_tried(self.tls.unavailable))
+        if self.tls.sts is not None and self.tls.sts_id is not None:
+            self.notes.add(report.note_sts(self.tls.sts, self.tls.sts_id))
         if not self.tls.planned:
             self.now = Tls.NONE
         if self.kept is Kept.FITS_PLAIN and self.tls.planned and not self.tls.required:

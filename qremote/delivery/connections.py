@@ -128,13 +128,10 @@ class Connections:
             refused = _told(watch, Attempt.unusable(e.report, notes))
             assert isinstance(refused, NextAddress)  # never tried, never without TLS
             return refused.refusal
-        if plan.note is not None:
-            notes.add(plan.note)
-        if policy.sts is not None and ctx.route.sts is not None:
-            notes.add(report.note_sts(policy.sts, ctx.route.sts.policy_id))
+        sts_id = ctx.route.sts.policy_id if ctx.route.sts is not None else None
         kept, self.kept = self.kept, None
         fit = self._fit(kept, target, plan.setup)
-        attempt = Attempt(target.ip, plan.facts, notes, fit, kept.messages if kept else 0)
+        attempt = Attempt(target.ip, plan.facts(sts_id), notes, fit, kept.messages if kept else 0)
         return await self._converse(target, plan, attempt, watch, kept)
 
     def _fit(self, kept: pool.Kept | None, target: Target, tls: TlsSetup | None) -> Kept:
@@ -159,7 +156,9 @@ class Connections:
             if isinstance(command, NextAddress):
                 return command.refusal
             if isinstance(command, Finish):
-                assert ride is not None  # a report comes from a conversation
+                if ride is None:  # decided before any connection: TLS cannot be set up
+                    self.kept = kept  # unused: ended with the delivery
+                    return Outcome.final(command.text)
                 return await self._finish(command, ride, target)
             if isinstance(command, Connect):
                 if kept is not None and command.drop_kept:

@@ -40,28 +40,31 @@ def policy_for(settings: Settings, route: Route, target: Target) -> Policy:
 @dataclass(frozen=True)
 class Plan:
     """One address's TLS: the policy, the set-up a new connection runs (None: plain
-    text) and a note when TLS could not be set up and is not tried."""
+    text), and why TLS could not be set up when the policy asked for it (what that means
+    is :mod:`.attempt`'s to decide)."""
 
     policy: Policy
     setup: TlsSetup | None
-    note: str | None = None
+    unavailable: str | None = None
 
-    @property
-    def facts(self) -> TlsFacts:
+    def facts(self, sts_id: str | None) -> TlsFacts:
+        """As plain data for the attempt; ``sts_id``: the MTA-STS policy's id, if any."""
         setup, policy = self.setup, self.policy
         return TlsFacts(
             planned=setup is not None,
-            required=setup is not None and setup.required,
+            required=policy.mode is Mode.REQUIRED,
             verifying=setup is not None and bool(setup.context.verify_mode),
             dane=policy.dane is not None,
             authenticated=policy.verified or policy.dane is not None,
             sts=policy.sts,
+            sts_id=sts_id if policy.sts is not None else None,
+            unavailable=self.unavailable,
         )
 
 
 def plan_for(settings: Settings, target: Target, policy: Policy) -> Plan:
-    """How to run TLS with ``target``; ControlError when it must not go on, TlsaLookupFailed when
-    DANE holds the host and its TLSA lookup failed."""
+    """How to run TLS with ``target``; TlsaLookupFailed when DANE holds the host and its
+    TLSA lookup failed."""
     if policy.failure is not None:
         raise TlsaLookupFailed(report.dane_unusable(target.name, target.ip, policy.failure))
     if policy.mode is Mode.PLAIN:
@@ -69,9 +72,7 @@ def plan_for(settings: Settings, target: Target, policy: Policy) -> Plan:
     try:
         ctx = contexts.context_for(settings.control.path, policy)
     except ControlError as e:
-        if policy.mode is Mode.REQUIRED:
-            raise
-        return Plan(policy, None, report.note_tls_not_tried(str(e)))
+        return Plan(policy, None, str(e))
     required = policy.mode is Mode.REQUIRED
     return Plan(policy, TlsSetup(ctx, target.name, required, policy.implicit, policy.dane))
 
@@ -98,9 +99,12 @@ def reuse_keys(settings: Settings, route: Route) -> list[Key]:
         if target.pref != chosen[0].pref or not route.origin.serves(target.ip):
             continue
         try:
-            tls = plan_for(settings, target, policy_for(settings, route, target)).setup
+            plan = plan_for(settings, target, policy_for(settings, route, target))
         except (ControlError, TlsaLookupFailed):
             continue
+        if plan.unavailable is not None and plan.policy.mode is Mode.REQUIRED:
+            continue  # the delivery ends before any connection (see attempt.py)
+        tls = plan.setup
         keys.append(key_for(route, target, tls))
         if tls is not None and not tls.required:
             # Opportunistic: a connection kept as plain text (no STARTTLS offered, or a
