@@ -189,6 +189,11 @@ def _reuse(control: ControlDir) -> Limits:
     )
 
 
+_SIGNER = SignConfig()
+"""The signer's own defaults are the signing files' defaults: one copy of each."""
+_SIGNER_C = f"{_SIGNER.dkim.header_canon}/{_SIGNER.dkim.body_canon}"
+
+
 def _file(name: str, kind: str, default: object, readers: tuple[str, ...], what: str,
           setting: str | None = None, parse: Parser | None = None) -> ControlFile:  # fmt: skip
     return ControlFile(name, kind, default, readers, what, setting, parse)
@@ -212,11 +217,13 @@ CONTROL_FILES: tuple[ControlFile, ...] = (
     _file("notipme", "list", [], (REMOTE,), "addresses that are not ours (read with moreipme)"),
     _file("nameservers", "list", [], (REMOTE, VERIFY, ROTATE), "DNS servers to ask",
           "nameservers", _nameservers),  # fmt: skip
-    _file("dkimcanonicalization", "line", "relaxed/relaxed", (REMOTE,), "DKIM c=", "signing",
+    _file("dkimcanonicalization", "line", _SIGNER_C, (REMOTE,), "DKIM c=", "signing",
           signing_config),  # fmt: skip
-    _file("dkimexpire", "integer", 0, (REMOTE,), "seconds until x=, 0 for none"),
-    _file("domainkeyscanonicalization", "line", "nofws", (REMOTE,), "nofws, simple, off"),
-    _file("unsignable", "line", "send", (REMOTE,), "send or bounce unsignable mail"),
+    _file("dkimexpire", "integer", _SIGNER.dkim.expire_after, (REMOTE,),
+          "seconds until x=, 0 for none"),  # fmt: skip
+    _file("domainkeyscanonicalization", "line", _SIGNER.dk_canon, (REMOTE,),
+          "nofws, simple, off"),  # fmt: skip
+    _file("unsignable", "line", _SIGNER.unsignable, (REMOTE,), "send or bounce unsignable mail"),
     _file("domainbindings", "lines", [], (REMOTE,), "source address per sender domain",
           "bindings", _bindings),  # fmt: skip
     _file("outgoingip", "line", None, (REMOTE,), "source address otherwise", "outgoing_ip",

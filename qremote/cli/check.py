@@ -35,7 +35,7 @@ from qremote.signing.keys import KeyProblem, KeyStore
 from qremote.signing.tags import parse_tags
 from qremote.tls.policy import decide, read_policy_files
 from qremote.tlsrpt.rua import mail_address
-from qremote.verify import policy
+from qremote.verify import dkimpolicy
 from qremote.verify.txt import DnsTemporary, TxtLookup
 
 _SHARED_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -105,7 +105,7 @@ def _formats(control: ControlDir) -> Iterator[str]:
     for read in (
         lambda: parse_file(control, "utf8headers"),
         lambda: parse_file(control, "mtasts"),
-        lambda: policy.parse(control.lines("dkimverifypolicy") or []),
+        lambda: dkimpolicy.parse(control.lines("dkimverifypolicy") or []),
         lambda: rotation_config(control),
         lambda: source.parse_bindings(control.lines("domainbindings") or []),
         lambda: source.parse_outgoing_ip(control.line("outgoingip")),

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from qremote.fdutil import memory_file, write_all
 
 if TYPE_CHECKING:
-    from qremote.verify.policy import Verdict
+    from qremote.verify.dkimpolicy import Verdict
 
 EXIT_PERMANENT = 31  # qmail-smtpd: 554 mail server permanently rejected message (#5.3.0)
 EXIT_TEMPORARY = 71  # qmail-smtpd: 451 mail server temporarily rejected message (#4.3.0)
@@ -187,14 +187,14 @@ def build(home: str, message_fd: int, size: int) -> tuple[int, Verdict | None]:
     from qremote.routing.addresses import parse_nameserver
     from qremote.signing.choose import domain_of
     from qremote.signing.message import parse as parse_message
-    from qremote.verify import dkcheck, dkimcheck, policy, results
+    from qremote.verify import dkcheck, dkimcheck, dkimpolicy, results
     from qremote.verify.txt import TxtLookup
 
     control = ControlDir(os.path.join(home, "control"))
     ours = (control.line("authservid") or control.line("me") or "localhost").strip()
     servers = [parse_nameserver(line) for line in control.listing("nameservers")]
     budget = control.integer("dkimverifytimeout", 20)
-    rules = policy.parse(control.lines("dkimverifypolicy") or [])
+    rules = dkimpolicy.parse(control.lines("dkimverifypolicy") or [])
     lookup = TxtLookup(servers, float(budget))
 
     message = os.pread(message_fd, size, 0)
@@ -208,7 +208,7 @@ def build(home: str, message_fd: int, size: int) -> tuple[int, Verdict | None]:
     except ValueError:
         from_domain = None
     del message
-    verdict = policy.verdict_for(rules, from_domain, found)
+    verdict = dkimpolicy.verdict_for(rules, from_domain, found)
 
     end = header_block_end(message_fd, size)
     head = os.pread(message_fd, end, 0)
