@@ -15,13 +15,17 @@ import pytest
 
 from qremote import limits
 from qremote.fdutil import memory_file
-from qremote.verify.filter import CHUNK, authserv_id_of, header_block_end, rename_forged
+from qremote.verify.rewrite import CHUNK, authserv_id_of, header_block_end, rename_forged
 from tests import test_dkimverify as verify_tests
 from tests.support.smtpserver import ScriptedServer
 from tests.test_dkimverify import ENVELOPE, MSG, ar_of, ours, results
 
-site = verify_tests.site  # the receiving site and the stand-in qmail-queue, as fixtures
+# The receiving site and the stand-in qmail-queue, as fixtures: the verification bounds
+# hold on both paths (in-process, and the thin filter with the verifying daemon).
+home = verify_tests.home
+site = verify_tests.site
 queue = verify_tests.queue
+thin_filter = verify_tests.thin_filter
 
 PLAIN = b"Subject: t\n\nbody\n"
 

@@ -1,12 +1,19 @@
 """qremote-dkimverify as qmail-smtpd runs it: every signature gets the right RFC 8601
 result, forged verdicts are renamed, the envelope passes byte-identical, the message
-only gains one header, and nothing is ever lost."""
+only gains one header, and nothing is ever lost.
+
+Every test runs through both paths: the Python filter verifying in-process, and the
+compiled thin filter handing the message to a running verifying daemon (``qremote
+verifyd``, as qmail-smtpd's user when the tests run as root). Both must give the same
+bytes and the same exit codes."""
 
 from __future__ import annotations
 
 import base64
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 
 import dkim
@@ -16,8 +23,9 @@ from cryptography.hazmat.primitives import serialization
 from qremote.signing import dkim as qdkim
 from qremote.signing.keys import KeyStore
 from qremote.signing.sign import SignConfig, sign_message
-from tests.support import keys
+from tests.support import keys, qmailhome
 from tests.support.queue import StandInQueue
+from tests.support.verifyd import Verifyd, build_filter
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ENVELOPE = b"Falice@example.com\0Tbob@example.net\0Tcarol@example.net\0\0"
@@ -27,9 +35,32 @@ MSG = (
 )
 
 
+@pytest.fixture(scope="module")
+def thin_filter(tmp_path_factory):
+    return build_filter(str(tmp_path_factory.mktemp("thinfilter")))
+
+
 @pytest.fixture
-def queue(tmp_path):
-    return StandInQueue(str(tmp_path))
+def home(dns_server, zone):
+    """A qmail home the daemon's user can read (pytest's own folders are root's alone)."""
+    top = tempfile.mkdtemp(prefix="qremote-verify-test-")
+    os.chmod(top, 0o755)
+    yield qmailhome.make(os.path.join(top, "qmail"), dns_server.address)
+    shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture(params=["in-process", "verifyd"])
+def queue(request, tmp_path, home, thin_filter):
+    """The stand-in qmail-queue, reached through the in-process filter or through the
+    thin filter and a running verifying daemon."""
+    q = StandInQueue(str(tmp_path))
+    if request.param == "in-process":
+        yield q
+        return
+    q.command = [thin_filter]
+    with Verifyd(home.path) as daemon:
+        yield q
+        assert "Traceback" not in daemon.log()
 
 
 @pytest.fixture

@@ -70,7 +70,13 @@ def test_install_twice_changes_nothing(qmail):
     assert (qmail / "bin" / "qmail-remote").read_bytes() == first
     assert (qmail / "bin" / "qmail-remote.orig").read_bytes() == FAKE_C_CLIENT
     listed = sorted(os.listdir(qmail / "bin"))
-    assert listed == ["qmail-remote", "qmail-remote.orig", "qmail-remote.python"]
+    assert listed == [
+        "qmail-remote",
+        "qmail-remote.orig",
+        "qmail-remote.python",
+        "qremote-dkimverify",
+        "qremote-dkimverify.python",
+    ]
 
 
 def test_install_refuses_to_overwrite_a_different_orig(qmail):
@@ -267,7 +273,62 @@ def test_every_path_a_shipped_file_names_is_one_the_installation_makes():
         "/etc/cron.d/qremote",  # where the cron file is copied (named in its comment)
     }
     scripts = pathlib.Path(__file__).parent.parent / "scripts"
-    for name in ("qremoted.run", "qremoted-log.run", "qremoted.service", "qremote.cron"):
+    for name in (
+        "qremoted.run",
+        "qremoted-log.run",
+        "qremoted.service",
+        "qremote.cron",
+        "qremote-verifyd.run",
+        "qremote-verifyd.service",
+    ):
         text = (scripts / name).read_text()
         for path in re.findall(r"(?<![\w.])/(?:opt|usr|var|bin|etc)/[\w./-]*\w", text):
             assert path in made, (name, path)
+
+
+def test_install_puts_the_thin_filter_in_place_and_a_service_that_runs_verifyd(qmail, tmp_path):
+    service = tmp_path / "supervise" / "qremote-verifyd"
+    done = qremote(
+        qmail, "install", "--user", "root", "--smtpd-user", "65534",
+        "--verifyd-service", str(service),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    program = qmail / "bin" / "qremote-dkimverify"
+    assert program.read_bytes()[:4] == b"\x7fELF"
+    assert "qremote-dkimverify: the compiled filter (built with " in done.stdout
+    assert MARKER in (qmail / "bin" / "qremote-dkimverify.python").read_text()
+    folder = qmail / "qremote-verifyd"
+    assert folder.stat().st_uid == 65534 and stat.S_IMODE(folder.stat().st_mode) == 0o700
+    run = (service / "run").read_text()
+    assert run.endswith("verifyd --user 65534\n")
+    # Run it as supervise would, and hand it a message through the installed filter.
+    from qremote.verify import status
+    from tests.support.queue import StandInQueue
+
+    proc = subprocess.Popen(
+        [str(service / "run")], cwd=service, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        ready = proc.stdout.readline().decode()
+        assert f"serving {qmail}/qremote-verifyd/verifyd.sock" in ready, ready
+        answer = status.ask(str(qmail))
+        assert answer is not None and answer.uid == 65534
+        queue = StandInQueue(str(tmp_path / "queue"))
+        queue.command = [str(program)]
+        q = queue.run(str(qmail), b"From: a@example.com\n\nhi\n", b"F\0\0")
+        assert q.status == 0, q.log
+        assert q.message == (
+            b"Authentication-Results: me.example.org;\n\tdkim=none\nFrom: a@example.com\n\nhi\n"
+        )
+        assert "1 verified" in status.ask(str(qmail)).text
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_the_shipped_verifyd_files_are_the_ones_install_writes_for_the_usual_paths():
+    from qremote.daemon.service import verifyd_run_script, verifyd_systemd_unit
+
+    scripts = pathlib.Path(__file__).parent.parent / "scripts"
+    assert (scripts / "qremote-verifyd.run").read_text() == verifyd_run_script("/var/qmail")
+    assert (scripts / "qremote-verifyd.service").read_text() == verifyd_systemd_unit()

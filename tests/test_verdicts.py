@@ -20,9 +20,14 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from qremote.signing import canon
 from qremote.signing.dkim import selected
 from qremote.signing.message import Header, parse
+from tests import test_dkimverify as verify_tests
 from tests.support import keys, verifiers
-from tests.support.queue import StandInQueue
 from tests.test_dkimverify import ENVELOPE
+
+# Every verdict through both paths: in-process, and the thin filter with verifyd.
+home = verify_tests.home
+queue = verify_tests.queue
+thin_filter = verify_tests.thin_filter
 
 MSG = (
     b"From: Alice <alice@example.com>\nTo: bob@example.net\nSubject: verdicts\n"
@@ -71,10 +76,10 @@ def publish(zone, record: str, selector: str = "sel") -> None:
     zone.records[(f"{selector}._domainkey.example.com", "TXT")] = [keys.txt_strings(record)]
 
 
-def verdict(site, tmp_path, message: bytes) -> str:
+def verdict(site, queue, message: bytes) -> str:
     """The one result our A-R field gives, with its comment: ``dkim=pass`` or
     ``dkim=neutral (reason)``."""
-    q = StandInQueue(str(tmp_path)).run(site.path, message, ENVELOPE)
+    q = queue.run(site.path, message, ENVELOPE)
     assert q.status == 0, q.log
     head = q.message.split(b"\n\n", 1)[0].decode()
     field = head.split("\nFrom:", 1)[0].split("\nDKIM-Signature:", 1)[0]
@@ -85,13 +90,13 @@ def verdict(site, tmp_path, message: bytes) -> str:
 GOOD_RECORD = f"v=DKIM1; k=rsa; p={PUBLIC}"
 
 
-def test_the_signer_here_is_right_by_both_verifiers(site, zone, dns_server, tmp_path):
+def test_the_signer_here_is_right_by_both_verifiers(site, zone, dns_server, queue):
     publish(zone, GOOD_RECORD)
     message = signed()
     assert verifiers.dkimpy(message, dns_server.ip, dns_server.port) == [True]
     perl = verifiers.mail_dkim(message, dns_server.ip, dns_server.port)
     assert [detail for _, _, _, detail in perl] == ["pass"]
-    assert verdict(site, tmp_path, message) == "dkim=pass"
+    assert verdict(site, queue, message) == "dkim=pass"
 
 
 SIGNATURE_CASES = [
@@ -117,16 +122,16 @@ SIGNATURE_CASES = [
 
 
 @pytest.mark.parametrize("tags,expected", SIGNATURE_CASES, ids=[str(c[0]) for c in SIGNATURE_CASES])
-def test_signature_tags(site, zone, tmp_path, tags, expected):
+def test_signature_tags(site, zone, queue, tags, expected):
     publish(zone, GOOD_RECORD)
-    assert verdict(site, tmp_path, signed(**tags)) == expected
+    assert verdict(site, queue, signed(**tags)) == expected
 
 
-def test_rsa_sha1_is_not_acceptable(site, zone, tmp_path):
+def test_rsa_sha1_is_not_acceptable(site, zone, queue):
     publish(zone, GOOD_RECORD)
     message = signed(digest="sha1", a="rsa-sha1")
     expected = "dkim=policy (rsa-sha1 is not acceptable, RFC 8301 3.1)"
-    assert verdict(site, tmp_path, message) == expected
+    assert verdict(site, queue, message) == expected
 
 
 KEY_CASES = [
@@ -151,33 +156,33 @@ KEY_CASES = [
 
 
 @pytest.mark.parametrize("record,tags,expected", KEY_CASES, ids=[c[0][:40] for c in KEY_CASES])
-def test_key_records(site, zone, tmp_path, record, tags, expected):
+def test_key_records(site, zone, queue, record, tags, expected):
     publish(zone, record)
-    assert verdict(site, tmp_path, signed(**tags)) == expected
+    assert verdict(site, queue, signed(**tags)) == expected
 
 
-def test_no_key_record(site, zone, tmp_path):
-    assert verdict(site, tmp_path, signed()) == (
+def test_no_key_record(site, zone, queue):
+    assert verdict(site, queue, signed()) == (
         "dkim=permerror (no key record at sel._domainkey.example.com)"
     )
 
 
 @pytest.mark.parametrize("trouble", ["drop", "servfail"])
-def test_dns_trouble_is_temperror(site, zone, tmp_path, trouble):
+def test_dns_trouble_is_temperror(site, zone, queue, trouble):
     site.write("dkimverifytimeout", "2\n")
     getattr(zone, trouble).add("sel._domainkey.example.com")
-    assert verdict(site, tmp_path, signed()).startswith("dkim=temperror (key lookup: ")
+    assert verdict(site, queue, signed()).startswith("dkim=temperror (key lookup: ")
 
 
-def test_altered_body_fails(site, zone, tmp_path):
+def test_altered_body_fails(site, zone, queue):
     publish(zone, GOOD_RECORD)
     altered = signed().replace(b"Hello, verdicts.", b"Hello, forgery.")
-    assert verdict(site, tmp_path, altered) == "dkim=fail (body hash did not verify)"
+    assert verdict(site, queue, altered) == "dkim=fail (body hash did not verify)"
 
 
-def test_the_exact_header_for_an_unsupported_signature(site, zone, tmp_path):
+def test_the_exact_header_for_an_unsupported_signature(site, zone, queue):
     publish(zone, GOOD_RECORD)
-    q = StandInQueue(str(tmp_path)).run(site.path, signed(v="2"), ENVELOPE)
+    q = queue.run(site.path, signed(v="2"), ENVELOPE)
     assert q.message.startswith(
         b"Authentication-Results: mx.example.org;\n"
         b"\tdkim=neutral (incompatible version v=2, RFC 6376 6.1.1) header.d=example.com"
@@ -185,7 +190,7 @@ def test_the_exact_header_for_an_unsupported_signature(site, zone, tmp_path):
     )
 
 
-def test_domainkey_with_another_query_method_is_neutral(site, zone, tmp_path):
+def test_domainkey_with_another_query_method_is_neutral(site, zone, queue):
     from qremote.signing.domainkeys import sign as dk_sign
     from qremote.signing.keys import KeyStore
 
@@ -193,9 +198,9 @@ def test_domainkey_with_another_query_method_is_neutral(site, zone, tmp_path):
     keys.publish(zone, "example.com", "dk", keys.write_key(control, "example.com", "dk"))
     [key] = KeyStore(os.path.join(control, "domainkeys")).domain_keys("example.com")
     field = dk_sign(parse(MSG), "example.com", key, "nofws").replace(b"\r\n", b"\n")
-    good = StandInQueue(str(tmp_path)).run(site.path, field + MSG, ENVELOPE)
+    good = queue.run(site.path, field + MSG, ENVELOPE)
     assert b"domainkeys=pass" in good.message
     other = field.replace(b"q=dns", b"q=http")
     assert other != field
-    q = StandInQueue(str(tmp_path)).run(site.path, other + MSG, ENVELOPE)
+    q = queue.run(site.path, other + MSG, ENVELOPE)
     assert b"domainkeys=neutral (unsupported query method q=http, RFC 4870 3.3)" in q.message

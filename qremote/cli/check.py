@@ -14,6 +14,7 @@ import dns.flags
 import dns.message
 import dns.query
 
+from qremote.cli import verifycheck
 from qremote.cli.install import is_compiled, is_wrapper
 from qremote.control import ControlDir, ControlError
 from qremote.daemon import client
@@ -557,4 +558,5 @@ def problems(home: str, user: str = "qmailr") -> list[str]:
     found.extend(_install(home))
     found.extend(_writable_folders(home, user))
     found.extend(_daemon(home, user))
+    found.extend(_guard(lambda: verifycheck.findings(home)))
     return list(dict.fromkeys(found))  # a file two checks read is named once

@@ -25,7 +25,15 @@ from qremote import report
 from qremote.atomic import write_file
 from qremote.daemon import client
 from qremote.daemon import compiled as cbuild
-from qremote.daemon.service import cron_jobs, log_script, run_script, systemd_unit
+from qremote.daemon.service import (
+    cron_jobs,
+    log_script,
+    run_script,
+    systemd_unit,
+    verifyd_run_script,
+    verifyd_systemd_unit,
+)
+from qremote.verify import wire as verify_wire
 
 MARKER = "# qremote wrapper: installed by `qremote install`"
 USAGE = report.USAGE + b"\0"
@@ -68,6 +76,22 @@ except BaseException as e:
         os.write(1, b"Zqremote cannot start: " + repr(e).encode()[:300] + b" (#4.3.0)\\n\\0")
     os._exit(0)
 main(home={home!r})
+"""
+
+
+def filter_wrapper_text(python: str | None = None) -> str:
+    """The Python ``qremote-dkimverify`` installed in the qmail home: the compiled filter's
+    fallback (``bin/qremote-dkimverify.python``), or the filter itself without a compiler.
+    ``-I -S`` as for qmail-remote's: start-up near the bare interpreter."""
+    python = python or sys.executable
+    return f"""#!{python} -IS
+{MARKER}: qremote-dkimverify's Python path.
+import sys
+
+sys.path[:0] = {import_paths()!r}
+from qremote.verify.filter import main
+
+main()
 """
 
 
@@ -314,6 +338,67 @@ def _state_dirs(home: str, user: str) -> None:
             os.chown(path, pw.pw_uid, pw.pw_gid)
 
 
+def install_filter(
+    home: str,
+    smtpd_user: str = "qmaild",
+    python: str | None = None,
+    compiled: bool = True,
+    service: str | None = None,
+    systemd: str | None = None,
+) -> str:
+    """``bin/qremote-dkimverify`` (compiled where there is a compiler, handing each message
+    to the verifying daemon, with ``.python`` beside it as its in-process path; else the
+    Python filter itself), the daemon's socket folder owned by ``smtpd_user``, and the
+    files that run the daemon."""
+    program = os.path.join(home, "bin", "qremote-dkimverify")
+    fallback = program + ".python"
+    text = filter_wrapper_text(python).encode()
+    write_file(fallback, text, 0o755)
+    which = None
+    if compiled:
+        tmp = f"{program}.qremote-build.{os.getpid()}"
+        try:
+            cc = cbuild.build(home, fallback, MARKER, tmp, source=cbuild.VERIFY_SOURCE)
+            os.chmod(tmp, 0o755)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.rename(tmp, program)
+            which = f"the compiled filter (built with {cc}): verifyd verifies, {fallback} if not"
+        except (cbuild.BuildError, OSError) as e:
+            which = f"the Python filter, verifying in-process ({e})"
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    if which is None or which.startswith("the Python"):
+        write_file(program, text, 0o755)
+        which = which or "the Python filter, verifying in-process (--python-client)"
+    said = f"{program}: {which}"
+    folder = os.path.join(home, verify_wire.SOCKET_DIR)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    # start-up: each command loads only what it uses
+    from qremote.verify.verifyd import StartError, user_ids
+
+    try:
+        uid, gid = user_ids(smtpd_user)
+        if os.geteuid() == 0:
+            os.chown(folder, uid, gid)
+    except StartError:
+        said += f"\nverifyd: there is no user {smtpd_user!r} (qmail-smtpd's; --smtpd-user)"
+    command = f"{python or sys.executable} -m qremote.cli.qremote"
+    if service:
+        os.makedirs(os.path.join(service, "log", "main"), mode=0o755, exist_ok=True)
+        run = verifyd_run_script(home, command, smtpd_user).encode()
+        write_file(os.path.join(service, "run"), run, 0o755)
+        write_file(os.path.join(service, "log", "run"), log_script().encode(), 0o755)
+        said += f"\nverifyd: {service} runs it; `ln -s {service} /etc/service/` starts it"
+    if systemd:
+        write_file(systemd, verifyd_systemd_unit(home, command, smtpd_user).encode(), 0o644)
+        said += (
+            f"\nverifyd: {systemd} runs it; `systemctl daemon-reload && systemctl enable "
+            f"--now {os.path.basename(systemd)}` starts it"
+        )
+    return said
+
+
 def uninstall(home: str) -> str:
     bindir = os.path.join(home, "bin")
     current = os.path.join(bindir, "qmail-remote")
@@ -326,6 +411,12 @@ def uninstall(home: str) -> str:
     if is_wrapper(current + ".python"):
         os.unlink(current + ".python")
     said = f"uninstalled: {current} is the original qmail-remote again"
+    verify = os.path.join(bindir, "qremote-dkimverify")
+    if os.path.exists(verify):
+        said += (
+            f"\n{verify} is left in place: qmail-smtpd runs it where tcprules set QMAILQUEUE to"
+            " it, and would refuse mail without it; remove it after they no longer do"
+        )
     running = running_daemon(home)
     if running is not None:
         said += f"\n{running}"

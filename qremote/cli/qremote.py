@@ -11,16 +11,25 @@ from qremote.control import qmail_home
 
 def _install(args: argparse.Namespace) -> str:
     # start-up: each command loads only what it uses
-    from qremote.cli.install import install
+    from qremote.cli.install import install, install_filter
 
-    return install(
-        qmail_home(),
+    home = qmail_home()
+    said = install(
+        home,
         user=args.user,
         python=args.python,
         service=args.service,
         systemd=args.systemd,
         cron=args.cron,
         compiled=not args.python_client,
+    )
+    return said + "\n" + install_filter(
+        home,
+        smtpd_user=args.smtpd_user,
+        python=args.python,
+        compiled=not args.python_client,
+        service=args.verifyd_service,
+        systemd=args.verifyd_systemd,
     )
 
 
@@ -231,6 +240,17 @@ def _daemon(args: argparse.Namespace) -> str:
     return ""
 
 
+def _verifyd(args: argparse.Namespace) -> str:
+    """The verifying daemon in the foreground, until SIGTERM."""
+    # start-up: each command loads only what it uses
+    from qremote.verify import verifyd
+
+    failed = verifyd.main(qmail_home(), args.user, args.threads, args.memory << 20)
+    if failed:
+        raise CommandFailed(failed)
+    return ""
+
+
 def _status(args: argparse.Namespace) -> str:
     # start-up: each command loads only what it uses
     from qremote.cli.status import text
@@ -281,7 +301,25 @@ def parser() -> argparse.ArgumentParser:
     inst.add_argument(
         "--python-client",
         action="store_true",
-        help="install the Python thin client even when a C compiler is there",
+        help="install the Python thin client (and the Python qremote-dkimverify) even when a"
+        " C compiler is there",
+    )
+    inst.add_argument(
+        "--smtpd-user",
+        default="qmaild",
+        help="user qmail-smtpd runs as (tcpserver -u): the verifying daemon runs as it",
+    )
+    inst.add_argument(
+        "--verifyd-service",
+        metavar="DIR",
+        help="also write a daemontools/runit directory that runs the verifying daemon (e.g."
+        " /var/qmail/supervise/qremote-verifyd)",
+    )
+    inst.add_argument(
+        "--verifyd-systemd",
+        metavar="FILE",
+        help="also write a systemd unit that runs the verifying daemon (e.g."
+        " /etc/systemd/system/qremote-verifyd.service)",
     )
     inst.set_defaults(func=_install)
     uninst = sub.add_parser("uninstall", help="put the original qmail-remote back")
@@ -344,6 +382,31 @@ def parser() -> argparse.ArgumentParser:
         " many as the descriptor limit has room for",
     )
     daemon.set_defaults(func=_daemon)
+    verifyd = sub.add_parser(
+        "verifyd",
+        help="run the verifying daemon behind qremote-dkimverify in the foreground (as"
+        " qmail-smtpd's user, qmaild)",
+    )
+    verifyd.add_argument(
+        "--user",
+        default=None,
+        help="started as root: the user to become before serving (qmail-smtpd's, qmaild);"
+        " verifyd never serves as root, nor as a user who can read control/domainkeys/",
+    )
+    verifyd.add_argument(
+        "--threads",
+        type=_count,
+        default=8,
+        help="messages verified at once (default 8): a slow DNS answer holds one thread",
+    )
+    verifyd.add_argument(
+        "--memory",
+        type=_count,
+        default=256,
+        help="megabytes of messages being verified at once (default 256); a larger"
+        " message is verified alone",
+    )
+    verifyd.set_defaults(func=_verifyd)
     status = sub.add_parser(
         "status", help="MX-group slots, tcpto, and qremoted's deliveries and connections"
     )

@@ -1,4 +1,5 @@
-"""Building the compiled thin client (``thinclient.c``) for one qmail home.
+"""Building the compiled thin clients (``thinclient.c``, and the verify filter's
+``verify/thinfilter.c``) for one qmail home.
 
 qmail sites built qmail from source, so they have a C compiler. Where there is one,
 ``qremote install`` builds the client with the home and the Python path compiled in and
@@ -37,8 +38,22 @@ def compiler() -> str | None:
     return shutil.which(name)
 
 
-def build(home: str, fallback: str, marker: str, out: str, extra: list[str] | None = None) -> str:
-    """Compile the client into ``out``; returns the compiler used. Raises BuildError."""
+VERIFY_SOURCE = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "verify", "thinfilter.c"
+)
+"""The thin ``qremote-dkimverify`` (the verifying daemon's client), built the same way."""
+
+
+def build(
+    home: str,
+    fallback: str,
+    marker: str,
+    out: str,
+    extra: list[str] | None = None,
+    source: str = SOURCE,
+) -> str:
+    """Compile a thin client (``source``: qmail-remote's by default) into ``out``; returns
+    the compiler used. Raises BuildError."""
     cc = compiler()
     if cc is None:
         raise BuildError("no C compiler (cc) on PATH")
@@ -48,7 +63,7 @@ def build(home: str, fallback: str, marker: str, out: str, extra: list[str] | No
             f.write(f"#define QREMOTE_FALLBACK {c_string(fallback)}\n")
             f.write(f"#define QREMOTE_MARKER {c_string(marker)}\n")
         done = subprocess.run(
-            [cc, *FLAGS, *(extra or []), "-I", tmp, "-o", out, SOURCE],
+            [cc, *FLAGS, *(extra or []), "-I", tmp, "-o", out, source],
             capture_output=True,
             text=True,
         )

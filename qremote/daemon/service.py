@@ -1,5 +1,5 @@
-"""The files that run qremote's programs: qremoted under daemontools/runit and systemd,
-and the cron jobs (key rotation, TLS reports).
+"""The files that run qremote's programs: qremoted and the verifying daemon under
+daemontools/runit and systemd, and the cron jobs (key rotation, TLS reports).
 
 ``qremote install --service DIR`` writes the daemontools ones, ``--systemd FILE`` the unit
 and ``--cron FILE`` the cron jobs for this installation, with the interpreter it was
@@ -28,6 +28,44 @@ export QMAILHOME
 # Descriptors: three per delivery; qremoted raises its soft limit to this hard one.
 ulimit -n {NOFILE} 2>/dev/null || ulimit -n "$(ulimit -H -n)"
 exec setuidgid {user} {command} daemon
+"""
+
+
+def verifyd_run_script(home: str, command: str = DEFAULT_COMMAND, user: str = "qmaild") -> str:
+    """``run`` for the verifying daemon's supervise directory. It starts as root and
+    becomes ``user`` (qmail-smtpd's) itself, after loading everything it will need."""
+    return f"""#!/bin/sh
+# qremote's verifying daemon (behind bin/qremote-dkimverify) under daemontools or runit:
+# ln -s this directory into /service (or /etc/service). It becomes {user}, qmail-smtpd's
+# user, and never holds or reads the signing keys.
+exec 2>&1
+QMAILHOME={home}
+export QMAILHOME
+exec {command} verifyd --user {user}
+"""
+
+
+def verifyd_systemd_unit(
+    home: str = "/var/qmail", command: str = DEFAULT_COMMAND, user: str = "qmaild"
+) -> str:
+    return f"""[Unit]
+Description=qremote verifyd, the DKIM verifying daemon behind qremote-dkimverify
+After=network-online.target
+
+[Service]
+Type=simple
+# Started as root only to load everything and make its socket's folder; it then
+# becomes {user} (qmail-smtpd's user) and never reads control/domainkeys/.
+Environment=QMAILHOME={home}
+ExecStart={command} verifyd --user {user}
+ExecReload=/bin/kill -HUP $MAINPID
+KillSignal=SIGTERM
+TimeoutStopSec=45
+Restart=always
+RestartSec=1
+
+[Install]
+WantedBy=multi-user.target
 """
 
 

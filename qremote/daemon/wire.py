@@ -20,8 +20,13 @@ abandoned without the dot); once it said ``Y`` it waits for the report (at most 
 seconds ``C`` named). So no client ever reports a delivery the daemon goes on to make:
 a busy daemon can delay mail, never duplicate it.
 
-Standard library only and no imports at all: the thin client loads this on every delivery.
+Standard library only, nothing heavy: the thin client loads this on every delivery.
 """
+
+from qremote.framing import HEADER, MAX_PAYLOAD, WireError, frame
+from qremote.framing import FrameReader as _FrameReader
+
+__all__ = ["HEADER", "MAX_PAYLOAD", "FrameReader", "WireError", "frame"]
 
 SOCKET_NAME = "qremoted.sock"
 RELATIVE_PATH = "qremote/" + SOCKET_NAME
@@ -52,17 +57,13 @@ TEXT = b"T"
 KINDS = frozenset(
     [DELIVER, DELIVER_COMMITTED, STATUS, REFUSED, ACCEPTED, WORKING, REPORT, TEXT, COMMIT, YES]
 )
-HEADER = 5
-MAX_PAYLOAD = 1 << 24
-"""No report or argv comes near 16 MiB; anything larger is a broken peer."""
 
 
-class WireError(Exception):
-    """The peer sent something that is not a frame of this protocol."""
+class FrameReader(_FrameReader):
+    """Frames of this protocol (its kinds) from bytes as they arrive."""
 
-
-def frame(kind: bytes, payload: bytes = b"") -> bytes:
-    return kind + len(payload).to_bytes(4, "big") + payload
+    def __init__(self) -> None:
+        super().__init__(KINDS)
 
 
 def deliver_request(args: list[bytes]) -> bytes:
@@ -72,29 +73,3 @@ def deliver_request(args: list[bytes]) -> bytes:
 
 def split_args(payload: bytes) -> list[bytes]:
     return payload.split(b"\0")
-
-
-class FrameReader:
-    """Feed it bytes as they arrive; it returns the frames completed so far."""
-
-    def __init__(self) -> None:
-        self._buf = b""
-
-    def feed(self, data: bytes) -> list[tuple[bytes, bytes]]:
-        self._buf += data
-        frames: list[tuple[bytes, bytes]] = []
-        while len(self._buf) >= HEADER:
-            kind = self._buf[:1]
-            size = int.from_bytes(self._buf[1:HEADER], "big")
-            if kind not in KINDS or size > MAX_PAYLOAD:
-                raise WireError(f"not a qremote frame (kind {kind!r}, length {size})")
-            if len(self._buf) < HEADER + size:
-                break
-            frames.append((kind, self._buf[HEADER : HEADER + size]))
-            self._buf = self._buf[HEADER + size :]
-        return frames
-
-    @property
-    def pending(self) -> bool:
-        """True when a frame has started but is not complete."""
-        return bool(self._buf)

@@ -18,7 +18,7 @@ class Result:
     def text(self) -> str:
         out = f"{self.method}={self.result}"
         if self.reason:
-            out += f" ({_comment(self.reason)})"
+            out += f" ({comment(self.reason)})"
         for key, value in self.props.items():
             if value:
                 out += f" {key}={_value(value)}"
@@ -34,7 +34,7 @@ def past_the_count(limit: int) -> str:
     return f"not evaluated: only the first {limit} signatures are"
 
 
-def _comment(text: str) -> str:
+def comment(text: str) -> str:
     # No ';' either: legal inside a comment, but naive A-R readers split on it.
     return "".join(c if 32 <= ord(c) < 127 and c not in "();\\" else " " for c in text)[:200]
 

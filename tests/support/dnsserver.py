@@ -30,6 +30,9 @@ class Zone:
         self.garbage: set[str] = set()
         self.queries: list[tuple[str, str]] = []
         self.lock = threading.Lock()
+        self.held: dict[str, threading.Event] = {}
+        """Names whose answers wait until their event is set (a slow DNS server)."""
+        self.asked = threading.Condition(self.lock)
 
     @staticmethod
     def _key(name: str) -> str:
@@ -38,6 +41,12 @@ class Zone:
     def add(self, name: str, rdtype: str, *values: str) -> None:
         with self.lock:
             self.records.setdefault((self._key(name), rdtype.upper()), []).extend(values)
+
+    def wait_for_query(self, name: str, timeout: float = 30) -> bool:
+        """Block until ``name`` has been asked for (held or not)."""
+        key = self._key(name)
+        with self.lock:
+            return self.asked.wait_for(lambda: any(q[0] == key for q in self.queries), timeout)
 
     def mx(self, domain: str, *exchangers: tuple[int, str]) -> None:
         self.add(domain, "MX", *(f"{p} {n.rstrip('.')}." for p, n in exchangers))
@@ -56,6 +65,11 @@ class Zone:
         rdtype = dns.rdatatype.to_text(question.rdtype)
         with self.lock:
             self.queries.append((name, rdtype))
+            self.asked.notify_all()
+            held = self.held.get(name)
+        if held is not None:
+            held.wait(60)
+        with self.lock:
             if name in self.drop:
                 return None
             if name in self.garbage:

@@ -19,6 +19,8 @@ def read_all(fd):
         out += chunk
 msg = read_all(0)
 env = read_all(1)
+with open({runs!r}, "ab") as f:
+    f.write(b"x")
 with open({out!r}, "wb") as f:
     f.write(msg)
 with open({env!r}, "wb") as f:
@@ -39,19 +41,68 @@ class Queued:
 class StandInQueue:
     def __init__(self, folder: str, exit_code: int = 0) -> None:
         self.folder = folder
+        os.makedirs(folder, exist_ok=True)
         self.program = os.path.join(folder, "qmail-queue")
         self.out = os.path.join(folder, "queued-message")
         self.env = os.path.join(folder, "queued-envelope")
         self.code = os.path.join(folder, "exit-code")
+        self.runs_path = os.path.join(folder, "queue-runs")
         self.command = [sys.executable, "-m", "qremote.verify.filter"]
         """The filter to run: this checkout's, or an installed one's console script."""
         with open(self.code, "w") as f:
             f.write(str(exit_code))
         with open(self.program, "w") as f:
             f.write(
-                STAND_IN.format(python=sys.executable, out=self.out, env=self.env, code=self.code)
+                STAND_IN.format(
+                    python=sys.executable,
+                    out=self.out,
+                    env=self.env,
+                    code=self.code,
+                    runs=self.runs_path,
+                )
             )
         os.chmod(self.program, 0o755)
+
+    @property
+    def runs(self) -> int:
+        """How many times the stand-in qmail-queue has run."""
+        try:
+            return os.path.getsize(self.runs_path)
+        except FileNotFoundError:
+            return 0
+
+    def start(self, home: str, message: bytes, envelope: bytes) -> subprocess.Popen:
+        """The filter started on ``message``, not waited for; :meth:`result` collects it."""
+        for path in (self.out, self.env):
+            if os.path.exists(path):
+                os.unlink(path)
+        msg_path = os.path.join(self.folder, "incoming-message")
+        env_path = os.path.join(self.folder, "incoming-envelope")
+        with open(msg_path, "wb") as f:
+            f.write(message)
+        with open(env_path, "wb") as f:
+            f.write(envelope)
+        with open(msg_path, "rb") as stdin, open(env_path, "rb") as fd1:
+            return subprocess.Popen(
+                self.command,
+                stdin=stdin,
+                stdout=fd1,
+                stderr=subprocess.PIPE,
+                env={**os.environ, "QMAILHOME": home, "QMAILQUEUE_ORIG": self.program},
+            )
+
+    def result(self, proc: subprocess.Popen) -> Queued:
+        _, err = proc.communicate(timeout=120)
+        return self._queued(proc.returncode, err)
+
+    def _queued(self, status: int, err: bytes) -> Queued:
+        got = env = None
+        if os.path.exists(self.out):
+            with open(self.out, "rb") as f:
+                got = f.read()
+            with open(self.env, "rb") as f:
+                env = f.read()
+        return Queued(status, err.decode("utf-8", "replace"), got, env)
 
     def run(self, home: str, message: bytes, envelope: bytes) -> Queued:
         for path in (self.out, self.env):
@@ -72,10 +123,4 @@ class StandInQueue:
                 env={**os.environ, "QMAILHOME": home, "QMAILQUEUE_ORIG": self.program},
                 timeout=120,
             )
-        got = env = None
-        if os.path.exists(self.out):
-            with open(self.out, "rb") as f:
-                got = f.read()
-            with open(self.env, "rb") as f:
-                env = f.read()
-        return Queued(proc.returncode, proc.stderr.decode("utf-8", "replace"), got, env)
+        return self._queued(proc.returncode, proc.stderr)
