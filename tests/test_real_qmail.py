@@ -153,3 +153,91 @@ def _logs(home: str) -> str:
     return _log(home, "qmail-send.log") + "\n---\n" + _log(home, "qremoted.log")
 
 
+
+
+def test_real_qmail_smtpd_verifies_incoming_mail_through_verifyd(
+    qmail_home, installed, zone, dns_server, tmp_path
+):
+    """Incoming: notqmail's qmail-smtpd under tcpserver (as qmaild) with QMAILQUEUE set to
+    the installed thin filter, the verifying daemon under supervise on the directory
+    install wrote; mail signed by Mail::DKIM and by dkimpy arrives over SMTP and is queued
+    with our Authentication-Results field, verified by the daemon."""
+    import pwd
+    import smtplib
+
+    import dkim
+    from cryptography.hazmat.primitives import serialization
+
+    from qremote.verify import status
+    from tests.support import keys
+    from tests.support.ports import wait_for_port
+
+    home = qmail_home
+    service = os.path.join(home, "supervise", "qremote-verifyd")
+    done = _run(installed, home, "install", "--verifyd-service", service)
+    assert done.returncode == 0, done.stderr
+    assert "qremote-dkimverify: the compiled filter (built with " in done.stdout, done.stdout
+    with open(os.path.join(home, "control", "nameservers"), "w") as f:
+        f.write(dns_server.address + "\n")
+    with open(os.path.join(home, "control", "rcpthosts"), "w") as f:
+        f.write("me.example.org\n")
+    key = keys.write_key(str(tmp_path / "sender"), "example.com", "s1")
+    keys.publish(zone, "example.com", "s1", key)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    (tmp_path / "key.pem").write_bytes(pem)
+    message = (
+        b"From: Alice <alice@example.com>\r\nTo: postmaster@me.example.org\r\n"
+        b"Subject: incoming\r\n\r\nHello through qmail-smtpd.\r\n"
+    )
+    by_perl = subprocess.run(
+        ["perl", os.path.join(os.path.dirname(__file__), "support", "sign_dkim.pl"),
+         str(tmp_path / "key.pem"), "example.com", "s1"],
+        input=message.replace(b"\r\n", b"\n"), capture_output=True, check=True,
+    ).stdout.replace(b"\n", b"\r\n")  # fmt: skip
+    by_dkimpy = dkim.sign(message, b"s1", b"example.com", pem) + message
+
+    qmaild = pwd.getpwnam("qmaild")
+    ip, port = "127.3.250.25", 25
+    daemon = subprocess.Popen(
+        ["supervise", service], env={"PATH": "/usr/bin:/bin"},
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    smtpd_log = open(os.path.join(home, "qmail-smtpd.log"), "wb")  # noqa: SIM115
+    smtpd = subprocess.Popen(
+        ["tcpserver", "-R", "-H", "-l", "me.example.org", "-u", str(qmaild.pw_uid),
+         "-g", str(qmaild.pw_gid), ip, str(port),
+         "env", f"QMAILQUEUE={home}/bin/qremote-dkimverify", f"{home}/bin/qmail-smtpd"],
+        env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL,
+        stdout=smtpd_log, stderr=smtpd_log,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: status.ask(home) is not None, 60)
+        wait_for_port(ip, port, "qmail-smtpd")
+        for content in (by_perl, by_dkimpy):
+            with smtplib.SMTP(ip, port, timeout=60) as smtp:
+                refused = smtp.sendmail("alice@example.com", ["postmaster@me.example.org"], content)
+                assert refused == {}
+        said = status.ask(home)
+    finally:
+        smtpd.terminate()
+        smtpd.wait(30)
+        subprocess.run(["svc", "-dx", service], check=False)
+        daemon.wait(60)
+        smtpd_log.close()
+
+    assert said is not None and said.uid == qmaild.pw_uid and "2 verified" in said.text, said
+    queued = []
+    for folder, _dirs, files in os.walk(os.path.join(home, "queue", "mess")):
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as f:
+                queued.append(f.read())
+    assert len(queued) == 2, _log(home, "qmail-smtpd.log")
+    for content in queued:
+        head = content.split(b"\n\n", 1)[0].decode()
+        assert head.startswith("Received: "), head  # qmail-queue's own line comes first
+        assert "Authentication-Results: me.example.org;\n\tdkim=pass header.d=example.com" in head
+    assert any("domainkeys=pass" in c.decode() for c in queued)  # Mail::DKIM's DomainKeys

@@ -325,3 +325,55 @@ def test_after_the_warm_up_verifying_mail_imports_nothing(site, zone, tmp_path):
     lines = out.stdout.splitlines()
     assert "dkim=pass" in lines[0] and "dkim=pass" in lines[1]
     assert lines[-1] == "[]", lines[-1]
+
+
+# -- the key cache (no sockets) ----------------------------------------------------------
+
+
+def test_the_key_cache_keeps_answers_for_their_ttl_and_never_failures(monkeypatch):
+    from qremote.verify import dnscache
+
+    now = [1000.0]
+    monkeypatch.setattr(dnscache.time, "monotonic", lambda: now[0])
+    cache = dnscache.KeyCache()
+    cache.put("s1._domainkey.example.com", b"v=DKIM1; p=abc", 300)
+    cache.put("gone._domainkey.example.com", None, 60)  # a missing record, negative TTL
+    cache.put("broken._domainkey.example.com", b"x", 0)  # no TTL: not kept
+    assert cache.get("s1._domainkey.example.com") == (True, b"v=DKIM1; p=abc")
+    assert cache.get("gone._domainkey.example.com") == (True, None)
+    assert cache.get("broken._domainkey.example.com") == (False, None)
+    now[0] += 61
+    assert cache.get("gone._domainkey.example.com") == (False, None)
+    assert cache.get("s1._domainkey.example.com")[0]
+    cache.put("long._domainkey.example.com", b"k", 86400)
+    now[0] += dnscache.MAX_TTL + 1  # a withdrawn key stops passing within the hour
+    assert cache.get("long._domainkey.example.com") == (False, None)
+
+
+def test_the_key_cache_is_bounded_in_bytes_oldest_first():
+    from qremote.verify import dnscache
+
+    cache = dnscache.KeyCache(max_bytes=3000)
+    cache.put("huge.example", b"x" * (dnscache.MAX_RECORD + 1), 300)
+    assert cache.get("huge.example") == (False, None)
+    for n in range(5):
+        cache.put(f"k{n}.example", b"x" * 900, 300)
+    assert len(cache) == 3  # 3 x 910 bytes fit in 3000
+    assert cache.get("k0.example") == (False, None) and cache.get("k4.example")[0]
+
+
+def test_a_negative_answer_is_believed_for_the_soa_minimum_or_its_ttl():
+    import dns.message
+    import dns.rrset
+
+    from qremote.verify.txt import negative_ttl
+
+    query = dns.message.make_query("x._domainkey.example.com.", "TXT")
+    response = dns.message.make_response(query)
+    assert negative_ttl(response) == 0  # no SOA: not kept
+    response.authority.append(
+        dns.rrset.from_text("example.com.", 900, "IN", "SOA", "ns. host. 1 2 3 4 120")
+    )
+    assert negative_ttl(response) == 120
+    response.authority[0].ttl = 60
+    assert negative_ttl(response) == 60

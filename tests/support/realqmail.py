@@ -41,6 +41,8 @@ def missing_reason() -> str | None:
         return "building qmail needs make and a C compiler (Debian: build-essential)"
     if shutil.which("supervise") is None:
         return "qremoted runs under daemontools here (Debian: daemontools)"
+    if shutil.which("tcpserver") is None:
+        return "qmail-smtpd runs under tcpserver here (Debian: ucspi-tcp)"
     return None
 
 
