@@ -260,6 +260,8 @@ CONTROL_FILES: tuple[ControlFile, ...] = (
     _file("dkimverifytimeout", "integer", 20, (VERIFY,), "seconds to verify a message"),
     _file("dkimverifypolicy", "lines", [], (VERIFY,), "domain:reject|defer"),
     _file("dkimlength", "line", "pass", (VERIFY,), "pass or policy for unsigned l= text"),
+    _file("dkimverifyfallback", "line", "verify", (VERIFY,),
+          "verify or pass, when the verifying daemon does not answer"),  # fmt: skip
     _file("dkimrotate", "lines", [], (ROTATE,), "the rotation job's settings"),
     _file("queuelifetime", "integer", 604800, (ROTATE,), "qmail's; sets the grace"),
     _file("concurrencyremote", "integer", 20, ("qmail-send", "qremote check"),

@@ -109,6 +109,7 @@ GARBAGE = {
     "dkimverifytimeout": "x\n",
     "dkimverifypolicy": "example.com:drop\n",
     "dkimlength": "sometimes\n",
+    "dkimverifyfallback": "maybe\n",
     "dkimrotate": "period\n",
     "queuelifetime": "a week\n",
     "concurrencyremote": "lots\n",

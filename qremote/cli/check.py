@@ -37,6 +37,7 @@ from qremote.signing.tags import parse_tags
 from qremote.tls.policy import decide, read_policy_files
 from qremote.tlsrpt.rua import mail_address
 from qremote.verify import dkimpolicy
+from qremote.verify import filter as verify_filter
 from qremote.verify.txt import DnsTemporary, TxtLookup
 
 _SHARED_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -107,6 +108,7 @@ def _formats(control: ControlDir) -> Iterator[str]:
         lambda: parse_file(control, "utf8headers"),
         lambda: parse_file(control, "mtasts"),
         lambda: dkimpolicy.parse(control.lines("dkimverifypolicy") or []),
+        lambda: verify_filter.fallback_word(control),
         lambda: rotation_config(control),
         lambda: source.parse_bindings(control.lines("domainbindings") or []),
         lambda: source.parse_outgoing_ip(control.line("outgoingip")),

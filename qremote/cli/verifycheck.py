@@ -13,9 +13,8 @@ import stat
 from collections.abc import Iterator
 
 from qremote.cli.install import first_blocked
+from qremote.signing.keys import files_in
 from qremote.verify import status, wire
-
-MAX_KEY_FILES = 10000
 
 
 def _account(uid: int) -> pwd.struct_passwd:
@@ -28,16 +27,9 @@ def _account(uid: int) -> pwd.struct_passwd:
 def readable_keys(home: str, uid: int) -> Iterator[str]:
     """Files under control/domainkeys/ that ``uid`` could read, from their modes."""
     account = _account(uid)
-    top = os.path.join(home, "control", "domainkeys")
-    seen = 0
-    for folder, _dirs, files in os.walk(top):
-        for name in files:
-            seen += 1
-            if seen > MAX_KEY_FILES:
-                return
-            path = os.path.join(folder, name)
-            if first_blocked([path], account) is None:
-                yield path
+    for path in files_in(os.path.join(home, "control", "domainkeys")):
+        if first_blocked([path], account) is None:
+            yield path
 
 
 def findings(home: str) -> Iterator[str]:

@@ -17,7 +17,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from qremote.control import ControlDir
+from qremote.control import ControlDir, ControlError
 from qremote.fdutil import memory_file, write_all
 from qremote.verify.rewrite import authserv_id, skipped_header, with_header
 
@@ -80,17 +80,26 @@ def build(home: str, message_fd: int, size: int) -> tuple[int, Verdict | None]:
 FALLBACK = "dkimverifyfallback"
 """control/dkimverifyfallback: what the thin filter's Python path does when the verifying
 daemon did not answer: ``verify`` (the default; here, in this process) or ``pass`` (on
-unverified, with a note in our Authentication-Results field)."""
+unverified, with a note in our Authentication-Results field). Read here, not through
+qremote.settings: the ``pass`` path must not pay for loading the delivery's modules."""
+FALLBACK_WORDS = ("verify", "pass")
+
+
+def fallback_word(control: ControlDir) -> str:
+    """control/dkimverifyfallback's word; ControlError when it is none of ours."""
+    word = (control.line(FALLBACK) or FALLBACK_WORDS[0]).strip().lower()
+    if word not in FALLBACK_WORDS:
+        raise ControlError(f"control/{FALLBACK}: {word[:40]!r} is not verify or pass")
+    return word
 
 
 def fallback_mode(home: str) -> str:
-    """``verify`` or ``pass`` (anything else in the file: ``verify``, and a log line)."""
-    control = ControlDir(os.path.join(home, "control"))
-    word = (control.line(FALLBACK) or "verify").strip().lower()
-    if word not in ("verify", "pass"):
-        _log(f"control/{FALLBACK}: {word!r} is not verify or pass; verifying")
+    """``verify`` or ``pass``; a file that says anything else: ``verify``, and a log line."""
+    try:
+        return fallback_word(ControlDir(os.path.join(home, "control")))
+    except ControlError as e:
+        _log(f"{e}; verifying")
         return "verify"
-    return word
 
 
 def unverified(home: str, message_fd: int, size: int, why: str) -> int:
@@ -143,7 +152,9 @@ def main() -> None:
         _log(f"cannot read the message: {e.strerror}")
         os._exit(EXIT_TEMPORARY)
     daemon_failed = os.environ.get("QREMOTE_VERIFYD_FAILED")
-    if daemon_failed and fallback_mode(home) == "pass":
+    if daemon_failed and fallback_mode(home) == "verify":
+        _log(f"{daemon_failed[:200]}: verifying in this process")
+    elif daemon_failed:
         try:
             out = unverified(home, message_fd, size, daemon_failed)
         except BaseException as e:  # noqa: BLE001 - never lose a message: pass it on unchanged

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 from qremote.fdutil import write_all
 from qremote.framing import WireError
+from qremote.signing.keys import files_in
 from qremote.unixsock import peer_credentials, read_frame, send_with_fd
 from qremote.verify import wire
 from qremote.verify.build import Settings, build, fingerprint
@@ -57,8 +58,6 @@ MEMORY = 256 << 20
 """Bytes of messages verified at once, by default (``--memory``)."""
 REQUEST_TIMEOUT = 10.0
 """Seconds a client has to send its request once connected."""
-MAX_KEY_FILES = 10000
-"""Files under control/domainkeys/ tried at start: enough for any real site."""
 
 
 class StartError(Exception):
@@ -82,20 +81,13 @@ def user_ids(user: str) -> tuple[int, int]:
 
 def readable_key(home: str) -> str | None:
     """A file under control/domainkeys/ that this process can open, or None."""
-    top = os.path.join(home, "control", "domainkeys")
-    tried = 0
-    for folder, _dirs, files in os.walk(top):
-        for name in files:
-            tried += 1
-            if tried > MAX_KEY_FILES:
-                return None
-            path = os.path.join(folder, name)
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            except OSError:
-                continue
-            os.close(fd)
-            return path
+    for path in files_in(os.path.join(home, "control", "domainkeys")):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        os.close(fd)
+        return path
     return None
 
 

@@ -105,22 +105,5 @@ class StandInQueue:
         return Queued(status, err.decode("utf-8", "replace"), got, env)
 
     def run(self, home: str, message: bytes, envelope: bytes) -> Queued:
-        for path in (self.out, self.env):
-            if os.path.exists(path):
-                os.unlink(path)
-        msg_path = os.path.join(self.folder, "incoming-message")
-        env_path = os.path.join(self.folder, "incoming-envelope")
-        with open(msg_path, "wb") as f:
-            f.write(message)
-        with open(env_path, "wb") as f:
-            f.write(envelope)
-        with open(msg_path, "rb") as stdin, open(env_path, "rb") as fd1:
-            proc = subprocess.run(
-                self.command,
-                stdin=stdin,
-                stdout=fd1,
-                stderr=subprocess.PIPE,
-                env={**os.environ, "QMAILHOME": home, "QMAILQUEUE_ORIG": self.program},
-                timeout=120,
-            )
-        return self._queued(proc.returncode, proc.stderr)
+        """The filter run on ``message`` as qmail-smtpd runs it, to its end."""
+        return self.result(self.start(home, message, envelope))
