@@ -92,20 +92,26 @@ def one_run(home: str, name: str, batch: list[bytes], connections: int, daemon: 
         env.append(f"QMAILQUEUE={home}/bin/qremote-dkimverify.python")
     elif name == "thin+verifyd":
         env.append(f"QMAILQUEUE={home}/bin/qremote-dkimverify")
+    log = open(os.path.join(home, "smtpd.log"), "ab")  # noqa: SIM115 - the server's
     server = subprocess.Popen(
         ["tcpserver", "-R", "-H", "-l", "me.example.org", "-c", "100",
          "-u", str(qmaild.pw_uid), "-g", str(qmaild.pw_gid), IP, str(PORT),
          *env, f"{home}/bin/qmail-smtpd"],
-        env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
     )  # fmt: skip
+    log.close()
     try:
         wait_for_port(IP, PORT, "qmail-smtpd")
         time.sleep(0.2)  # the probe's qmail-smtpd ends before the clock starts
         own0, children0, _ = stat(server.pid)
         d0 = daemon_cpu(daemon)
         started = time.monotonic()
-        send_all(batch, connections)
+        try:
+            send_all(batch, connections)
+        except RuntimeError as e:
+            with open(os.path.join(home, "smtpd.log"), "rb") as f:
+                said = f.read().decode("utf-8", "replace")[-1500:]
+            raise RuntimeError(f"{name}: {e}; qmail-smtpd's log ends: {said}") from None
         elapsed = time.monotonic() - started
         time.sleep(0.3)  # the last sessions' processes are reaped
         own1, children1, _ = stat(server.pid)

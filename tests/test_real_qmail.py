@@ -222,6 +222,14 @@ def test_real_qmail_smtpd_verifies_incoming_mail_through_verifyd(
                 refused = smtp.sendmail("alice@example.com", ["postmaster@me.example.org"], content)
                 assert refused == {}
         said = status.ask(home)
+        # Without the daemon (stopped as an administrator would), mail is still verified:
+        # the filter's Python path, with the home install wrote into it (qmail-smtpd's
+        # environment has no QMAILHOME).
+        subprocess.run(["svc", "-d", service], check=True)
+        wait_until(lambda: status.ask(home) is None, 60)
+        with smtplib.SMTP(ip, port, timeout=60) as smtp:
+            refused = smtp.sendmail("alice@example.com", ["postmaster@me.example.org"], by_dkimpy)
+            assert refused == {}
     finally:
         smtpd.terminate()
         smtpd.wait(30)
@@ -235,9 +243,11 @@ def test_real_qmail_smtpd_verifies_incoming_mail_through_verifyd(
         for name in files:
             with open(os.path.join(folder, name), "rb") as f:
                 queued.append(f.read())
-    assert len(queued) == 2, _log(home, "qmail-smtpd.log")
+    assert len(queued) == 3, _log(home, "qmail-smtpd.log")
     for content in queued:
         head = content.split(b"\n\n", 1)[0].decode()
         assert head.startswith("Received: "), head  # qmail-queue's own line comes first
         assert "Authentication-Results: me.example.org;\n\tdkim=pass header.d=example.com" in head
     assert any("domainkeys=pass" in c.decode() for c in queued)  # Mail::DKIM's DomainKeys
+    smtpd_log = _log(home, "qmail-smtpd.log")
+    assert smtpd_log.count("no verifying daemon: verifying in this process") == 1, smtpd_log

@@ -79,10 +79,11 @@ main(home={home!r})
 """
 
 
-def filter_wrapper_text(python: str | None = None) -> str:
+def filter_wrapper_text(home: str, python: str | None = None) -> str:
     """The Python ``qremote-dkimverify`` installed in the qmail home: the compiled filter's
     fallback (``bin/qremote-dkimverify.python``), or the filter itself without a compiler.
-    ``-I -S`` as for qmail-remote's: start-up near the bare interpreter."""
+    ``-I -S`` as for qmail-remote's: start-up near the bare interpreter. The home is
+    written in: qmail-smtpd's environment has no QMAILHOME."""
     python = python or sys.executable
     return f"""#!{python} -IS
 {MARKER}: qremote-dkimverify's Python path.
@@ -91,7 +92,7 @@ import sys
 sys.path[:0] = {import_paths()!r}
 from qremote.verify.filter import main
 
-main()
+main(home={home!r})
 """
 
 
@@ -352,7 +353,7 @@ def install_filter(
     files that run the daemon."""
     program = os.path.join(home, "bin", "qremote-dkimverify")
     fallback = program + ".python"
-    text = filter_wrapper_text(python).encode()
+    text = filter_wrapper_text(home, python).encode()
     write_file(fallback, text, 0o755)
     which = None
     if compiled:

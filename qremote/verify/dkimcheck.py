@@ -179,7 +179,7 @@ def verify(message: bytes, lookup: TxtLookup, unsigned_tail: str = "pass") -> li
     logger = logging.Logger("qremote.dkimverify")  # not registered: nothing accumulates
     logger.propagate = False
     logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
+    logger.setLevel(logging.ERROR)  # dkimpy debug-logs every step; only errors are wanted
     results = []
     try:
         checker = dkim.DKIM(message, logger=logger)

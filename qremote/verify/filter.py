@@ -140,11 +140,13 @@ def _answer_a_person(argv: list[str]) -> bool:
     return False
 
 
-def main() -> None:
+def main(home: str | None = None) -> None:
+    """``home``: the qmail home ``qremote install`` wrote into the wrapper; QMAILHOME in
+    the environment wins, /var/qmail when neither says."""
     if _answer_a_person(sys.argv):
         sys.stdout.flush()
         os._exit(0)
-    home = os.environ.get("QMAILHOME") or "/var/qmail"
+    home = os.environ.get("QMAILHOME") or home or "/var/qmail"
     program = real_queue(home)
     try:
         message_fd, size = spool(0)

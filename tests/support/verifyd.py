@@ -23,9 +23,10 @@ the machine's is needed."""
 
 
 def build_filter(folder: str) -> str:
-    """The compiled thin filter in ``folder``, with this checkout's Python path beside it."""
+    """The compiled thin filter in ``folder``, with this checkout's Python path beside it
+    (the tests name the qmail home in QMAILHOME)."""
     fallback = os.path.join(folder, "qremote-dkimverify.python")
-    write_file(fallback, filter_wrapper_text().encode(), 0o755)
+    write_file(fallback, filter_wrapper_text("/nonexistent").encode(), 0o755)
     program = os.path.join(folder, "qremote-dkimverify")
     compiled.build(folder, fallback, MARKER, program, SANITIZERS, compiled.VERIFY_SOURCE)
     return program
