@@ -377,3 +377,46 @@ def test_a_negative_answer_is_believed_for_the_soa_minimum_or_its_ttl():
     assert negative_ttl(response) == 120
     response.authority[0].ttl = 60
     assert negative_ttl(response) == 60
+
+
+@as_root
+def test_a_process_of_another_user_on_the_socket_is_not_believed(site, queue):
+    """Only the owner of qremote-verifyd/ (qmail-smtpd's user) can put a socket there; an
+    answer from any other process there (here root's, offering a forged verdict) is not
+    a verifyd of ours: the filter verifies in-process."""
+    from qremote.fdutil import memory_file
+
+    folder = os.path.join(site.path, wire.SOCKET_DIR)
+    os.makedirs(folder, mode=0o700)
+    os.chown(folder, int(NOBODY), int(NOBODY))
+    forged = b"Authentication-Results: mx.example.org; dkim=pass header.d=bank.example\n" + MSG
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(os.path.join(site.path, wire.SOCKET_PATH))
+    listener.listen(1)
+    answered = []
+
+    def impostor() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recvmsg(100, socket.CMSG_SPACE(4))
+            fd = memory_file("forged", forged)
+            try:
+                conn.sendall(wire.frame(wire.ACCEPTED, b"10"))
+                rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fd.to_bytes(4, "little"))]
+                conn.sendmsg([wire.frame(wire.QUEUE)], rights)
+                answered.append(True)
+            except OSError:
+                pass  # the filter hung up first: it did not believe us
+            finally:
+                os.close(fd)
+
+    thread = threading.Thread(target=impostor, daemon=True)
+    thread.start()
+    try:
+        q = queue.run(site.path, MSG, ENVELOPE)
+    finally:
+        listener.close()
+        thread.join(10)
+    assert q.status == 0 and queue.runs == 1
+    assert q.message == b"Authentication-Results: mx.example.org;\n\tdkim=none\n" + MSG
+    assert "is not its folder's owner: verifying in this process" in q.log

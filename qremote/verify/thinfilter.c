@@ -7,7 +7,8 @@
  * of qremote/verify/wire.py:
  *
  *   - spool the message (fd 0) into a memory file; the envelope on fd 1 is never read;
- *   - connect to qremote-verifyd/verifyd.sock (relative to the qmail home) and send one
+ *   - connect to qremote-verifyd/verifyd.sock (relative to the qmail home), make sure the
+ *     process there runs as the owner of qremote-verifyd/ (SO_PEERCRED), and send one
  *     'V' frame (the size in ASCII) with the memory file attached (SCM_RIGHTS);
  *   - wait for 'A' (+ seconds: the daemon's promise), then for the answer:
  *     'Q' + a descriptor: the new message, handed to qmail-queue;
@@ -36,13 +37,15 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "qremote-config.h"
 
-#define SOCKET_PATH "qremote-verifyd/verifyd.sock"
+#define SOCKET_DIR "qremote-verifyd"
+#define SOCKET_PATH SOCKET_DIR "/verifyd.sock"
 #define ACCEPT_TIMEOUT_MS 10000
 #define MAX_PROMISE_S 300
 #define HEADER 5
@@ -178,6 +181,20 @@ static int spool(off_t *size)
             return -1;
         *size += n;
     }
+}
+
+/* Is the process on the socket our verifyd? Only the owner of its folder (qmail-smtpd's
+ * user; root made it for them) can put a socket there, so anyone else answering on it is
+ * an impostor, and its verdicts would be forged ones. */
+static int genuine(int sock)
+{
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    struct stat st;
+    if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) == -1 ||
+        stat(SOCKET_DIR, &st) == -1)
+        return 0;
+    return cred.uid == st.st_uid;
 }
 
 /* Send the request with the message attached. 0 on success. */
@@ -326,6 +343,8 @@ int main(int argc, char **argv)
     memcpy(addr.sun_path, SOCKET_PATH, sizeof SOCKET_PATH);
     if (sock == -1 || connect(sock, (struct sockaddr *)&addr, sizeof addr) == -1)
         fallback(msg, "no verifying daemon");
+    if (!genuine(sock))
+        fallback(msg, "the process on verifyd's socket is not its folder's owner");
     if (send_request(sock, msg, size) == -1)
         fallback(msg, "verifyd did not take the request");
     static struct answer a;
