@@ -310,8 +310,13 @@ def install(
 def _service_dir(home: str, service: str, user: str, python: str) -> None:
     """A daemontools/runit directory: run (qremoted as ``user``) and log/run (multilog)."""
     command = f"{python} -m qremote.cli.qremote"
+    _supervised(service, run_script(home, command, user))
+
+
+def _supervised(service: str, run: str) -> None:
+    """``run`` and a log/run (multilog as qmaill, into log/main, which qmaill owns)."""
     os.makedirs(os.path.join(service, "log", "main"), mode=0o755, exist_ok=True)
-    write_file(os.path.join(service, "run"), run_script(home, command, user).encode(), 0o755)
+    write_file(os.path.join(service, "run"), run.encode(), 0o755)
     write_file(os.path.join(service, "log", "run"), log_script().encode(), 0o755)
     try:
         pw = pwd.getpwnam("qmaill")
@@ -386,10 +391,7 @@ def install_filter(
         said += f"\nverifyd: there is no user {smtpd_user!r} (qmail-smtpd's; --smtpd-user)"
     command = f"{python or sys.executable} -m qremote.cli.qremote"
     if service:
-        os.makedirs(os.path.join(service, "log", "main"), mode=0o755, exist_ok=True)
-        run = verifyd_run_script(home, command, smtpd_user).encode()
-        write_file(os.path.join(service, "run"), run, 0o755)
-        write_file(os.path.join(service, "log", "run"), log_script().encode(), 0o755)
+        _supervised(service, verifyd_run_script(home, command, smtpd_user))
         said += f"\nverifyd: {service} runs it; `ln -s {service} /etc/service/` starts it"
     if systemd:
         write_file(systemd, verifyd_systemd_unit(home, command, smtpd_user).encode(), 0o644)

@@ -56,6 +56,9 @@ WORKERS = 8
 (each holds a thread for at most dkimverifytimeout); the work itself is one core's."""
 MEMORY = 256 << 20
 """Bytes of messages verified at once, by default (``--memory``)."""
+MAX_TEXT = 1000
+"""Characters of a log text sent to the filter (an exception's words can be anything);
+the filter's limit is 64 KB."""
 REQUEST_TIMEOUT = 10.0
 """Seconds a client has to send its request once connected."""
 
@@ -343,6 +346,7 @@ class Verifyd:
                 self.verifying -= 1
                 await self.budget.give(charge)
         kind, out, text = answer
+        text = text[:MAX_TEXT]
         self._count(kind)
         if text:
             self.log(f"pid {pid}: {text}")
