@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+from collections.abc import Callable
 
 from qremote.framing import FrameReader
 
@@ -90,3 +91,18 @@ async def read_frame(
         frames = reader.feed(data)
         if frames:
             return frames[0]
+
+
+async def accept(listener: socket.socket, log: Callable[[str], None]) -> socket.socket:
+    """The next client, non-blocking. A failed accept (out of descriptors, say) is logged
+    and tried again a tenth of a second later: it must not end the daemon's accept loop."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            conn, _ = await loop.sock_accept(listener)
+        except OSError as e:
+            log(f"accept failed: {e.strerror}")
+            await asyncio.sleep(0.1)
+            continue
+        conn.setblocking(False)
+        return conn

@@ -57,10 +57,10 @@ def findings(home: str) -> Iterator[str]:
     if answer.uid == 0:
         yield f"verifyd (pid {answer.pid}) runs as root: it parses mail from the internet"
         return
-    for key in readable_keys(home, answer.uid):
+    key = next(readable_keys(home, answer.uid), None)
+    if key is not None:
         yield (
             f"verifyd runs as uid {answer.uid}, which can read {key}: the process that "
             "parses incoming mail must not reach the signing keys (chmod 600, owned by "
             "qmail-remote's user)"
         )
-        return

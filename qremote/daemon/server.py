@@ -50,6 +50,7 @@ from qremote.daemon.wire import RELATIVE_PATH, SOCKET_NAME
 from qremote.delivery import Outcome, deliver
 from qremote.fdutil import write_all
 from qremote.smtp.session import Abandoned, BeforeDot
+from qremote.unixsock import accept
 
 REQUEST_TIMEOUT = 30.0
 """A client that connects and says nothing is dropped after this long."""
@@ -305,13 +306,7 @@ class Daemon:
                 # connect()) until one of ours is done.
                 self.admitted.clear()
                 await self.admitted.wait()
-            try:
-                conn, _ = await loop.sock_accept(listener)
-            except OSError as e:
-                self.log(f"accept failed: {e.strerror}")
-                await asyncio.sleep(0.1)
-                continue
-            conn.setblocking(False)
+            conn = await accept(listener, self.log)
             task = loop.create_task(self._serve(conn))
             self.tasks.add(task)
             task.add_done_callback(self._client_done)

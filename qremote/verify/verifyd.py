@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from qremote.fdutil import write_all
 from qremote.framing import WireError
 from qremote.signing.keys import files_in
-from qremote.unixsock import peer_credentials, read_frame, send_with_fd
+from qremote.unixsock import accept, peer_credentials, read_frame, send_with_fd
 from qremote.verify import wire
 from qremote.verify.build import Settings, build, fingerprint
 from qremote.verify.dnscache import KeyCache
@@ -259,13 +259,7 @@ class Verifyd:
     async def _accept(self, listener: socket.socket, tasks: set[asyncio.Task[None]]) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            try:
-                conn, _ = await loop.sock_accept(listener)
-            except OSError as e:
-                self.log(f"accept failed: {e.strerror}")
-                await asyncio.sleep(0.1)
-                continue
-            conn.setblocking(False)
+            conn = await accept(listener, self.log)
             task = loop.create_task(self._serve(conn))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
