@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -30,7 +31,7 @@ from tests.support import qmailhome  # noqa: E402
 from tests.support.daemon import Qremoted  # noqa: E402
 from tests.support.dnsserver import DnsServer  # noqa: E402
 from tests.support.keys import dkim_record, txt_strings, write_key  # noqa: E402
-from tests.support.smtpserver import ScriptedServer  # noqa: E402
+from tests.support.smtpserver import ScriptedServer, fresh_ip  # noqa: E402
 
 MESSAGE = b"From: a@example.org\nTo: b@mx.test\nSubject: bench\n\n" + b"hello\n" * 50
 
@@ -98,10 +99,22 @@ def serve(conn, record: str) -> None:
         conn.send(len(mx.received))
 
 
+def scrape(where: str, done: threading.Event) -> None:
+    """What a Prometheus server does to qremoted: one scrape a second."""
+    while not done.wait(1.0):
+        with urllib.request.urlopen(f"http://{where}/metrics", timeout=10) as answer:
+            answer.read()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=200)
     ap.add_argument("-c", type=int, default=8, help="concurrent deliveries")
+    ap.add_argument(
+        "--metrics",
+        action="store_true",
+        help="qremoted with /metrics and JSON records, scraped every second meanwhile",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as top:
         home = qmailhome.make(os.path.join(top, "qmail"), "127.0.0.1:9")
@@ -118,18 +131,30 @@ def main() -> None:
         bare = [one([sys.executable, "-c", "pass"], b"", top)[0] for _ in range(30)]
         bare_is = [one([sys.executable, "-IS", "-c", "pass"], b"", top)[0] for _ in range(30)]
         s_rate, s_cpu = drain(standalone, home.path, args.n, args.c)
-        with Qremoted(home) as daemon:
+        where = f"{fresh_ip()}:9716"
+        extra = ["--metrics", where, "--log-format", "json"] if args.metrics else []
+        with Qremoted(home, *extra) as daemon:
             drain(argv, home.path, min(args.n, 20), args.c)  # warm: keys, DNS, connections
             before = proc_cpu(daemon.proc.pid)
+            scraping = threading.Event()
+            scraper = threading.Thread(target=scrape, args=(where, scraping))
+            if args.metrics:
+                scraper.start()
             d_rate, d_cpu = drain(argv, home.path, args.n, args.c)
             daemon_cpu = (proc_cpu(daemon.proc.pid) - before) / args.n
+            scraping.set()
+            if args.metrics:
+                scraper.join()
             reused = daemon.log().count("Reused the connection")
         here.send("done")
         received = here.recv()
         server.join()
     ms = 1000
     b, bi = statistics.median(bare), statistics.median(bare_is)
-    print(f"{args.n} deliveries at concurrency {args.c}, {received} received")
+    print(
+        f"{args.n} deliveries at concurrency {args.c}, {received} received"
+        + (", qremoted with /metrics scraped every second and JSON records" if args.metrics else "")
+    )
     s_med, d_med = statistics.median(s_cpu) * ms, statistics.median(d_cpu) * ms
     print(f"standalone:        {s_rate:7.1f} msg/s, CPU per qmail-remote {s_med:6.1f} ms")
     print(

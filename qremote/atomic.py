@@ -38,3 +38,13 @@ def write_file(path: str, data: bytes, mode: int = 0o644, replace: bool = True) 
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def replace_unsynced(path: str, data: bytes) -> None:
+    """Write a file whole (a reader sees the old text or the new, never half), without
+    fsync: for what is written every second and need not survive a crash (a worker's
+    status and counts)."""
+    tmp = f"{path}.{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)

@@ -126,3 +126,17 @@ SCRAM_MAX_ITERATIONS = 1_000_000
 """The largest SCRAM iteration count we compute. The relay chooses it; servers use 4096
 (Dovecot, Cyrus) to a few hundred thousand. A hostile relay must not make us spend
 minutes of CPU per delivery: a million PBKDF2-SHA-256 rounds take well under a second."""
+
+# -- /metrics (qremote/metrics/http.py) -------------------------------------------------------
+
+METRICS_REQUEST_BYTES = 8192
+"""Bytes of an HTTP request head to /metrics. Prometheus sends a few hundred; anything
+longer is not a scraper, and the connection is closed unanswered."""
+
+METRICS_REQUEST_SECONDS = 10.0
+"""Seconds one scrape connection may take from accept to the answer written: Prometheus's
+own default scrape timeout, so a slow or silent client holds a place no longer."""
+
+METRICS_CLIENTS = 16
+"""Scrape connections answered at once; more wait in the backlog. A few Prometheus
+servers scrape each target; sixteen leaves room and bounds what a flood can take."""

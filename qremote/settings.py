@@ -264,6 +264,10 @@ CONTROL_FILES: tuple[ControlFile, ...] = (
           "verify or pass, when the verifying daemon does not answer"),  # fmt: skip
     _file("dkimrotate", "lines", [], (ROTATE,), "the rotation job's settings"),
     _file("queuelifetime", "integer", 604800, (ROTATE,), "qmail's; sets the grace"),
+    _file("metrics", "line", None, ("qremote daemon",),
+          "address:port [public] of qremoted's /metrics; none: off"),  # fmt: skip
+    _file("verifydmetrics", "line", None, ("qremote verifyd",),
+          "address:port [public] of verifyd's /metrics; none: off"),  # fmt: skip
     _file("concurrencyremote", "integer", 20, ("qmail-send", "qremote check"),
           "qmail's deliveries at once; qremoted's descriptor room is checked against it",
           ),  # fmt: skip

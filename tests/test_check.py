@@ -113,6 +113,8 @@ GARBAGE = {
     "dkimrotate": "period\n",
     "queuelifetime": "a week\n",
     "concurrencyremote": "lots\n",
+    "metrics": "somewhere:9716\n",
+    "verifydmetrics": "127.0.0.1:99999\n",
 }
 FREE_FORM = {
     "tlsrptorg": "any organization name",

@@ -275,7 +275,7 @@ def test_sighup_reads_the_settings_again(site, queue):
 WARM_UP_PROBE = """
 import os, sys
 from qremote.verify.warmup import warm_up
-warm_up()
+warm_up(metrics=True)
 before = set(sys.modules)
 from qremote.fdutil import memory_file
 from qremote.verify.build import Settings, build
@@ -284,8 +284,11 @@ settings = Settings.load(sys.argv[1])
 for path in sys.argv[2:]:
     data = open(path, "rb").read()
     fd = memory_file("probe", data)
-    out, _ = build(settings, fd, len(data), TxtLookup(settings.servers, 10))
+    out = build(settings, fd, len(data), TxtLookup(settings.servers, 10)).out
     print(os.pread(out, 300, 0).decode().split(chr(10))[1])
+from qremote.metrics.counts import VERIFY_SERIES, Counts
+from qremote.metrics.exposition import render
+render(Counts(), VERIFY_SERIES)  # a scrape, for a verifyd with --metrics
 print(sorted(set(sys.modules) - before))
 """
 

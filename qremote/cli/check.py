@@ -25,6 +25,7 @@ from qremote.keys.manage import rotation_states
 from qremote.keys.records import public_value
 from qremote.keys.rotate import last_run
 from qremote.keys.rotate import load_config as rotation_config
+from qremote.metrics.http import AddressError, Endpoint
 from qremote.relay import smtpauth
 from qremote.relay.plan import relaying_for
 from qremote.routing import source
@@ -117,6 +118,27 @@ def _formats(control: ControlDir) -> Iterator[str]:
             read()
         except ControlError as e:
             yield str(e)
+
+
+def _metrics(control: ControlDir) -> Iterator[str]:
+    """The /metrics addresses: written as the daemons read them, and loopback unless the
+    administrator says (``public``) that others are meant to reach them."""
+
+    for name, port in (("metrics", 9716), ("verifydmetrics", 9717)):
+        text = (control.line(name) or "").strip()
+        if not text or text == "off":
+            continue
+        try:
+            endpoint = Endpoint.parse(text, port)
+        except AddressError as e:
+            yield f"control/{name}: {e}; the daemon will not start"
+            continue
+        exposed = endpoint.exposed()
+        if exposed is not None:
+            if exposed.startswith("note: "):
+                yield f"note: control/{name}: {exposed[6:]}"
+            else:
+                yield f"control/{name}: {exposed}"
 
 
 def _bindings(control: ControlDir) -> Iterator[str]:
@@ -480,6 +502,41 @@ def _daemon(home: str, user: str) -> Iterator[str]:
         yield f"{path}: no qremoted answers (it was killed?); deliveries run in-process"
         return
     yield from _room(home, said)
+    yield from _served(home, said)
+
+
+REFUSING_SHARE = 0.5
+"""A group whose deliveries since qremoted started ended Z or D more often than this..."""
+REFUSING_MIN = 20
+"""...out of at least this many: said as a note (its provider may be refusing us)."""
+
+
+def _served(home: str, status: str) -> Iterator[str]:
+    """What qremoted's own numbers say (the ones ``/metrics`` serves): a group most of
+    whose deliveries fail, and a ``--metrics`` address others can reach."""
+    import re
+
+    for name, k, z, d in re.findall(r"^  (\S+): (\d+) K, (\d+) Z, (\d+) D;", status, re.M):
+        done, failed = int(k) + int(z) + int(d), int(z) + int(d)
+        if done >= REFUSING_MIN and failed > REFUSING_SHARE * done:
+            yield (
+                f"note: qremoted: MX group {name}: {failed} of {done} deliveries since it "
+                f"started were not delivered ({z} Z, {d} D); see its log for what the "
+                "servers say"
+            )
+    control = ControlDir(os.path.join(home, "control"))
+    if (control.line("metrics") or "").strip():
+        return  # _metrics reads the file
+    found = re.search(r"^metrics at http://\[?([^\]\s]+?)\]?:(\d+)/metrics( public)?$",
+                      status, re.M)  # fmt: skip
+    if found is not None:
+        endpoint = Endpoint(found.group(1), int(found.group(2)), bool(found.group(3)))
+        exposed = endpoint.exposed()
+        if exposed is not None:
+            if exposed.startswith("note: "):
+                yield f"note: qremoted --metrics: {exposed[6:]}"
+            else:
+                yield f"qremoted --metrics: {exposed}"
 
 
 def _room(home: str, status: str) -> Iterator[str]:
@@ -550,7 +607,7 @@ def problems(home: str, user: str = "qmailr") -> list[str]:
         return [f"QMAILHOME {home} does not exist (set QMAILHOME to the qmail home)"]
     control = ControlDir(os.path.join(home, "control"))
     found: list[str] = []
-    for check in (_basics, _formats, _bindings, _tls):
+    for check in (_basics, _formats, _bindings, _tls, _metrics):
         found.extend(_guard(lambda check=check: check(control)))
     found.extend(_guard(lambda: _relays(control, user)))
     found.extend(_guard(lambda: _dane(control)))

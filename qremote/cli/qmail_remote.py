@@ -132,14 +132,21 @@ def main(home: str | None = None, daemon: bool = True) -> None:
         env_home = posix.environ.get(b"QMAILHOME", b"").decode(encoding, "surrogateescape")
         qmail_home = env_home or home or "/var/qmail"
         out = None
-        if posix.environ.get(b"QREMOTE_INPROCESS"):
+        fallback = bool(posix.environ.get(b"QREMOTE_INPROCESS"))
+        if fallback:
             daemon = False  # the compiled client asked qremoted already
         if daemon and len(argv) >= 4:
             # start-up: the thin-client path loads nothing it can do without
             from qremote.daemon import client
 
             out = client.deliver(qmail_home, argv[1:])
+            fallback = out is None
         if out is None:
+            if fallback:
+                # start-up: built-ins only, as above
+                from qremote.daemon.client import count_fallback
+
+                count_fallback(qmail_home)
             out = run(argv, qmail_home, saved_stderr)
     except BaseException as e:  # noqa: BLE001 - every failure must become a Z report
         try:

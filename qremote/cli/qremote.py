@@ -4,9 +4,14 @@ each subcommand loads only what it uses."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from typing import TYPE_CHECKING
 
-from qremote.control import qmail_home
+from qremote.control import ControlDir, qmail_home
+
+if TYPE_CHECKING:
+    from qremote.metrics.http import Endpoint
 
 
 def _install(args: argparse.Namespace) -> str:
@@ -222,6 +227,7 @@ def _daemon(args: argparse.Namespace) -> str:
         from qremote.daemon import workers
 
         count = args.workers if args.workers != 0 else workers.default_count()
+        endpoint = _metrics_endpoint(args.metrics, "metrics", 9716)
         daemon = Daemon(
             qmail_home(),
             grace=args.grace,
@@ -230,6 +236,8 @@ def _daemon(args: argparse.Namespace) -> str:
             clients=args.clients,
             patience=args.patience,
             workers=count,
+            metrics=endpoint,
+            log_format=args.log_format,
         )
         if count > 1:
             workers.run(daemon)
@@ -240,12 +248,31 @@ def _daemon(args: argparse.Namespace) -> str:
     return ""
 
 
+def _metrics_endpoint(option: str | None, name: str, port: int) -> Endpoint | None:
+    """Where a daemon serves /metrics: its ``--metrics`` option, else ``control/<name>``,
+    else nowhere (off unless asked). A bad address stops the daemon, with the reason."""
+    # start-up: each command loads only what it uses
+    from qremote.metrics.http import AddressError, Endpoint
+
+    where = f"--metrics {option}"
+    if option is None:
+        option = ControlDir(os.path.join(qmail_home(), "control")).line(name)
+        where = f"control/{name}"
+    if option is None or not option.strip() or option.strip() == "off":
+        return None
+    try:
+        return Endpoint.parse(option, port)
+    except AddressError as e:
+        raise CommandFailed(f"{where}: {e}") from None
+
+
 def _verifyd(args: argparse.Namespace) -> str:
     """The verifying daemon in the foreground, until SIGTERM."""
     # start-up: each command loads only what it uses
     from qremote.verify import verifyd
 
-    failed = verifyd.main(qmail_home(), args.user, args.threads, args.memory << 20)
+    endpoint = _metrics_endpoint(args.metrics, "verifydmetrics", 9717)
+    failed = verifyd.main(qmail_home(), args.user, args.threads, args.memory << 20, endpoint)
     if failed:
         raise CommandFailed(failed)
     return ""
@@ -381,6 +408,20 @@ def parser() -> argparse.ArgumentParser:
         help="clients taken at once (the rest wait in the socket's backlog); default: as"
         " many as the descriptor limit has room for",
     )
+    daemon.add_argument(
+        "--metrics",
+        default=None,
+        metavar="ADDRESS:PORT",
+        help="serve Prometheus /metrics there (default: control/metrics, else off;"
+        " 'off' turns it off); an address other than loopback needs the word 'public' after"
+        " it in control/metrics for qremote check to accept it",
+    )
+    daemon.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="each delivery as the text line (default) or as one JSON record",
+    )
     daemon.set_defaults(func=_daemon)
     verifyd = sub.add_parser(
         "verifyd",
@@ -405,6 +446,12 @@ def parser() -> argparse.ArgumentParser:
         default=256,
         help="megabytes of messages being verified at once (default 256); a larger"
         " message is verified alone",
+    )
+    verifyd.add_argument(
+        "--metrics",
+        default=None,
+        metavar="ADDRESS:PORT",
+        help="serve Prometheus /metrics there (default: control/verifydmetrics, else off)",
     )
     verifyd.set_defaults(func=_verifyd)
     status = sub.add_parser(

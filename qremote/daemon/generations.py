@@ -15,6 +15,7 @@ import dns.resolver
 from qremote.background import Background
 from qremote.delivery import Resources
 from qremote.groups.caps import shared_backend
+from qremote.metrics.counts import Counts
 from qremote.mtasts.store import PolicyStore
 from qremote.routing.dnsquery import make_resolver
 from qremote.settings import Settings, load_settings
@@ -55,21 +56,24 @@ class Generation:
         shared: SharedState | None,
         tally: Tally,
         sts: PolicyStore,
+        counts: Counts,
     ) -> None:
         self.settings = settings
         resolver = make_resolver(
             settings.nameservers, settings.timeout_connect, settings.timeout_remote
         )
         resolver.cache = dns.resolver.LRUCache(100_000)  # honours each answer's TTL
-        pool = ConnectionPool(settings.reuse)
+        pool = ConnectionPool(settings.reuse, lambda why: counts.add("connections_closed", (why,)))
         self.resources = Resources(sts, shared, pool, tally, cached_resolver=resolver)
 
 
 class SettingsCache:
     """The current :class:`Generation`, rebuilt when ``control/`` changes or on SIGHUP."""
 
-    def __init__(self, home: str) -> None:
+    def __init__(self, home: str, counts: Counts | None = None) -> None:
         self.home = home
+        self.counts = counts if counts is not None else Counts()
+        """qremoted's numbers: the pools count the connections they close."""
         self.control = os.path.join(home, "control")
         self.current: Generation | None = None
         self._signature: tuple | None = None
@@ -95,7 +99,7 @@ class SettingsCache:
             settings = load_settings(self.home)
             old = self.current
             shared = self._shared_for(settings)
-            self.current = Generation(settings, shared, self.tally, self.sts)
+            self.current = Generation(settings, shared, self.tally, self.sts, self.counts)
             self._signature = signature
             # Deliveries in flight may still return connections to the old pool.
             self.retired = [pool for pool in self.retired if len(pool)]

@@ -40,15 +40,21 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from qremote import report
+from qremote.atomic import replace_unsynced
 from qremote.control import ControlError
-from qremote.daemon import wire
+from qremote.daemon import scrape, wire
 from qremote.daemon.descriptors import Room, raise_limit
-from qremote.daemon.formatting import abandoned_line, delivery_line, status_text
+from qremote.daemon.formatting import abandoned_line, delivery_line, one_line, status_text
 from qremote.daemon.generations import SettingsCache
 from qremote.daemon.listener import allowed, peer_credentials, read_queue_file, read_request
 from qremote.daemon.wire import RELATIVE_PATH, SOCKET_NAME
 from qremote.delivery import Outcome, deliver
 from qremote.fdutil import write_all
+from qremote.metrics import http, record
+from qremote.metrics.counts import SERIES, Counts, group_label
+from qremote.metrics.trace import Trace
+from qremote.routing.dnsquery import LOOKUPS
+from qremote.smtp.pool import ConnectionPool
 from qremote.smtp.session import Abandoned, BeforeDot
 from qremote.unixsock import accept
 
@@ -73,15 +79,6 @@ time it waits after ``Y`` beyond the server's own time-out for the reply to the 
 after ``Y`` would report a delivery that may have happened."""
 
 
-def _replace(path: str, data: bytes) -> None:
-    """Write a file whole (a reader sees the old text or the new, never half), without
-    fsync: a status written every second need not survive a crash."""
-    tmp = f"{path}.{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 class StartError(Exception):
     """The daemon cannot start; the message says why."""
 
@@ -101,6 +98,8 @@ class InFlight:
     """Seconds the client must wait after ``Y`` (the dot's time-out and the slack)."""
     delivering: bool = False
     """Its turn came (False: waiting for one of the ``deliveries`` places)."""
+    trace: Trace = field(default_factory=Trace)
+    """What the delivery did so far (the JSON record, the counts)."""
 
 
 HEARTBEAT = 20.0
@@ -120,6 +119,8 @@ class Daemon:
         clients: int | None = None,
         patience: float = PATIENCE,
         workers: int = 1,
+        metrics: http.Endpoint | None = None,
+        log_format: str = "text",
     ) -> None:
         self.home = os.path.abspath(home)
         self.deliveries = deliveries
@@ -134,7 +135,16 @@ class Daemon:
         self.heartbeat = heartbeat
         self.log_fd = log_fd
         self.uid = os.geteuid()
-        self.cache = SettingsCache(self.home)
+        self.counts = Counts()
+        """Since start: what ``/metrics``, ``qremote status`` and the records agree on."""
+        self.metrics = metrics
+        """Where ``/metrics`` is served (None: not at all)."""
+        self.metrics_socket: socket.socket | None = None
+        self._dns_base: dict[tuple[str, ...], float] = {}
+        """DNS lookups a worker's predecessor counted (this process counts its own)."""
+        self.json = log_format == "json"
+        """Deliveries logged as JSON records (``--log-format json``), not text lines."""
+        self.cache = SettingsCache(self.home, self.counts)
         self.inflight: dict[asyncio.Task[None], InFlight] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = False
@@ -148,7 +158,7 @@ class Daemon:
 
     def log(self, line: str) -> None:
         """One line per event on stderr, for multilog (which adds the timestamp)."""
-        if self.worker is not None:
+        if self.worker is not None and not line.startswith("{"):
             line = f"worker {self.worker}: {line}"
         with contextlib.suppress(OSError):
             write_all(self.log_fd, (line.replace("\n", " ") + "\n").encode("utf-8", "replace"))
@@ -205,6 +215,13 @@ class Daemon:
         if self.clients is None:
             self.clients = self.room.clients
         lock, listener = self._listen()
+        if self.metrics is not None:
+            try:
+                self.metrics_socket = http.listen(self.metrics.ip, self.metrics.port)
+            except OSError as e:
+                self.stop_listening(lock, listener)
+                raise StartError(f"metrics at {self.metrics.url}: {e.strerror}") from None
+            self.log(f"metrics at {self.metrics.url}")
         if self.uid == 0:
             self.log("running as root: run it as qmailr, or the files it creates are root's")
         self.log(f"qremoted {os.getpid()} serving {self.home}/qremote/{SOCKET_NAME}")
@@ -221,6 +238,8 @@ class Daemon:
         with contextlib.suppress(OSError):
             os.unlink(RELATIVE_PATH)
         listener.close()
+        if self.metrics_socket is not None:
+            self.metrics_socket.close()
         os.close(self._alive)
         os.close(lock)
 
@@ -253,6 +272,14 @@ class Daemon:
         )
         accepting = loop.create_task(self._accept(listener))
         chores = loop.create_task(self._chores(stop)) if self.worker is not None else None
+        serving = None
+        if self.metrics_socket is not None:
+            if self.worker is not None:
+                predecessor = scrape.read(self.home, self.worker)  # a worker started again
+                if predecessor is not None:
+                    self.counts.merge(predecessor, gauges=False)
+                    self._dns_base = dict(self.counts.values.get("dns_lookups", {}))
+            serving = loop.create_task(self._serve_metrics(self.metrics_socket))
         if ready is not None:
             ready.set()
         try:
@@ -262,6 +289,8 @@ class Daemon:
             accepting.cancel()
             if chores is not None:
                 chores.cancel()
+            if serving is not None:
+                serving.cancel()
             if self.worker is not None:
                 listener.close()  # the master keeps it for the other workers
             await self._finish_in_flight()
@@ -271,13 +300,17 @@ class Daemon:
         """A worker's: its status where its siblings read it (``qremote status`` lands on
         any of them), and a stop of its own when its master is gone."""
         master = os.getppid()
+        worker = self.worker
+        assert worker is not None  # chores are a worker's
         while True:
             if os.getppid() != master:
                 self.log("worker: its master is gone; stopping")
                 stop.set()
                 return
             with contextlib.suppress(OSError):
-                _replace(self._status_path(self.worker), self.status(True).encode())
+                replace_unsynced(self._status_path(self.worker), self.status(True).encode())
+            if self.metrics_socket is not None:
+                scrape.write(self.home, worker, self.numbers())
             await asyncio.sleep(STATUS_EVERY)
 
     def _status_path(self, worker: int | None) -> str:
@@ -396,7 +429,13 @@ class Daemon:
             out = await self._beating(conn, job, self._outcome(host, args, fds, job, gate))
         except Abandoned as e:
             self.abandoned += 1
-            self.log(abandoned_line(pid, host, sender, str(e), time.monotonic() - job.started))
+            self.counts.add("abandoned")
+            seconds = time.monotonic() - job.started
+            if self.json:
+                line = record.abandoned(job.trace, pid, host, sender, str(e), seconds, self.worker)
+            else:
+                line = abandoned_line(pid, host, sender, str(e), seconds)
+            self.log(line)
             return
         except asyncio.CancelledError:
             out = Outcome.final(report.STOPPED)
@@ -407,7 +446,17 @@ class Daemon:
         self.done += 1
         handed_back = await self._send(conn, job.owed + wire.frame(wire.REPORT, out.wire()))
         seconds = time.monotonic() - job.started
-        self.log(delivery_line(pid, host, sender, out, seconds, handed_back))
+        self.counts.delivered(job.trace, out.message[:1].decode("ascii", "replace"), out.letters,
+                              seconds)  # fmt: skip
+        if self.json:
+            report_text = one_line(out.message)
+            line = record.delivery(
+                job.trace, pid, host, sender, out.letters, report_text, seconds, handed_back,
+                self.worker,
+            )  # fmt: skip
+        else:
+            line = delivery_line(pid, host, sender, out, seconds, handed_back)
+        self.log(line)
 
     async def _commit(self, conn: socket.socket, job: InFlight) -> None:
         """Just before the final dot: ask the client whether it still waits (``C``) and
@@ -489,7 +538,7 @@ class Daemon:
             settings = generation.settings
             job.bound = settings.timeout_remote + self.patience
             return await deliver(
-                settings, host, args[1], args[2:], message, generation.resources, gate
+                settings, host, args[1], args[2:], message, generation.resources, gate, job.trace
             )
 
     # -- status --------------------------------------------------------------------------
@@ -520,10 +569,7 @@ class Daemon:
             (job.pid, job.host, job.sender, job.recipients, now - job.started)
             for job in self.inflight.values()
         ]
-        pools = list(self.cache.retired)
-        if self.cache.current is not None and self.cache.current.resources.pool is not None:
-            pools.append(self.cache.current.resources.pool)
-        idle = [line for pool in pools for line in pool.describe()]
+        idle = [line for pool in self._pools() for line in pool.describe()]
         tls = self.cache.tally.lines()
         waiting = sum(not job.delivering for job in self.inflight.values())
         text = status_text(os.getpid(), now - self.started, self.done, jobs, idle, tls)
@@ -536,4 +582,63 @@ class Daemon:
                 f"{self.clients} clients at once, {min(self.deliveries, self.clients or 0)} "
                 "delivering\n"
             )
-        return f"{head}{extra}; {waiting} waiting for their turn\n{room}{rest}"
+        groups = self.counts.group_lines()
+        since = "".join(f"  {line}\n" for line in groups)
+        if since:
+            since = "deliveries per MX group since start:\n" + since
+        where = ""
+        if self.metrics is not None:
+            where = f"metrics at {self.metrics.url}{' public' if self.metrics.public else ''}\n"
+        return f"{head}{extra}; {waiting} waiting for their turn\n{room}{rest}{since}{where}"
+
+    # -- metrics -------------------------------------------------------------------------
+
+    def numbers(self) -> Counts:
+        """This process's counts with the gauges of this moment: what a scrape shows."""
+        c = self.counts
+        jobs = self.inflight.values()
+        c.set("in_flight", (), len(jobs))
+        c.set("waiting", (), sum(not job.delivering for job in jobs))
+        slots: dict[tuple[str, ...], float] = {}
+        for job in jobs:
+            if job.trace.slot in ("kept", "free", "waited"):
+                key = (group_label(job.trace.group),)
+                slots[key] = slots.get(key, 0) + 1
+        idle: dict[tuple[str, ...], float] = {}
+        for pool in self._pools():
+            for group in pool.groups():
+                key = (group_label(group),)
+                idle[key] = idle.get(key, 0) + 1
+                slots[key] = slots.get(key, 0) + 1
+        c.values["slots_in_use"] = slots
+        c.values["idle_connections"] = idle
+        dns = dict(self._dns_base)
+        for lookup, n in LOOKUPS.items():
+            dns[lookup] = dns.get(lookup, 0) + n
+        c.values["dns_lookups"] = dns
+        if not self.worker:  # counted once, by the only process or by worker 0
+            try:
+                c.set("client_fallbacks", (), os.stat(wire.FALLBACKS_PATH).st_size)
+            except OSError:
+                c.set("client_fallbacks", (), 0)
+        return c
+
+    def _pools(self) -> list[ConnectionPool]:
+        pools = list(self.cache.retired)
+        if self.cache.current is not None and self.cache.current.resources.pool is not None:
+            pools.append(self.cache.current.resources.pool)
+        return pools
+
+    def _page(self) -> bytes:
+        # start-up: prometheus_client only in a qremoted that serves /metrics
+        from qremote.metrics.exposition import render
+
+        if self.worker is None:
+            return render(self.numbers(), SERIES)
+        scrape.write(self.home, self.worker, self.numbers())
+        return render(scrape.summed(self.home, self.workers), SERIES)
+
+    async def _serve_metrics(self, sock: socket.socket) -> None:
+        from qremote.metrics.exposition import CONTENT_TYPE  # start-up: as above
+
+        await http.serve(sock, self._page, CONTENT_TYPE)

@@ -33,6 +33,14 @@ RELATIVE_PATH = "qremote/" + SOCKET_NAME
 """Where qremoted listens, relative to the qmail home (qmail-remote's working directory):
 a Unix socket path may not exceed 107 bytes, a qmail home may be long."""
 
+FALLBACKS_PATH = "qremote/fallbacks"
+"""One byte is appended here (relative to the qmail home) by every delivery the thin
+client runs in-process because qremoted did not take it: its size is the count
+qremoted's ``/metrics`` shows (``qremote_client_fallbacks_total``)."""
+FALLBACKS_MAX = 1_000_000
+"""Bytes the file may reach; past it the fallbacks are no longer counted (delete it to
+count again), so a qremote left without its daemon cannot fill the disk."""
+
 DELIVER = b"D"
 """Request: argv[1:] (host, sender, recipients) joined by NUL; stdin passed alongside."""
 DELIVER_COMMITTED = b"E"

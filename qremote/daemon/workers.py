@@ -32,6 +32,7 @@ import asyncio
 import os
 import signal
 
+from qremote.daemon import scrape
 from qremote.daemon.server import Daemon
 
 SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
@@ -50,6 +51,7 @@ def run(daemon: Daemon) -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     lock, listener = daemon.start()
     os.makedirs(os.path.join(daemon.home, "qremote", "workers"), mode=0o700, exist_ok=True)
+    scrape.forget(daemon.home)
     children: dict[int, int] = {}
 
     def spawn(index: int) -> None:

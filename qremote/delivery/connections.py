@@ -38,6 +38,7 @@ from qremote.delivery.tlsplan import (
     unverified,
 )
 from qremote.groups import caps
+from qremote.metrics import trace as closing
 from qremote.routing.mx import Target
 from qremote.smtp import pool
 from qremote.smtp.conversation import (
@@ -58,6 +59,7 @@ from qremote.smtp.session import (
     connect,
     dropped_report,
 )
+from qremote.tls.policy import kind_of
 from qremote.tlsrpt.watch import Watch
 
 
@@ -92,6 +94,7 @@ class Connections:
         finally:
             if self.kept is not None:
                 kept, self.kept = self.kept, None
+                self.delivery.trace.closing(closing.CLOSED_UNUSED)
                 await kept.session.quit()
 
     async def _walk(self) -> Outcome:
@@ -103,6 +106,7 @@ class Connections:
         for target in walk.order():
             live = self.kept is not None and self.kept.key.ip == target.ip
             if not live and await ctx.tcpto.skip(target.ip):
+                ctx.trace.tcpto_skips += 1
                 continue
             result = await self._address(target)
             if isinstance(result, Outcome):
@@ -162,6 +166,7 @@ class Connections:
                 return await self._finish(command, ride, target)
             if isinstance(command, Connect):
                 if kept is not None and command.drop_kept:
+                    ctx.trace.closing(closing.CLOSED_UNUSED)
                     await kept.session.quit()  # the TLS files changed since it was opened
                 kept = None
                 tls = _tls(command.tls, plan, ctx, target)
@@ -176,6 +181,11 @@ class Connections:
                 ride = _Ride(kept.session, tls, kept.born, kept.messages)
                 start = ride.session.next_message(ctx.envelope, ctx.body)
             answer = await _run(ride.session, start, attempt, ctx)
+            trace = ctx.trace
+            trace.mx_host, trace.mx_ip, trace.reused = target.name, target.ip, ride.carried > 0
+            secured = ride.session.conv.tls
+            trace.tls = kind_of(plan.policy, secured, ride.tls is plan.setup)
+            trace.tls_version = ride.session.tls_version if secured else ""
 
     async def _open(self, target: Target, tls: TlsSetup | None, watch: Watch) -> Session | None:
         """A new connection and conversation to ``target``; None when it cannot be reached."""
@@ -187,10 +197,12 @@ class Connections:
                 target.ip, port, settings.timeout_connect, ctx.route.origin.ip
             )
         except ConnectFailed as e:
+            ctx.trace.connect_failures += 1
             await ctx.tcpto.record(target.ip, e.timed_out)
             ctx.say(f"cannot connect to {target.ip}: {e}")
             return None
         await ctx.tcpto.record(target.ip, False)
+        ctx.trace.opened += 1
         if not watch.sending_ip:  # the address the system chose, for the TLS report
             local = writer.get_extra_info("sockname")
             watch.sending_ip = str(local[0]) if local else ""
@@ -233,6 +245,7 @@ class Connections:
             if pool_.checkin(kept):
                 self.hold.hand_on()
                 return
+        self.delivery.trace.closing(closing.CLOSED_DONE)
         await session.quit()
 
 
@@ -254,9 +267,11 @@ async def _run(
     try:
         result = await session.run(start)
     except Dropped:
+        ctx.trace.closing(closing.CLOSED_DROPPED)
         await session.close()
         return attempt.dropped(conv.state is State.RSET, dropped_report(conv))
     except TlsFailed as e:
+        ctx.trace.closing(closing.CLOSED_TLS_FAILED)
         await session.close()
         return attempt.tls_failed(str(e))
     except BaseException:
@@ -267,6 +282,7 @@ async def _run(
     )
     answer = attempt.conversed(said)
     if not (isinstance(answer.command, Finish) and answer.command.keep):
+        ctx.trace.closing(closing.CLOSED_DONE)
         await session.close()
     return answer
 

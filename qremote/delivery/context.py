@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from qremote.delivery.outcome import Notes
 from qremote.delivery.resources import Resources
 from qremote.delivery.route import Route
+from qremote.metrics.trace import Trace
 from qremote.routing.mx import Target
 from qremote.settings import Settings
 from qremote.smtp.body import Body
@@ -56,6 +57,8 @@ class Delivery:
     """qmail's do-not-try list (the fleet's too when Redis answered for the slot)."""
     resources: Resources
     caller: Caller
+    trace: Trace
+    """What the delivery did, for qremoted's record and counts."""
 
     def watch(self, policy: Policy, target: Target) -> Watch:
         """Where this connection's TLS outcome goes (TLS report, status counts)."""
@@ -65,7 +68,10 @@ class Delivery:
         held = held_by(policy, self.route.domain, lines, mx)
         ip = self.route.origin.ip or ""
         tally = self.resources.tally
-        return Watch(self.settings.home, held, self.group, tally, ip, target.name, target.ip)
+        # Failures are counted where TLS was to be authenticated (tlshosts, DANE, MTA-STS):
+        # an opportunistic host without STARTTLS has failed nothing.
+        trace = self.trace if policy.verified or policy.dane is not None else None
+        return Watch(self.settings.home, held, self.group, tally, ip, target.name, target.ip, trace)
 
     def say(self, text: str) -> None:
         """A step reached, for ``qremote check --route``."""

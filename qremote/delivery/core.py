@@ -17,6 +17,7 @@ from qremote.delivery.signature import Signature, sign
 from qremote.delivery.slot import claim
 from qremote.groups import caps
 from qremote.groups import rules as group_rules
+from qremote.metrics.trace import Trace
 from qremote.routing import source
 from qremote.settings import HeaderMode, Settings
 from qremote.smtp.body import Body, header_block, is_eight_bit
@@ -32,6 +33,7 @@ async def deliver(
     message: bytes,
     resources: Resources | None = None,
     before_dot: BeforeDot | None = None,
+    trace: Trace | None = None,
 ) -> Outcome:
     """Sign and deliver one message to one destination host.
 
@@ -39,17 +41,19 @@ async def deliver(
     standalone delivery's own. ``before_dot`` is awaited just before each final dot
     (qremoted's commit with its client); the :class:`~qremote.smtp.session.Abandoned`
     it may raise ends the delivery and is raised from here: nothing was sent, no report
-    is owed to anyone.
+    is owed to anyone. ``trace`` is filled with what the delivery did (qremoted's record
+    and counts); without one, nothing is kept.
 
     Never raises for remote trouble. What was signed is said in every report that comes
     from a remote host, so the qmail-send log shows it next to the delivery.
     """
-    signed = sign(settings, sender, recipients, message)
+    trace = trace if trace is not None else Trace()
+    signed = sign(settings, sender, recipients, message, trace)
     if isinstance(signed, Outcome):
         return signed
     own = resources or Resources.standalone(settings)
     try:
-        return await _send(settings, own, host, signed, Caller(before_dot))
+        return await _send(settings, own, host, signed, Caller(before_dot), trace)
     finally:
         if resources is None:
             await own.close()
@@ -67,13 +71,18 @@ async def probe(settings: Settings, host: str, sender: bytes, watcher: Probe) ->
     nothing = Signature(sender, [], origin, (b"",), Notes())
     resources = Resources.standalone(settings)
     try:
-        return await _send(settings, resources, host, nothing, Caller(probe=watcher))
+        return await _send(settings, resources, host, nothing, Caller(probe=watcher), Trace())
     finally:
         await resources.close()
 
 
 async def _send(
-    settings: Settings, resources: Resources, host: str, signed: Signature, caller: Caller
+    settings: Settings,
+    resources: Resources,
+    host: str,
+    signed: Signature,
+    caller: Caller,
+    trace: Trace,
 ) -> Outcome:
     """Route and transmit an already signed message."""
     found = await find_route(settings, resources, host, signed)
@@ -82,15 +91,16 @@ async def _send(
     group = group_rules.group_for(
         found.grouped_by, [t.name for t in found.targets], settings.groups
     )
+    trace.group = group.name
     notes = signed.notes.copy()
-    place = await claim(settings, resources, found, group, notes)
+    place = await claim(settings, resources, found, group, notes, trace)
     if isinstance(place, Outcome):
         return place
     tcpto = place.tcpto(settings, resources)
     body = Body(*signed.parts)
     envelope = _envelope(settings, signed, body)
     delivery = Delivery(
-        settings, found, envelope, body, group.name, notes, tcpto, resources, caller
+        settings, found, envelope, body, group.name, notes, tcpto, resources, caller, trace
     )
     async with caps.Hold(place.slot) as hold:
         outcome = await Connections(delivery, hold, place.kept).run()

@@ -4,11 +4,13 @@ ours), then the message is signed (:mod:`qremote.signing`)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from qremote import report
 from qremote.control import ControlError
 from qremote.delivery.outcome import Notes, Outcome
+from qremote.metrics.trace import Trace
 from qremote.routing import source
 from qremote.settings import Settings
 from qremote.signing.sign import SigningError, Unsignable, sign_message, store_for
@@ -34,9 +36,10 @@ class Signature:
 
 
 def sign(
-    settings: Settings, sender: bytes, recipients: list[bytes], message: bytes
+    settings: Settings, sender: bytes, recipients: list[bytes], message: bytes, trace: Trace
 ) -> Signature | Outcome:
-    """The signed message, or the report that ends the delivery before any connection."""
+    """The signed message, or the report that ends the delivery before any connection.
+    What was signed, and how long it took, goes into ``trace``."""
     if has_partial_final_line(message):
         return Outcome.final(report.PARTIAL_LINE)
     unsendable = _unsendable(sender, recipients)
@@ -47,12 +50,17 @@ def sign(
         source.check_local(origin)
     except ControlError as e:
         return Outcome.final(report.control_error(str(e)))
+    started = time.perf_counter()
     try:
         signed = sign_message(message, sender, store_for(settings.control.path), settings.signing)
     except SigningError as e:
         return Outcome.final(report.sign_error(str(e)))
     except Unsignable as e:
+        trace.unsigned = "unsignable"
         return Outcome.final(report.unsignable(str(e)))
+    finally:
+        trace.sign_seconds = time.perf_counter() - started
+    trace.signatures, trace.unsigned = signed.algorithms, signed.unsigned
     lenient = is_tls_report(message, sender, settings.tlsrpt_contact)
     parts = (signed.headers, message)
     return Signature(sender, recipients, origin, parts, Notes([signed.note]), lenient)

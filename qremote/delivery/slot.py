@@ -8,6 +8,7 @@ message). Which backend gave the slot decides whether the fleet's tcpto is asked
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from qremote import report
@@ -17,6 +18,7 @@ from qremote.delivery.route import Route
 from qremote.delivery.tlsplan import reuse_keys
 from qremote.groups import caps
 from qremote.groups.rules import Group
+from qremote.metrics.trace import Trace
 from qremote.settings import Settings
 from qremote.smtp.pool import Kept
 from qremote.tcpto.shared import SharedTcpto
@@ -42,29 +44,42 @@ class Place:
 
 
 async def claim(
-    settings: Settings, resources: Resources, route: Route, group: Group, notes: Notes
+    settings: Settings,
+    resources: Resources,
+    route: Route,
+    group: Group,
+    notes: Notes,
+    trace: Trace,
 ) -> Place | Outcome:
     """A kept connection of the group that fits, else a slot; the report when the group
     stayed full for ``control/mxgroupwait`` seconds. Why the caps fell back (Redis
-    unusable, local caps off) goes into ``notes``."""
+    unusable, local caps off) goes into ``notes``; how the place came, into ``trace``."""
     pool = resources.pool
     if pool is not None and pool.holds(group.name):
         kept = pool.checkout(group.name, reuse_keys(settings, route))
         if kept is not None:
+            trace.slot = "kept"
             return Place(kept.slot, kept, True)
-    taken = await _take(settings, resources, group)
+    started = time.monotonic()
+    taken, waited = await _take(settings, resources, group)
+    trace.slot_seconds = time.monotonic() - started
     notes.extend(taken.notes)
     if taken.full:
+        trace.slot = "full"
         text = report.group_full(group.name, group.limit, settings.group_wait)
         return Outcome.final(notes.after(text))
+    trace.slot = "off" if taken.backend == "off" else "waited" if waited else "free"
     return Place(taken.slot, None, taken.backend == "shared")
 
 
-async def _take(settings: Settings, resources: Resources, group: Group) -> caps.Taken:
+async def _take(settings: Settings, resources: Resources, group: Group) -> tuple[caps.Taken, bool]:
+    """The slot (or why not), and whether it had to be waited for: a first try without
+    waiting; when the group is full, one of its idle kept connections is closed (its
+    slot is then the next free) and the delivery waits up to ``mxgroupwait``."""
     home, wait, pool = settings.home, float(settings.group_wait), resources.pool
-    if pool is not None and pool.holds(group.name):
-        taken = await caps.take(home, resources.shared, group, 0.0)
-        if not taken.full:
-            return taken
+    taken = await caps.take(home, resources.shared, group, 0.0)
+    if not taken.full:
+        return taken, False
+    if pool is not None:
         pool.evict_one(group.name)
-    return await caps.take(home, resources.shared, group, wait)
+    return await caps.take(home, resources.shared, group, wait), True

@@ -9,6 +9,7 @@ that cannot exist, :class:`DnsSoft` for now). The TLSA lookup sits beside it
 from __future__ import annotations
 
 import ipaddress
+from collections import Counter
 
 import dns.asyncresolver
 import dns.exception
@@ -53,6 +54,12 @@ def on_loopback(resolver: dns.asyncresolver.Resolver) -> bool:
         return False
 
 
+LOOKUPS: Counter[tuple[str, str]] = Counter()
+"""Queries made by this process, by (type, result): ``answer``, ``nodata``, ``nxdomain``
+(a name that cannot exist counts as one) or ``failure``. Counted here, where every
+query of a delivery is made; qremoted's ``/metrics`` reads it."""
+
+
 class Answer(list):
     """Records, and what the resolver said about them."""
 
@@ -72,14 +79,19 @@ async def query(resolver: dns.asyncresolver.Resolver, name: str, rdtype: str) ->
     try:
         answer = await resolver.resolve(name, rdtype, search=False)
     except (dns.name.NameTooLong, dns.name.LabelTooLong, dns.name.EmptyLabel):
+        LOOKUPS[rdtype, "nxdomain"] += 1
         raise DnsHard(name) from None  # no such name can exist: bounce, as for NXDOMAIN
     except dns.resolver.NXDOMAIN:
+        LOOKUPS[rdtype, "nxdomain"] += 1
         raise DnsHard(name) from None
     except dns.resolver.NoAnswer as e:
+        LOOKUPS[rdtype, "nodata"] += 1
         result.secure = _secure(e.kwargs.get("response"))
         return result
     except dns.exception.DNSException as e:
+        LOOKUPS[rdtype, "failure"] += 1
         raise DnsSoft(f"{name}/{rdtype}: {e.__class__.__name__}") from None
+    LOOKUPS[rdtype, "answer"] += 1
     result.extend(answer)
     result.secure = _secure(answer.response)
     result.canonical = answer.canonical_name.to_text(omit_final_dot=True)

@@ -57,6 +57,10 @@ class Signed:
     """Signature fields to put above the message, LF line ends as in the queue file."""
     note: str
     """One line for the report: what was signed, or that nothing was."""
+    algorithms: tuple[str, ...] = ()
+    """Of each signature made: ``rsa-sha256``, ``ed25519-sha256`` (DKIM), ``domainkeys``."""
+    unsigned: str = ""
+    """Why nothing was signed, when so: ``no-key`` or ``unsignable`` (for the counts)."""
 
 
 def sign_message(
@@ -81,14 +85,17 @@ def sign_message(
         domain, keys = choice
         fields: list[bytes] = []
         done: list[str] = []
+        made: list[str] = []
         body_hash = dkim.body_hash(parsed, config.dkim.body_canon)
         for key in keys:
             fields.insert(0, dkim.sign(parsed, domain, key, stamp, config.dkim, body_hash))
             done.append(report.signed_dkim(domain, key.selector, key.algorithm))
+            made.append(key.algorithm)
         dk = _domainkey(parsed, store, config, keys, domain, from_domain)
         if dk is not None:
             fields.append(dk[0])
             done.append(dk[1])
+            made.append("domainkeys")
         elif config.domainkeys and _idn_identity(parsed):
             done.append(report.NOT_DK_IDN)
     except KeyProblem as e:
@@ -96,11 +103,11 @@ def sign_message(
     except (ValueError, TypeError, OSError) as e:
         raise SigningError(f"signing failed: {e.__class__.__name__}: {e}") from None
     headers = b"".join(fields).replace(b"\r\n", b"\n")
-    return Signed(headers, report.note_signed(done))
+    return Signed(headers, report.note_signed(done), tuple(made))
 
 
 def _no_key(who: str | None) -> Signed:
-    return Signed(b"", report.note_no_key(who))
+    return Signed(b"", report.note_no_key(who), unsigned="no-key")
 
 
 def _unsignable(
@@ -116,7 +123,7 @@ def _unsignable(
         return _no_key(from_domain or sender_domain)
     if config.unsignable == "bounce":
         raise Unsignable(why)
-    return Signed(b"", report.note_sent_unsigned(why))
+    return Signed(b"", report.note_sent_unsigned(why), unsigned="unsignable")
 
 
 def _loose_from_domain(message: bytes) -> str | None:

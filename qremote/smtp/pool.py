@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from qremote.background import Background
+from qremote.metrics.trace import CLOSED_IDLE, CLOSED_RELOAD
 from qremote.smtp.session import Session
 
 if TYPE_CHECKING:
@@ -71,10 +73,12 @@ class Kept:
 class ConnectionPool:
     """Idle connections by key; every method is called from the event loop's thread."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, closed: Callable[[str], None] | None = None) -> None:
         self.limits = limits
         self._idle: list[Kept] = []
         self._closing = Background()
+        self._closed = closed
+        """Told why each kept connection it ends was closed (qremoted's counts)."""
 
     def checkout(self, group: str, keys: list[Key]) -> Kept | None:
         """The idle connection of ``group`` for the first of ``keys`` that has one, taken
@@ -120,6 +124,10 @@ class ConnectionPool:
             for k in self._idle
         ]
 
+    def groups(self) -> list[str]:
+        """The MX group of each idle connection (each holds one of its slots)."""
+        return [k.group for k in self._idle]
+
     def __len__(self) -> int:
         return len(self._idle)
 
@@ -129,9 +137,11 @@ class ConnectionPool:
             kept.timer.cancel()
             kept.timer = None
 
-    def _expire(self, kept: Kept) -> None:
+    def _expire(self, kept: Kept, why: str = CLOSED_IDLE) -> None:
         if kept in self._idle:  # once only: its slot must be released exactly once
             self._remove(kept)
+            if self._closed is not None:
+                self._closed(why)
             self.discard(kept)
 
     def discard(self, kept: Kept) -> None:
@@ -148,5 +158,5 @@ class ConnectionPool:
     async def close(self) -> None:
         """Close every idle connection (shutdown or a control-file reload)."""
         for kept in list(self._idle):
-            self._expire(kept)
+            self._expire(kept, CLOSED_RELOAD)
         await self._closing.wait()

@@ -61,6 +61,28 @@ class Policy:
         return self.ca_file is not None or self.system or bool(self.dane and self.dane.records)
 
 
+KINDS = ("none", "opportunistic", "verified", "dane", "mta-sts", "mta-sts-testing")
+"""The TLS a conversation ran, as counted (``qremote_tls_sessions_total``'s ``kind``)."""
+
+
+def kind_of(policy: Policy, tls: bool, planned: bool) -> str:
+    """Which of :data:`KINDS` a conversation ran: ``tls`` whether TLS was set up,
+    ``planned`` whether with the policy's own set-up (not a fallback to unverified TLS)."""
+    if not tls:
+        return "none"
+    if policy.sts == "testing":
+        return "mta-sts-testing"
+    if not planned:
+        return "opportunistic"
+    if policy.dane is not None and policy.dane.records:
+        return "dane"
+    if policy.sts == "enforce":
+        return "mta-sts"
+    if policy.ca_file is not None or policy.system:
+        return "verified"
+    return "opportunistic"
+
+
 @dataclass(frozen=True)
 class RelayTls:
     """What a relay's route asks of TLS (see :mod:`qremote.relay.plan`)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from qremote.metrics.trace import Trace
 from qremote.tls.policy import Policy
 from qremote.tls.tally import Tally
 from qremote.tlsrpt.record import Held, record
@@ -33,6 +34,9 @@ class Watch:
     sending_ip: str
     mx_host: str
     mx_ip: str
+    trace: Trace | None = None
+    """Where each failure's result type is counted (qremoted's counts), when the host's
+    TLS was to be authenticated (DANE, MTA-STS, tlshosts) whether or not a TLS report is."""
 
     def _count(self, ok: bool) -> None:
         if self.tally is not None and self.held is not None and self.held.kind == "tlsa":
@@ -45,6 +49,8 @@ class Watch:
             self._count(True)
 
     def failure(self, result: str) -> None:
+        if self.trace is not None:
+            self.trace.tls_failures.append(result)
         if self.held is not None:
             record(self.home, self.held, result, self.sending_ip, self.mx_host, self.mx_ip)
             self._count(False)

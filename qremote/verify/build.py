@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from qremote.control import ControlDir, ControlError
 from qremote.routing.addresses import parse_nameserver
@@ -64,10 +65,17 @@ def fingerprint(home: str) -> tuple[tuple[int, int, int] | None, ...]:
     return tuple(out)
 
 
-def build(
-    settings: Settings, message_fd: int, size: int, lookup: TxtLookup
-) -> tuple[int, Verdict | None]:
-    """Verify and write the new message; (fd of the new message, policy verdict or None)."""
+class Built(NamedTuple):
+    out: int
+    """The new message's descriptor (our field first)."""
+    verdict: Verdict | None
+    """What dkimverifypolicy says, when it refuses the message."""
+    found: list[results.Result]
+    """Each result the field states (verifyd counts them)."""
+
+
+def build(settings: Settings, message_fd: int, size: int, lookup: TxtLookup) -> Built:
+    """Verify and write the new message."""
     message = os.pread(message_fd, size, 0)
     tail = settings.unsigned_tail
     found = dkimcheck.verify(message, lookup, tail) + dkcheck.verify(message, lookup)
@@ -79,4 +87,5 @@ def build(
     del message
     verdict = dkimpolicy.verdict_for(settings.rules, from_domain, found)
     header = results.header(settings.ours, found)
-    return with_header(settings.ours, header, message_fd, size), verdict
+    out = with_header(settings.ours, header, message_fd, size)
+    return Built(out, verdict, results.shown(found))

@@ -74,7 +74,8 @@ def build(home: str, message_fd: int, size: int) -> tuple[int, Verdict | None]:
     from qremote.verify.txt import TxtLookup
 
     settings = Settings.load(home)
-    return verified(settings, message_fd, size, TxtLookup(settings.servers, settings.budget))
+    built = verified(settings, message_fd, size, TxtLookup(settings.servers, settings.budget))
+    return built.out, built.verdict
 
 
 FALLBACK = "dkimverifyfallback"

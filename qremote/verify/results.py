@@ -46,10 +46,14 @@ def _value(text: str) -> str:
     return '"' + "".join(c for c in text if 32 <= ord(c) < 127 and c not in '"\\') + '"'
 
 
+def shown(results: list[Result]) -> list[Result]:
+    """The results the field states: ``dkim=none`` when no method had anything to say."""
+    return results or [Result("dkim", "none")]
+
+
 def header(authserv_id: str, results: list[Result]) -> bytes:
     """One Authentication-Results field, folded one result a line, LF line ends."""
-    if not results:
-        results = [Result("dkim", "none")]
+    results = shown(results)
     lines = [f"Authentication-Results: {authserv_id}"]
     lines += [r.text() for r in results]
     return (";\n\t".join(lines) + "\n").encode("ascii", "replace")

@@ -35,15 +35,17 @@ import stat
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from qremote.fdutil import write_all
 from qremote.framing import WireError
+from qremote.metrics import http
+from qremote.metrics.counts import Counts
 from qremote.signing.keys import files_in
 from qremote.unixsock import accept, peer_credentials, read_frame, send_with_fd
 from qremote.verify import wire
 from qremote.verify.build import Settings, build, fingerprint
 from qremote.verify.dnscache import KeyCache
+from qremote.verify.results import Result
 from qremote.verify.txt import TxtLookup
 from qremote.verify.warmup import warm_up
 
@@ -122,13 +124,13 @@ def become(home: str, user: str | None) -> None:
         )
 
 
-@dataclass
-class Counts:
-    verified: int = 0
-    unchanged: int = 0
-    rejected: int = 0
-    deferred: int = 0
-    refused: int = 0
+OUTCOMES = {
+    wire.QUEUE: "verified",
+    wire.UNCHANGED: "unchanged",
+    wire.REJECT: "rejected",
+    wire.DEFER: "deferred",
+}
+"""Each answer's name in ``qremote_verify_messages_total`` and the status text."""
 
 
 class ByteBudget:
@@ -155,7 +157,12 @@ class ByteBudget:
 
 class Verifyd:
     def __init__(
-        self, home: str, workers: int = WORKERS, memory: int = MEMORY, log_fd: int = 2
+        self,
+        home: str,
+        workers: int = WORKERS,
+        memory: int = MEMORY,
+        log_fd: int = 2,
+        metrics: http.Endpoint | None = None,
     ) -> None:
         self.home = os.path.abspath(home)
         self.workers = workers
@@ -164,6 +171,8 @@ class Verifyd:
         self.uid = os.getuid()
         self.cache = KeyCache()
         self.counts = Counts()
+        """Since start: what ``/metrics`` and the status text agree on."""
+        self.metrics = metrics
         self.clients = 0
         self.verifying = 0
         self._settings: Settings | None = None
@@ -234,6 +243,18 @@ class Verifyd:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
         tasks: set[asyncio.Task[None]] = set()
         accepting = loop.create_task(self._accept(listener, tasks))
+        serving = None
+        if self.metrics is not None:
+            try:
+                metrics_socket = http.listen(self.metrics.ip, self.metrics.port)
+            except OSError as e:
+                accepting.cancel()
+                listener.close()
+                raise StartError(f"metrics at {self.metrics.url}: {e.strerror}") from None
+            from qremote.metrics.exposition import CONTENT_TYPE  # start-up: warm_up loaded it
+
+            serving = loop.create_task(http.serve(metrics_socket, self._page, CONTENT_TYPE))
+            self.log(f"metrics at {self.metrics.url}")
         self.log(
             f"verifyd {os.getpid()} (uid {self.uid}) serving {self.home}/{wire.SOCKET_PATH}: "
             f"{self.workers} threads, {self.memory >> 20} MB of messages at once"
@@ -244,17 +265,16 @@ class Verifyd:
             await stop.wait()
         finally:
             accepting.cancel()
+            if serving is not None:
+                serving.cancel()
+                metrics_socket.close()
             with contextlib.suppress(OSError):
                 os.unlink(wire.SOCKET_PATH)
             listener.close()
             if tasks:
                 await asyncio.wait(set(tasks))
             self.pool.shutdown(wait=True)
-            c = self.counts
-            self.log(
-                f"verifyd {os.getpid()} stopped: {c.verified} verified, {c.unchanged} passed "
-                f"unchanged, {c.rejected} rejected, {c.deferred} deferred, {c.refused} refused"
-            )
+            self.log(f"verifyd {os.getpid()} stopped: {self._tally()}")
 
     async def _accept(self, listener: socket.socket, tasks: set[asyncio.Task[None]]) -> None:
         loop = asyncio.get_running_loop()
@@ -290,7 +310,7 @@ class Verifyd:
         return True
 
     async def _refuse(self, conn: socket.socket, pid: int, why: str) -> None:
-        self.counts.refused += 1
+        self.counts.add("verify_messages", ("refused",))
         self.log(f"refused pid {pid}: {why}")
         await self._send(conn, wire.frame(wire.REFUSED, why.encode()))
 
@@ -319,12 +339,12 @@ class Verifyd:
 
     async def _verify(self, conn: socket.socket, pid: int, fd: int, size: int) -> None:
         since = time.monotonic()
-        answer: tuple[bytes, int | None, str] | None = None
+        answer: tuple[bytes, int | None, str, list[Result]] | None = None
         settings: Settings | None = None
         try:
             settings = self.settings()
         except Exception as e:  # noqa: BLE001 - as in-process: the message passes unchanged
-            answer = (wire.UNCHANGED, None, _skipped(e))
+            answer = (wire.UNCHANGED, None, _skipped(e), [])
         budget = settings.budget if settings is not None else 0
         if not await self._send(conn, wire.frame(wire.ACCEPTED, b"%d" % (budget + wire.MARGIN))):
             return  # the client is gone: it runs qmail-queue itself, or nothing does
@@ -339,9 +359,9 @@ class Verifyd:
             finally:
                 self.verifying -= 1
                 await self.budget.give(charge)
-        kind, out, text = answer
+        kind, out, text, found = answer
         text = text[:MAX_TEXT]
-        self._count(kind)
+        self._count(kind, found, time.monotonic() - since)
         if text:
             self.log(f"pid {pid}: {text}")
         try:
@@ -352,36 +372,54 @@ class Verifyd:
 
     def _work(
         self, settings: Settings, fd: int, size: int, since: float
-    ) -> tuple[bytes, int | None, str]:
-        """In a worker thread: (answer kind, new message fd or None, log text)."""
+    ) -> tuple[bytes, int | None, str, list[Result]]:
+        """In a worker thread: (answer kind, new message fd or None, log text, results)."""
         try:
             lookup = TxtLookup(settings.servers, settings.budget, self.cache, since)
-            out, verdict = build(settings, fd, size, lookup)
+            out, verdict, found = build(settings, fd, size, lookup)
         except BaseException as e:  # noqa: BLE001 - never lose a message: pass it on unchanged
-            return wire.UNCHANGED, None, _skipped(e)
+            return wire.UNCHANGED, None, _skipped(e), []
         if verdict is None:
-            return wire.QUEUE, out, ""
+            return wire.QUEUE, out, "", found
         os.close(out)
         kind = wire.REJECT if verdict.action == "reject" else wire.DEFER
-        return kind, None, f"{verdict.action}: {verdict.text}"
+        return kind, None, f"{verdict.action}: {verdict.text}", found
 
-    def _count(self, kind: bytes) -> None:
+    def _count(self, kind: bytes, found: list[Result], seconds: float) -> None:
+        """In the loop's thread (never a worker's): a scrape reads these."""
         c = self.counts
-        if kind == wire.QUEUE:
-            c.verified += 1
-        elif kind == wire.UNCHANGED:
-            c.unchanged += 1
-        elif kind == wire.REJECT:
-            c.rejected += 1
-        else:
-            c.deferred += 1
+        c.add("verify_messages", (OUTCOMES.get(kind, "deferred"),))
+        for result in found:
+            c.add("verify_results", (result.method, result.result))
+        c.observe("verify_seconds", (), seconds)
+
+    def numbers(self) -> Counts:
+        """The counts with this moment's gauges."""
+        c = self.counts
+        c.set("verify_in_hand", (), self.verifying)
+        c.values["verify_key_cache"] = {("hit",): self.cache.hits, ("miss",): self.cache.misses}
+        return c
+
+    def _page(self) -> bytes:
+        # start-up: prometheus_client only when served (warm_up loaded it before become())
+        from qremote.metrics.counts import VERIFY_SERIES
+        from qremote.metrics.exposition import render
+
+        return render(self.numbers(), VERIFY_SERIES)
+
+    def _tally(self) -> str:
+        c = self.counts
+        names = (*OUTCOMES.values(), "refused")
+        n = {name: int(c.get("verify_messages", (name,))) for name in names}
+        return (
+            f"{n['verified']} verified, {n['unchanged']} passed unchanged, {n['rejected']} "
+            f"rejected, {n['deferred']} deferred, {n['refused']} refused"
+        )
 
     def status(self) -> str:
-        c = self.counts
         return (
             f"verifyd pid {os.getpid()} uid {self.uid}: {self.clients - 1} other clients, "
-            f"{self.verifying} verifying; {c.verified} verified, {c.unchanged} passed "
-            f"unchanged, {c.rejected} rejected, {c.deferred} deferred, {c.refused} refused; "
+            f"{self.verifying} verifying; {self._tally()}; "
             f"{len(self.cache)} key records cached ({self.cache.hits} hits, "
             f"{self.cache.misses} misses)\n"
         )
@@ -431,13 +469,15 @@ def bound_malloc() -> None:
         pass  # not glibc: its own allocator's habits
 
 
-def main(home: str, user: str | None, workers: int, memory: int) -> str:
+def main(
+    home: str, user: str | None, workers: int, memory: int, metrics: http.Endpoint | None = None
+) -> str:
     """``qremote verifyd``: serve in the foreground until SIGTERM."""
     bound_malloc()
     try:
-        warm_up()  # before become(): the new user may not read the interpreter's files
+        warm_up(metrics is not None)  # before become(): the new user may not read them
         become(home, user)
-        asyncio.run(Verifyd(home, workers, memory).run())
+        asyncio.run(Verifyd(home, workers, memory, metrics=metrics).run())
     except StartError as e:
         return f"verifyd: {e}"
     return ""

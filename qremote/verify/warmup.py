@@ -73,8 +73,15 @@ def _dns_answer() -> None:
     dns.message.from_wire(response.to_wire())
 
 
-def warm_up() -> None:
-    """Verify one message signed every way we verify (DKIM RSA and Ed25519, DomainKeys)."""
+def warm_up(metrics: bool = False) -> None:
+    """Verify one message signed every way we verify (DKIM RSA and Ed25519, DomainKeys);
+    with ``metrics``, write the Prometheus text once too (prometheus_client loaded)."""
+    if metrics:
+        # start-up: prometheus_client only in a verifyd that serves /metrics
+        from qremote.metrics.counts import VERIFY_SERIES, Counts
+        from qremote.metrics.exposition import render
+
+        render(Counts(), VERIFY_SERIES)
     _dns_answer()
     rsa_key = SigningKey(DOMAIN, "r", "", rsa.generate_private_key(65537, 2048))
     ed_key = SigningKey(DOMAIN, "e", "", ed25519.Ed25519PrivateKey.generate())
@@ -90,7 +97,7 @@ def warm_up() -> None:
     settings = Settings("warm.invalid", [], 60, {}, "pass")
     fd = memory_file("qremote-warm-up", message)
     try:
-        out, _ = build(settings, fd, len(message), records)  # type: ignore[arg-type]
-        os.close(out)
+        built = build(settings, fd, len(message), records)  # type: ignore[arg-type]
+        os.close(built.out)
     finally:
         os.close(fd)
