@@ -133,12 +133,9 @@ def _metrics(control: ControlDir) -> Iterator[str]:
         except AddressError as e:
             yield f"control/{name}: {e}; the daemon will not start"
             continue
-        exposed = endpoint.exposed()
+        exposed = endpoint.exposed(f"control/{name}")
         if exposed is not None:
-            if exposed.startswith("note: "):
-                yield f"note: control/{name}: {exposed[6:]}"
-            else:
-                yield f"control/{name}: {exposed}"
+            yield exposed
 
 
 def _bindings(control: ControlDir) -> Iterator[str]:
@@ -531,12 +528,9 @@ def _served(home: str, status: str) -> Iterator[str]:
                       status, re.M)  # fmt: skip
     if found is not None:
         endpoint = Endpoint(found.group(1), int(found.group(2)), bool(found.group(3)))
-        exposed = endpoint.exposed()
+        exposed = endpoint.exposed("qremoted --metrics")
         if exposed is not None:
-            if exposed.startswith("note: "):
-                yield f"note: qremoted --metrics: {exposed[6:]}"
-            else:
-                yield f"qremoted --metrics: {exposed}"
+            yield exposed
 
 
 def _room(home: str, status: str) -> Iterator[str]:

@@ -87,13 +87,14 @@ class Endpoint:
         host = f"[{self.ip}]" if ":" in self.ip else self.ip
         return f"http://{host}:{self.port}/metrics"
 
-    def exposed(self) -> str | None:
-        """What ``qremote check`` says of an address others can reach, or None."""
+    def exposed(self, where: str) -> str | None:
+        """What ``qremote check`` says of an address others can reach (``where``: the
+        file or option that set it), or None for loopback."""
         if is_loopback(self.ip):
             return None
         said = (
-            f"{self.url} is not loopback: whoever reaches it reads the numbers (there is no "
-            "authentication)"
+            f"{where}: {self.url} is not loopback: whoever reaches it reads the numbers (there "
+            "is no authentication)"
         )
         if self.public:
             return f"note: {said}; marked public"

@@ -35,19 +35,13 @@ def delivery(
     """The JSON line of one delivery that ended with a report."""
     return _line(
         {
-            "event": "delivery",
-            "time": round(time.time(), 3),
-            "pid": pid,
-            "host": _cut(host),
-            "sender": _cut(sender),
+            **_who("delivery", pid, host, sender),
             "recipients": letters,
             "result": report[:1],
             "report": _cut(report),
             "seconds": round(seconds, 3),
             "handed_back": handed_back,
-            "group": _cut(trace.group),
-            "mx_host": _cut(trace.mx_host),
-            "mx_ip": trace.mx_ip,
+            **_where(trace),
             "tls": trace.tls,
             "tls_version": trace.tls_version,
             "reused": trace.reused,
@@ -72,19 +66,27 @@ def abandoned(
     """The JSON line of a delivery stopped before its final dot (nothing sent)."""
     return _line(
         {
-            "event": "abandoned",
-            "time": round(time.time(), 3),
-            "pid": pid,
-            "host": _cut(host),
-            "sender": _cut(sender),
+            **_who("abandoned", pid, host, sender),
             "why": why,
             "seconds": round(seconds, 3),
-            "group": _cut(trace.group),
-            "mx_host": _cut(trace.mx_host),
-            "mx_ip": trace.mx_ip,
+            **_where(trace),
             "worker": worker,
         }
     )
+
+
+def _who(event: str, pid: int, host: str, sender: str) -> dict[str, object]:
+    return {
+        "event": event,
+        "time": round(time.time(), 3),
+        "pid": pid,
+        "host": _cut(host),
+        "sender": _cut(sender),
+    }
+
+
+def _where(trace: Trace) -> dict[str, object]:
+    return {"group": _cut(trace.group), "mx_host": _cut(trace.mx_host), "mx_ip": trace.mx_ip}
 
 
 def _line(fields: dict[str, object]) -> str:
