@@ -5,6 +5,7 @@ match them, do not, or cannot be believed."""
 from __future__ import annotations
 
 import hashlib
+import re
 
 import pytest
 from cryptography import x509
@@ -264,13 +265,20 @@ def test_dane_off(world, dane_home, tmp_path):
 
 
 def test_qremoted_resumes_only_what_dane_authenticated_and_counts(world, dane_home, tmp_path):
+    from tests.test_metrics import _sample, _scrape
+
     dane_home.write("reuseidle", "0\n")  # a new connection each time
+    where = f"{fresh_ip()}:9716"
     with mx(world, tmp_path, "mx-ee311"), mx(world, tmp_path, "mx-wrong"):
-        with Qremoted(dane_home) as daemon:
+        with Qremoted(dane_home, "--metrics", where) as daemon:
             first = deliver(dane_home, "d-ee311.dane.test")
             second = deliver(dane_home, "d-ee311.dane.test")
             failed = deliver(dane_home, "d-wrong.dane.test")
             status = daemon.status()
+            numbers = _scrape(where)
+    assert _sample(numbers, "qremote_tls_sessions_total", 'group="other",kind="dane"') == 2
+    failure = r'^qremote_tls_failures_total\{group="other",result_type="\S+"\} 1\.0$'
+    assert len(re.findall(failure, numbers, re.M)) == 1, numbers
     assert b"verified by DANE (usage 3)\n" in first.output
     assert b"verified by DANE, resumed\n" in second.output
     assert failed.qmail.startswith(b"Z")

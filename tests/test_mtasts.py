@@ -369,10 +369,22 @@ def test_a_testing_fallback_connection_is_kept_as_what_it_is(
     publish(zone, web, policy("testing"))
     for name, value in trusted.items():
         monkeypatch.setenv(name, value)
-    with mx_server(tmp_path, ca, zone, cert_name="other.example") as mx, Qremoted(home):
+    from tests.support.smtpserver import fresh_ip
+    from tests.test_metrics import _sample, _scrape
+
+    where = f"{fresh_ip()}:9716"
+    with (
+        mx_server(tmp_path, ca, zone, cert_name="other.example") as mx,
+        Qremoted(home, "--metrics", where),
+    ):
         zone.mx(DOMAIN, (10, "mx1.example.net"))
         first = deliver(home, {})
         second = deliver(home, {})
+        numbers = _scrape(where)
+    kind = 'group="other",kind="mta-sts-testing"'
+    assert _sample(numbers, "qremote_tls_sessions_total", kind) == 2
+    mismatch = 'group="other",result_type="certificate-host-mismatch"'
+    assert _sample(numbers, "qremote_tls_failures_total", mismatch) == 2
     assert first.qmail.startswith(b"K") and second.qmail.startswith(b"K")
     assert len(mx.received) == 2
     failures = [line for line in report_lines(home) if line["result"]]
