@@ -140,3 +140,8 @@ own default scrape timeout, so a slow or silent client holds a place no longer."
 METRICS_CLIENTS = 16
 """Scrape connections answered at once; more wait in the backlog. A few Prometheus
 servers scrape each target; sixteen leaves room and bounds what a flood can take."""
+
+VERIFY_MAX_ARC_SETS = 50
+"""ARC sets considered per message: RFC 8617 section 4.2.1 numbers them 1 to 50, so a
+chain with more, or an instance number past 50, fails without any of it being checked.
+Each set costs a DNS look-up and a signature check (within ``dkimverifytimeout``)."""

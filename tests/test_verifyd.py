@@ -312,6 +312,11 @@ def test_after_the_warm_up_verifying_mail_imports_nothing(site, zone, tmp_path):
         path = tmp_path / name
         path.write_bytes(done.headers + (idn if name == "idn" else MSG))
         paths.append(str(path))
+    from tests.test_arc import seal  # an ARC chain, sealed by Mail::DKIM
+
+    sealed = tmp_path / "arc"
+    sealed.write_bytes(seal(site, zone, tmp_path))
+    paths.append(str(sealed))
     missing = tmp_path / "missing"
     missing.write_bytes(
         b"DKIM-Signature: v=1; a=rsa-sha256; d=nowhere.example; s=x; h=from; bh=Zm9v; b=YmFy\n"

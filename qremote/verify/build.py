@@ -16,7 +16,7 @@ from qremote.control import ControlDir, ControlError
 from qremote.routing.addresses import parse_nameserver
 from qremote.signing.choose import domain_of
 from qremote.signing.message import parse as parse_message
-from qremote.verify import dkcheck, dkimcheck, dkimpolicy, results
+from qremote.verify import arccheck, dkcheck, dkimcheck, dkimpolicy, results
 from qremote.verify.dkimpolicy import Verdict
 from qremote.verify.rewrite import authserv_id, with_header
 from qremote.verify.txt import TxtLookup
@@ -79,6 +79,7 @@ def build(settings: Settings, message_fd: int, size: int, lookup: TxtLookup) -> 
     message = os.pread(message_fd, size, 0)
     tail = settings.unsigned_tail
     found = dkimcheck.verify(message, lookup, tail) + dkcheck.verify(message, lookup)
+    found += arccheck.verify(message, lookup)
     try:
         from_fields = parse_message(message).get(b"from")
         from_domain = domain_of(from_fields[0].value) if from_fields else None

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class Result:
     method: str
-    """``dkim`` or ``domainkeys``."""
+    """``dkim``, ``domainkeys`` or ``arc``."""
     result: str
     """pass, fail, neutral, temperror, permerror, none."""
     reason: str = ""
@@ -47,8 +47,11 @@ def _value(text: str) -> str:
 
 
 def shown(results: list[Result]) -> list[Result]:
-    """The results the field states: ``dkim=none`` when no method had anything to say."""
-    return results or [Result("dkim", "none")]
+    """The results the field states: ``dkim=none`` first when no signature (DKIM or
+    DomainKeys) had anything to say, whatever ARC said."""
+    if any(r.method in ("dkim", "domainkeys") for r in results):
+        return results
+    return [Result("dkim", "none"), *results]
 
 
 def header(authserv_id: str, results: list[Result]) -> bytes:
