@@ -119,3 +119,17 @@ def test_hostile_chains_fail_with_a_reason_and_the_message_goes_on(home, zone, t
         assert q.message.endswith(body), name  # delivered, unchanged below our field
     assert "more than 50 ARC sets" in arc_of(run(home, queue, cases["more than 50 ARC sets"]))
     assert "without an instance number" in arc_of(run(home, queue, cases["no instance"]))
+
+
+def test_a_long_chain_is_named_newest_first_and_counted_past_four():
+    from qremote.verify.arccheck import _sets
+
+    sets = [
+        {"instance": i, "as-domain": f"hop{i}.example".encode(), "as-valid": True,
+         "ams-domain": f"hop{i}.example".encode(), "ams-valid": i == 6}
+        for i in range(1, 7)
+    ]  # fmt: skip
+    assert _sets(sets) == (
+        "as.6.hop6.example=pass, ams.6.hop6.example=pass, as.5.hop5.example=pass, "
+        "as.4.hop4.example=pass, 3 more"
+    )

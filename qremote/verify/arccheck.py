@@ -92,12 +92,13 @@ def verify(message: bytes, lookup: TxtLookup) -> list[Result]:
     said = _sets(sets)
     if result != "pass":
         text = reason if isinstance(reason, str) else str(reason)
-        said = f"{text[:200]}; {said}" if said else text[:200]
+        said = f"{text[:200]}, {said}" if said else text[:200]
     return [Result("arc", result, said)]
 
 
-SETS_SAID = 3
-"""Sets named in the comment, newest first (RFC 8617 appendix B's form)."""
+RESULTS_SAID = 4
+"""Results named in the comment: the newest message signature and the newest seals (RFC
+8617 appendix B's form; the comment is cut at 200 characters anyway)."""
 
 
 def _sets(sets: list[dict[str, object]]) -> str:
@@ -112,8 +113,8 @@ def _sets(sets: list[dict[str, object]]) -> str:
             ams_domain = _text(s.get("ams-domain"))
             parts.append(f"ams.{i}.{ams_domain}={'pass' if s.get('ams-valid') else 'fail'}")
             newest = False
-    more = len(parts) - SETS_SAID - 1
-    return ", ".join(parts[: SETS_SAID + 1]) + (f", {more} more" if more > 0 else "")
+    more = len(parts) - RESULTS_SAID
+    return ", ".join(parts[:RESULTS_SAID]) + (f", {more} more" if more > 0 else "")
 
 
 def _text(value: object) -> str:
