@@ -25,6 +25,7 @@ from qremote.keys.manage import rotation_states
 from qremote.keys.records import public_value
 from qremote.keys.rotate import last_run
 from qremote.keys.rotate import load_config as rotation_config
+from qremote.metrics.http import CONTROL_FILES as CONTROL_PORTS
 from qremote.metrics.http import AddressError, Endpoint
 from qremote.relay import smtpauth
 from qremote.relay.plan import relaying_for
@@ -123,17 +124,13 @@ def _formats(control: ControlDir) -> Iterator[str]:
 def _metrics(control: ControlDir) -> Iterator[str]:
     """The /metrics addresses: written as the daemons read them, and loopback unless the
     administrator says (``public``) that others are meant to reach them."""
-
-    for name, port in (("metrics", 9716), ("verifydmetrics", 9717)):
-        text = (control.line(name) or "").strip()
-        if not text or text == "off":
-            continue
+    for name, port in CONTROL_PORTS.items():
         try:
-            endpoint = Endpoint.parse(text, port)
+            endpoint = Endpoint.setting(control.line(name), port)
         except AddressError as e:
             yield f"control/{name}: {e}; the daemon will not start"
             continue
-        exposed = endpoint.exposed(f"control/{name}")
+        exposed = endpoint.exposed(f"control/{name}") if endpoint is not None else None
         if exposed is not None:
             yield exposed
 

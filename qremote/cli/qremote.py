@@ -227,7 +227,7 @@ def _daemon(args: argparse.Namespace) -> str:
         from qremote.daemon import workers
 
         count = args.workers if args.workers != 0 else workers.default_count()
-        endpoint = _metrics_endpoint(args.metrics, "metrics", 9716)
+        endpoint = _metrics_endpoint(args.metrics, "metrics")
         daemon = Daemon(
             qmail_home(),
             grace=args.grace,
@@ -248,20 +248,18 @@ def _daemon(args: argparse.Namespace) -> str:
     return ""
 
 
-def _metrics_endpoint(option: str | None, name: str, port: int) -> Endpoint | None:
+def _metrics_endpoint(option: str | None, name: str) -> Endpoint | None:
     """Where a daemon serves /metrics: its ``--metrics`` option, else ``control/<name>``,
     else nowhere (off unless asked). A bad address stops the daemon, with the reason."""
     # start-up: each command loads only what it uses
-    from qremote.metrics.http import AddressError, Endpoint
+    from qremote.metrics.http import CONTROL_FILES, AddressError, Endpoint
 
     where = f"--metrics {option}"
     if option is None:
         option = ControlDir(os.path.join(qmail_home(), "control")).line(name)
         where = f"control/{name}"
-    if option is None or not option.strip() or option.strip() == "off":
-        return None
     try:
-        return Endpoint.parse(option, port)
+        return Endpoint.setting(option, CONTROL_FILES[name])
     except AddressError as e:
         raise CommandFailed(f"{where}: {e}") from None
 
@@ -271,7 +269,7 @@ def _verifyd(args: argparse.Namespace) -> str:
     # start-up: each command loads only what it uses
     from qremote.verify import verifyd
 
-    endpoint = _metrics_endpoint(args.metrics, "verifydmetrics", 9717)
+    endpoint = _metrics_endpoint(args.metrics, "verifydmetrics")
     failed = verifyd.main(qmail_home(), args.user, args.threads, args.memory << 20, endpoint)
     if failed:
         raise CommandFailed(failed)

@@ -25,6 +25,10 @@ from qremote.limits import METRICS_CLIENTS, METRICS_REQUEST_BYTES, METRICS_REQUE
 DEFAULT_PORT = 9716
 """qremoted's; verifyd's default is the next one."""
 
+CONTROL_FILES = {"metrics": DEFAULT_PORT, "verifydmetrics": DEFAULT_PORT + 1}
+"""Where each daemon's address is written in ``control/`` (qremoted's, verifyd's), with
+the port an address without one gets."""
+
 
 class AddressError(ValueError):
     """An address that cannot be listened on as written."""
@@ -81,6 +85,14 @@ class Endpoint:
             raise AddressError(f"{text.strip()[:80]!r}: expected address:port [public]")
         ip, port = parse_address(words[0], default_port)
         return cls(ip, port, len(words) == 2)
+
+    @classmethod
+    def setting(cls, text: str | None, default_port: int = DEFAULT_PORT) -> Endpoint | None:
+        """A control file's or an option's text: None (off) when it is missing, empty or
+        ``off``; AddressError when it is not an address."""
+        if text is None or not text.strip() or text.strip() == "off":
+            return None
+        return cls.parse(text, default_port)
 
     @property
     def url(self) -> str:

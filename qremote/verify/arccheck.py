@@ -19,6 +19,7 @@ import re
 import dkim
 
 from qremote.limits import VERIFY_MAX_ARC_SETS
+from qremote.verify.dkimcheck import header_fields
 from qremote.verify.results import Result
 from qremote.verify.txt import DnsTemporary, TxtLookup
 
@@ -27,10 +28,9 @@ _INSTANCE = re.compile(rb"(?:^|;)\s*i\s*=\s*([0-9]+)\s*(?=;|$)")
 
 
 def _arc_fields(message: bytes) -> list[tuple[bytes, bytes]]:
-    """(lower-case name, unfolded value) of every ARC field of the header block."""
-    head = re.split(rb"\r?\n\r?\n", message, maxsplit=1)[0]
+    """(lower-case name, value) of every ARC field of the header block."""
     found = []
-    for field in re.split(rb"\r?\n(?![ \t])", head):
+    for field in header_fields(message):
         match = _ARC_FIELD.match(field)
         if match:
             found.append((match.group(1).lower(), field[match.end() :]))

@@ -61,10 +61,15 @@ def _props(tags: dict[bytes, bytes]) -> dict[str, str]:
     }
 
 
+def header_fields(message: bytes) -> list[bytes]:
+    """The header block's fields in message order, each with its continuation lines."""
+    head = re.split(rb"\r?\n\r?\n", message, maxsplit=1)[0]
+    return re.split(rb"\r?\n(?![ \t])", head)
+
+
 def signature_fields(message: bytes) -> list[bytes]:
     """The values of the DKIM-Signature fields, unfolded, in message order."""
-    head = re.split(rb"\r?\n\r?\n", message, maxsplit=1)[0]
-    fields = re.split(rb"\r?\n(?![ \t])", head)
+    fields = header_fields(message)
     prefix = b"dkim-signature:"
     return [f[len(prefix) :] for f in fields if f[: len(prefix)].lower() == prefix]
 
