@@ -525,3 +525,31 @@ def test_a_delivery_that_waits_for_its_groups_slot_is_counted_and_seen_in_flight
     assert _sample(text, "qremote_slot_waits_total", 'group="one"') == 1
     assert _sample(text, "qremote_slot_full_total", 'group="one"') == 0
     assert _sample(text, "qremote_in_flight") == 0
+
+
+def test_a_client_that_says_nothing_is_dropped_after_the_request_time(home):
+    from qremote.limits import METRICS_REQUEST_SECONDS
+
+    ip = fresh_ip()
+    with Qremoted(home, "--metrics", f"{ip}:9716"):
+        silent = socket.create_connection((ip, 9716))
+        silent.settimeout(METRICS_REQUEST_SECONDS + 10)
+        started = time.monotonic()
+        assert _all_of(silent) == b""  # closed on it, unanswered
+        assert METRICS_REQUEST_SECONDS - 1 <= time.monotonic() - started
+        assert time.monotonic() - started < METRICS_REQUEST_SECONDS + 5
+
+
+def test_the_fallback_count_stops_at_its_bound(tmp_path):
+    from qremote.daemon import wire
+    from qremote.daemon.client import count_fallback
+
+    home = str(tmp_path)
+    count_fallback(home)  # makes qremote/ as qremoted would
+    path = os.path.join(home, wire.FALLBACKS_PATH)
+    assert os.path.getsize(path) == 1
+    with open(path, "ab") as f:
+        f.truncate(wire.FALLBACKS_MAX)
+    count_fallback(home)
+    assert os.path.getsize(path) == wire.FALLBACKS_MAX  # no longer counted, never grows
+    assert oct(os.stat(os.path.dirname(path)).st_mode & 0o777) == "0o700"
