@@ -102,3 +102,35 @@ def test_installed_commands_answer(installed):
         [os.path.join(installed, "bin", "qremote"), "--version"], capture_output=True, text=True
     )
     assert done.returncode == 0 and done.stdout.startswith("qremote ")
+
+
+def test_installed_qremoted_serves_metrics(installed, home):
+    """prometheus_client comes with the package: an installed qremoted with --metrics
+    starts and answers a scrape."""
+    import time
+    import urllib.request
+
+    from tests.support.smtpserver import fresh_ip
+
+    _install_into(home, installed)
+    where = f"{fresh_ip()}:9716"
+    daemon = subprocess.Popen(
+        [os.path.join(installed, "bin", "qremote"), "daemon", "--metrics", where],
+        env={"QMAILHOME": home.path, "PATH": "/usr/bin:/bin"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline, text = time.monotonic() + 30, ""
+        while time.monotonic() < deadline and not text:
+            try:
+                with urllib.request.urlopen(f"http://{where}/metrics", timeout=5) as answer:
+                    text = answer.read().decode()
+            except OSError:
+                assert daemon.poll() is None, daemon.stderr.read() if daemon.stderr else ""
+                time.sleep(0.2)
+        assert "qremote_start_time_seconds" in text
+    finally:
+        daemon.kill()
+        daemon.wait()
