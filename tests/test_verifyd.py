@@ -92,7 +92,10 @@ def ask_status(home: str) -> str:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(10)
         sock.connect(os.path.join(home, wire.SOCKET_PATH))
-        sock.sendall(wire.frame(wire.STATUS))
+        try:
+            sock.sendall(wire.frame(wire.STATUS))
+        except BrokenPipeError:
+            pass  # refused (and closed) before the request was read: its answer is here
         return sock.recv(4096)[:1].decode()
 
 
