@@ -145,3 +145,9 @@ VERIFY_MAX_ARC_SETS = 50
 """ARC sets considered per message: RFC 8617 section 4.2.1 numbers them 1 to 50, so a
 chain with more, or an instance number past 50, fails without any of it being checked.
 Each set costs a DNS look-up and a signature check (within ``dkimverifytimeout``)."""
+
+ARC_RESULTS_BYTES = 8192
+"""Our Authentication-Results field copied into an ARC-Authentication-Results when a
+forwarded message is sealed. The inbound filter writes a few hundred bytes (comments cut
+at 200 characters, a bounded number of results); a longer field of our authserv-id did
+not come from it, and the message is sent unsealed (with a note) rather than carry it."""

@@ -255,6 +255,16 @@ def signed_domainkeys(domain: str, selector: str) -> str:
     return f"DomainKeys d={domain} s={selector} rsa-sha1"
 
 
+def sealed_arc(instance: int, cv: str, domain: str, selector: str) -> str:
+    """A forwarded message's ARC set (RFC 8617), for the signing note."""
+    return f"ARC i={instance} cv={cv} d={domain} s={selector}"
+
+
+def not_sealed(why: str) -> str:
+    """A forwarded message of an arcsign domain that got no ARC set: why."""
+    return f"not ARC-sealed: {why}"
+
+
 NOT_DK_IDN = (
     "no DomainKeys: its identity is an IDN, which DomainKeys verifiers cannot match to "
     "the A-label d= (Mail::DKIM: bad identity)"

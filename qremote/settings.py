@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
 
+from qremote.authres import authserv_id
 from qremote.control import ControlDir, ControlError
 from qremote.groups import rules as group_rules
 from qremote.intl import idn
@@ -125,7 +126,8 @@ def helo_name(control: ControlDir) -> str:
 def signing_config(control: ControlDir) -> SignConfig:
     """``control/dkimcanonicalization`` (e.g. ``relaxed/simple``), ``control/dkimexpire``
     (seconds until x=, 0 for none), ``control/domainkeyscanonicalization`` (``nofws``,
-    ``simple`` or ``off``) and ``control/unsignable``."""
+    ``simple`` or ``off``), ``control/unsignable``, and for ARC ``control/arcsign`` and
+    the authserv-id (``control/authservid``, else ``control/me``)."""
     default = BY_NAME["dkimcanonicalization"].default
     text = (control.line("dkimcanonicalization") or str(default)).strip().lower()
     header_c, _, body_c = text.partition("/")
@@ -148,6 +150,17 @@ def signing_config(control: ControlDir) -> SignConfig:
         dk if dk != "off" else "nofws",
         dk != "off",
         unsignable,
+        arc_domains(control),
+        authserv_id(control),
+    )
+
+
+def arc_domains(control: ControlDir) -> frozenset[str]:
+    """control/arcsign: one signing domain a line (an IDN in either form), or ``*``."""
+    return frozenset(
+        "*" if line.strip() == "*" else idn.key(line.strip().lower().rstrip("."))
+        for line in control.lines("arcsign") or []
+        if line.strip()
     )
 
 
@@ -256,7 +269,8 @@ CONTROL_FILES: tuple[ControlFile, ...] = (
     _file("tlsclientciphers", "line", None, (REMOTE,), "OpenSSL cipher list"),
     _file("domainkeys", "folder", None, (REMOTE, ROTATE), "signing keys"),
     _file("signonly", "flag", False, (REMOTE,), "sign, then run qmail-remote.orig"),
-    _file("authservid", "line", None, (VERIFY,), "our Authentication-Results id"),
+    _file("authservid", "line", None, (VERIFY, REMOTE), "our Authentication-Results id"),
+    _file("arcsign", "lines", [], (REMOTE,), "domains whose forwarded mail is ARC-sealed; *"),
     _file("dkimverifytimeout", "integer", 20, (VERIFY,), "seconds to verify a message"),
     _file("dkimverifypolicy", "lines", [], (VERIFY,), "domain:reject|defer"),
     _file("dkimlength", "line", "pass", (VERIFY,), "pass or policy for unsigned l= text"),

@@ -54,8 +54,14 @@ def arc_of(queued) -> str:
     return arc
 
 
-def run(home, queue, message: bytes):
+CLIENT = "127.0.0.9"
+"""The SMTP client's address as tcpserver gives it (TCPREMOTEIP): ARC's smtp.remote-ip."""
+PROPS = f"header.oldest-pass=0 smtp.remote-ip={CLIENT}"
+
+
+def run(home, queue, message: bytes, client: str | None = CLIENT):
     home.write("me", "mx.example.org\n")
+    queue.environ = {"TCPREMOTEIP": client} if client is not None else {}
     q = queue.run(home.path, message, ENVELOPE)
     assert q.status == 0, q.log
     return q
@@ -64,7 +70,7 @@ def run(home, queue, message: bytes):
 def test_a_sealed_chain_passes(home, zone, tmp_path, queue):
     q = run(home, queue, seal(home, zone, tmp_path))
     assert arc_of(q) == (
-        f"arc=pass (as.1.{FORWARDER}=pass, ams.1.{FORWARDER}=pass)"
+        f"arc=pass (as.1.{FORWARDER}=pass, ams.1.{FORWARDER}=pass) {PROPS}"
     )
     assert ar_of(q).startswith(b"Authentication-Results: mx.example.org;\n\tdkim=none;\n\tarc=")
 
@@ -76,8 +82,32 @@ def test_two_forwarders_make_a_chain_of_two_that_passes(home, zone, tmp_path, qu
     twice = seal(home, zone, tmp_path, received, "arc2", "pass", forwarder=second)
     q = run(home, queue, twice)
     assert arc_of(q) == (
-        f"arc=pass (as.2.{second}=pass, ams.2.{second}=pass, as.1.{FORWARDER}=pass)"
+        f"arc=pass (as.2.{second}=pass, ams.2.{second}=pass, as.1.{FORWARDER}=pass) {PROPS}"
     )
+
+
+def test_oldest_pass_names_the_oldest_set_whose_message_signature_still_holds(
+    home, zone, tmp_path, queue
+):
+    """The second forwarder changed the body before sealing: its own signature holds,
+    the first forwarder's does not, so the message is as it was from set 2 on."""
+    once = seal(home, zone, tmp_path).replace(b"Hello list.", b"Hello list!")
+    second = "relay.example.org"
+    received = f"Authentication-Results: mx.{second}; arc=pass\n".encode() + once
+    twice = seal(home, zone, tmp_path, received, "arc2", "pass", forwarder=second)
+    q = run(home, queue, twice)
+    assert arc_of(q).endswith(f"header.oldest-pass=2 smtp.remote-ip={CLIENT}")
+
+
+def test_the_client_address_is_said_only_when_tcpserver_gave_a_real_one(
+    home, zone, tmp_path, queue
+):
+    sealed = seal(home, zone, tmp_path)
+    assert arc_of(run(home, queue, sealed, client=None)).endswith("header.oldest-pass=0")
+    forged = "127.0.0.1; dkim=pass"
+    assert arc_of(run(home, queue, sealed, client=forged)).endswith("header.oldest-pass=0")
+    said = arc_of(run(home, queue, sealed, client="2001:db8::1"))
+    assert said.endswith('smtp.remote-ip="2001:db8::1"')  # not a token: RFC 8601 quotes it
 
 
 def test_a_message_changed_after_the_seal_fails(home, zone, tmp_path, queue):

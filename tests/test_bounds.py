@@ -14,8 +14,9 @@ import re
 import pytest
 
 from qremote import limits
+from qremote.authres import authserv_id_of
 from qremote.fdutil import memory_file
-from qremote.verify.rewrite import CHUNK, authserv_id_of, header_block_end, rename_forged
+from qremote.verify.rewrite import CHUNK, header_block_end, rename_forged
 from tests import test_dkimverify as verify_tests
 from tests.support.smtpserver import ScriptedServer
 from tests.test_dkimverify import ENVELOPE, MSG, ar_of, ours, results

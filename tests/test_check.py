@@ -106,6 +106,7 @@ GARBAGE = {
     "dkimexpire": "never\n",
     "domainkeyscanonicalization": "sloppy\n",
     "unsignable": "maybe\n",
+    "arcsign": "not a domain!\n",
     "dkimverifytimeout": "x\n",
     "dkimverifypolicy": "example.com:drop\n",
     "dkimlength": "sometimes\n",

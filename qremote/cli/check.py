@@ -7,6 +7,7 @@ fail (``Z``) or behave unexpectedly, naming the file and value. It changes nothi
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from collections.abc import Iterator
 
@@ -33,7 +34,14 @@ from qremote.routing import source
 from qremote.routing.addresses import parse_nameserver
 from qremote.routing.dnsquery import make_resolver, on_loopback
 from qremote.routing.routes import RouteError, describe, parse_route
-from qremote.settings import CONTROL_FILES, DaneMode, integer, parse_file, signing_config
+from qremote.settings import (
+    CONTROL_FILES,
+    DaneMode,
+    arc_domains,
+    integer,
+    parse_file,
+    signing_config,
+)
 from qremote.signing.keys import KeyProblem, KeyStore
 from qremote.signing.tags import parse_tags
 from qremote.tls.policy import decide, read_policy_files
@@ -353,6 +361,32 @@ def _keys(control: ControlDir, user: str = "qmailr") -> Iterator[str]:
             yield str(e)
 
 
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9-]{1,63}$")
+
+
+def _arcsign(control: ControlDir) -> Iterator[str]:
+    """control/arcsign: each line a domain (or ``*``) whose key can seal: an RSA key,
+    the only algorithm both independent ARC verifiers take."""
+    store = KeyStore(os.path.join(control.path, "domainkeys"))
+    for domain in sorted(arc_domains(control)):
+        if domain == "*":
+            continue
+        if not _DOMAIN.match(domain):
+            yield f"control/arcsign: {domain[:60]!r} is not a domain or *"
+            continue
+        keys = store.domain_keys(domain)
+        if not keys and store.fallback() is None:
+            yield (
+                f"control/arcsign: {domain} has no key in control/domainkeys: its forwarded "
+                "mail is neither signed nor sealed"
+            )
+        elif keys and not any(k.is_rsa for k in keys):
+            yield (
+                f"control/arcsign: {domain} has no RSA key (ARC seals with RSA): its "
+                "forwarded mail is signed, not sealed"
+            )
+
+
 WAITING_KEY_DAYS = 1
 """A key made with ``keys new --inactive`` waits for its DNS record: a note (check exits 0)
 for this long, a problem after it (the record, or the activation, was forgotten)."""
@@ -603,6 +637,7 @@ def problems(home: str, user: str = "qmailr") -> list[str]:
     found.extend(_guard(lambda: _relays(control, user)))
     found.extend(_guard(lambda: _dane(control)))
     found.extend(_guard(lambda: _keys(control, user)))
+    found.extend(_guard(lambda: _arcsign(control)))
     found.extend(_guard(lambda: _rotation_job(control)))
     found.extend(_guard(lambda: _backends(control)))
     found.extend(_install(home))

@@ -73,7 +73,7 @@ SERIES: tuple[Series, ...] = (
            "TLS failures by RFC 8460 result type (what the TLS report says)."),
     # signing
     Series("signatures", "counter", ("algorithm",),
-           "Signatures made: rsa-sha256, ed25519-sha256 (DKIM), domainkeys."),
+           "Signatures made: rsa-sha256, ed25519-sha256 (DKIM), domainkeys, arc (a set)."),
     Series("unsigned", "counter", ("reason",),
            "Messages sent or refused unsigned: no-key, unsignable."),
     Series("signing_seconds", "histogram", (), "Time to sign one message.", SIGNING_BUCKETS),

@@ -58,7 +58,7 @@ class Trace:
     """Why each connection it ended was closed (CLOSED_*)."""
     signatures: tuple[str, ...] = ()
     """Algorithms of the signatures made (``rsa-sha256``, ``ed25519-sha256``,
-    ``domainkeys``)."""
+    ``domainkeys``; ``arc`` for an ARC set)."""
     unsigned: str = ""
     """Why nothing was signed, when so: ``no-key`` or ``unsignable``."""
     sign_seconds: float = 0.0

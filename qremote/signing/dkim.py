@@ -123,11 +123,21 @@ def sign(
     if options.expire_after:
         tags.append(b"x=%d" % (now + options.expire_after))
     tags += [b"h=" + b":".join(names), b"bh=" + bh, b"b="]
-    unsigned = fold_tags(b"DKIM-Signature:", tags)
     header_canon = canon.DKIM_HEADER[options.header_canon]
-    data = b"".join(header_canon(h) for h in selected(message, names))
-    sig_field = Header(b"DKIM-Signature", unsigned + b"\r\n")
-    data += header_canon(sig_field)[:-2]
+    covered = b"".join(header_canon(h) for h in selected(message, names))
+    return signed_field(b"DKIM-Signature", tags, covered, key, options.header_canon)
+
+
+def signed_field(
+    name: bytes, tags: list[bytes], covered: bytes, key: SigningKey, header_canon: str
+) -> bytes:
+    """The field ``name`` with ``tags`` (the last one ``b=``) and its signature, folded,
+    ending in CRLF: the signed data is ``covered`` (the fields it signs, canonicalized)
+    and then this field itself with ``b=`` empty and no final CRLF (RFC 6376 3.7; ARC's
+    fields are signed the same way, RFC 8617 5.1)."""
+    unsigned = fold_tags(name + b":", tags)
+    canonical = canon.DKIM_HEADER[header_canon](Header(name, unsigned + b"\r\n"))
+    data = covered + canonical[:-2]
     if key.is_rsa:
         signature = cast(rsa.RSAPrivateKey, key.key).sign(data, padding.PKCS1v15(), hashes.SHA256())
     else:

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 
 from qremote import report
-from qremote.signing import dkim, domainkeys
+from qremote.signing import arc, dkim, domainkeys
 from qremote.signing.choose import choose, domain_of
 from qremote.signing.keys import KeyProblem, KeyStore
 from qremote.signing.message import MalformedMessage, parse
@@ -49,6 +49,14 @@ class SignConfig:
     domainkeys: bool = True
     unsignable: str = "send"
     """What to do with a message a key applies to but which cannot be signed."""
+    arc_domains: frozenset[str] = frozenset()
+    """Signing domains whose forwarded mail is ARC-sealed (control/arcsign); ``*``: all."""
+    authserv_id: str = "localhost"
+    """Ours (control/authservid, else control/me): whose Authentication-Results a
+    forwarded message must carry to be sealed."""
+
+    def seals(self, domain: str) -> bool:
+        return domain in self.arc_domains or "*" in self.arc_domains
 
 
 @dataclass(frozen=True)
@@ -58,7 +66,8 @@ class Signed:
     note: str
     """One line for the report: what was signed, or that nothing was."""
     algorithms: tuple[str, ...] = ()
-    """Of each signature made: ``rsa-sha256``, ``ed25519-sha256`` (DKIM), ``domainkeys``."""
+    """Of each signature made: ``rsa-sha256``, ``ed25519-sha256`` (DKIM), ``domainkeys``,
+    ``arc`` (an ARC set: its two signatures)."""
     unsigned: str = ""
     """Why nothing was signed, when so: ``no-key`` or ``unsignable`` (for the counts)."""
 
@@ -98,12 +107,34 @@ def sign_message(
             made.append("domainkeys")
         elif config.domainkeys and _idn_identity(parsed):
             done.append(report.NOT_DK_IDN)
+        if config.seals(domain):
+            relaxed_bh = body_hash if config.dkim.body_canon == arc.CANON else None
+            sealed = _arc(parsed, config, domain, keys, stamp, relaxed_bh)
+            if sealed is not None:
+                if sealed[0]:
+                    fields.insert(0, sealed[0])
+                    made.append("arc")
+                done.append(sealed[1])
     except KeyProblem as e:
         raise SigningError(f"signing key unusable: {e}") from None
     except (ValueError, TypeError, OSError) as e:
         raise SigningError(f"signing failed: {e.__class__.__name__}: {e}") from None
     headers = b"".join(fields).replace(b"\r\n", b"\n")
     return Signed(headers, report.note_signed(done), tuple(made))
+
+
+def _arc(parsed, config: SignConfig, domain, keys, stamp, bh) -> tuple[bytes, str] | None:
+    """(the ARC set, the note) for a forwarded message; (b"", why) when it is not
+    sealed; None when it did not come in through our filter (signing/arc.py)."""
+    planned = arc.plan(parsed, config.authserv_id)
+    if planned is None:
+        return None
+    key = arc.rsa_key(keys)
+    if isinstance(planned, str) or key is None:
+        why = planned if isinstance(planned, str) else f"no RSA key for {domain}"
+        return b"", report.not_sealed(why)
+    fields = arc.seal(parsed, planned, domain, key, stamp, bh)
+    return fields, report.sealed_arc(planned.instance, planned.cv.decode(), domain, key.selector)
 
 
 def _no_key(who: str | None) -> Signed:

@@ -14,61 +14,32 @@ a ``fail`` with the reason, never a lost message.
 from __future__ import annotations
 
 import logging
-import re
 
 import dkim
 
-from qremote.limits import VERIFY_MAX_ARC_SETS
+from qremote import arcchain
 from qremote.verify.dkimcheck import header_fields
 from qremote.verify.results import Result
 from qremote.verify.txt import DnsTemporary, TxtLookup
 
-_ARC_FIELD = re.compile(rb"^arc-(seal|message-signature|authentication-results)\s*:", re.I)
-_INSTANCE = re.compile(rb"(?:^|;)\s*i\s*=\s*([0-9]+)\s*(?=;|$)")
-
 
 def _arc_fields(message: bytes) -> list[tuple[bytes, bytes]]:
-    """(lower-case name, value) of every ARC field of the header block."""
-    found = []
-    for field in header_fields(message):
-        match = _ARC_FIELD.match(field)
-        if match:
-            found.append((match.group(1).lower(), field[match.end() :]))
-    return found
+    """(kind, value) of every ARC field of the header block."""
+    found = (arcchain.kind_of(field) for field in header_fields(message))
+    return [pair for pair in found if pair is not None]
 
 
-def malformed(fields: list[tuple[bytes, bytes]]) -> str | None:
-    """Why the sets cannot form a chain (RFC 8617 sections 4.2.1 and 5.2 step 2), before
-    any key is looked up: every field has one instance number from 1 to 50, each
-    instance has exactly one field of each kind, and the instances run 1 to N."""
-    if sum(name == b"seal" for name, _ in fields) > VERIFY_MAX_ARC_SETS:
-        return f"more than {VERIFY_MAX_ARC_SETS} ARC sets"
-    seen: dict[int, list[bytes]] = {}
-    for name, value in fields:
-        numbers = _INSTANCE.findall(value)
-        if not numbers:
-            return "an ARC field without an instance number"
-        if len(numbers) > 1:
-            return "an ARC field with two instance numbers"
-        if len(numbers[0]) > 3 or not 1 <= int(numbers[0]) <= VERIFY_MAX_ARC_SETS:
-            return f"an instance number outside 1 to {VERIFY_MAX_ARC_SETS}"
-        seen.setdefault(int(numbers[0]), []).append(name)
-    for i, names in sorted(seen.items()):
-        if sorted(names) != [b"authentication-results", b"message-signature", b"seal"]:
-            return f"ARC set {i} is not one field of each kind"
-    if sorted(seen) != list(range(1, len(seen) + 1)):
-        return "the ARC sets are not numbered 1 to N"
-    return None
-
-
-def verify(message: bytes, lookup: TxtLookup) -> list[Result]:
-    """[] without ARC fields; else the chain's one result."""
+def verify(message: bytes, lookup: TxtLookup, remote_ip: str | None = None) -> list[Result]:
+    """[] without ARC fields; else the chain's one result, with ``smtp.remote-ip`` (the
+    client's address, when qmail-smtpd's tcpserver said it) and, for a chain that
+    passes, ``header.oldest-pass`` (RFC 8617 sections 5.2 and 10.1)."""
     fields = _arc_fields(message)
     if not fields:
         return []
-    why = malformed(fields)
+    remote = {"smtp.remote-ip": remote_ip} if remote_ip else {}
+    why = arcchain.malformed(fields)
     if why is not None:
-        return [Result("arc", "fail", why)]
+        return [Result("arc", "fail", why, remote)]
     failed: list[str] = []
 
     def record(name: bytes | str, timeout: float = 5) -> bytes | None:
@@ -85,15 +56,28 @@ def verify(message: bytes, lookup: TxtLookup) -> list[Result]:
     try:
         cv, sets, reason = dkim.arc_verify(message, logger=logger, dnsfunc=record)
     except Exception as e:  # noqa: BLE001 - a broken chain or a verifier bug: fail, say why
-        return [Result("arc", "fail", f"chain not readable: {e.__class__.__name__}")]
+        return [Result("arc", "fail", f"chain not readable: {e.__class__.__name__}", remote)]
     if failed and cv != dkim.CV_Pass:
-        return [Result("arc", "fail", failed[0])]
+        return [Result("arc", "fail", failed[0], remote)]
     result = {dkim.CV_Pass: "pass", dkim.CV_None: "none"}.get(cv, "fail")
     said = _sets(sets)
     if result != "pass":
         text = reason if isinstance(reason, str) else str(reason)
         said = f"{text[:200]}, {said}" if said else text[:200]
-    return [Result("arc", result, said)]
+        return [Result("arc", result, said, remote)]
+    return [Result("arc", result, said, {"header.oldest-pass": str(oldest_pass(sets)), **remote})]
+
+
+def oldest_pass(sets: list[dict[str, object]]) -> int:
+    """RFC 8617 section 5.2 step 6: the oldest instance from which every newer
+    ARC-Message-Signature still validates; 0 when all of them do (the message is as the
+    first forwarder saw it). dkimpy checks every set's AMS; this reads its findings."""
+    valid = {int(str(s.get("instance", 0))): bool(s.get("ams-valid")) for s in sets}
+    newest = max(valid, default=0)
+    for i in range(newest - 1, 0, -1):
+        if not valid.get(i):
+            return i + 1
+    return 0
 
 
 RESULTS_SAID = 4

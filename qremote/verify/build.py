@@ -12,13 +12,14 @@ import os
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from qremote.authres import authserv_id
 from qremote.control import ControlDir, ControlError
 from qremote.routing.addresses import parse_nameserver
 from qremote.signing.choose import domain_of
 from qremote.signing.message import parse as parse_message
 from qremote.verify import arccheck, dkcheck, dkimcheck, dkimpolicy, results
 from qremote.verify.dkimpolicy import Verdict
-from qremote.verify.rewrite import authserv_id, with_header
+from qremote.verify.rewrite import with_header
 from qremote.verify.txt import TxtLookup
 
 FILES = ("authservid", "me", "nameservers", "dkimverifytimeout", "dkimverifypolicy", "dkimlength")
@@ -74,12 +75,15 @@ class Built(NamedTuple):
     """Each result the field states (verifyd counts them)."""
 
 
-def build(settings: Settings, message_fd: int, size: int, lookup: TxtLookup) -> Built:
-    """Verify and write the new message."""
+def build(
+    settings: Settings, message_fd: int, size: int, lookup: TxtLookup, remote_ip: str | None = None
+) -> Built:
+    """Verify and write the new message; ``remote_ip`` is the SMTP client's address when
+    known (ARC's ``smtp.remote-ip``)."""
     message = os.pread(message_fd, size, 0)
     tail = settings.unsigned_tail
     found = dkimcheck.verify(message, lookup, tail) + dkcheck.verify(message, lookup)
-    found += arccheck.verify(message, lookup)
+    found += arccheck.verify(message, lookup, remote_ip)
     try:
         from_fields = parse_message(message).get(b"from")
         from_domain = domain_of(from_fields[0].value) if from_fields else None

@@ -17,9 +17,11 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from qremote.authres import authserv_id
 from qremote.control import ControlDir, ControlError
 from qremote.fdutil import memory_file, write_all
-from qremote.verify.rewrite import authserv_id, skipped_header, with_header
+from qremote.verify import wire
+from qremote.verify.rewrite import skipped_header, with_header
 
 if TYPE_CHECKING:
     from qremote.verify.dkimpolicy import Verdict
@@ -74,7 +76,9 @@ def build(home: str, message_fd: int, size: int) -> tuple[int, Verdict | None]:
     from qremote.verify.txt import TxtLookup
 
     settings = Settings.load(home)
-    built = verified(settings, message_fd, size, TxtLookup(settings.servers, settings.budget))
+    lookup = TxtLookup(settings.servers, settings.budget)
+    remote_ip = wire.client_address(os.environ.get("TCPREMOTEIP"))
+    built = verified(settings, message_fd, size, lookup, remote_ip)
     return built.out, built.verdict
 
 

@@ -11,16 +11,11 @@ from __future__ import annotations
 import os
 import re
 
-from qremote.control import ControlDir
+from qremote.authres import authserv_id_of
 from qremote.fdutil import memory_file, write_all
 from qremote.verify import results
 
 CHUNK = 1 << 20
-
-
-def authserv_id(control: ControlDir) -> str:
-    """Ours: control/authservid, else control/me (as qmail names itself)."""
-    return (control.line("authservid") or control.line("me") or "localhost").strip()
 
 
 def copy_range(src: int, dst: int, offset: int, count: int) -> None:
@@ -41,51 +36,6 @@ def copy_range(src: int, dst: int, offset: int, count: int) -> None:
 
 
 _AR = re.compile(rb"authentication-results[ \t]*:", re.IGNORECASE)
-_TSPECIALS = b'()<>@,;:\\"/[]?='
-
-
-def _skip_cfws(text: bytes, i: int) -> int:
-    """Past white space and comments (nested, with quoted pairs: RFC 5322 CFWS)."""
-    depth = 0
-    while i < len(text):
-        c = text[i : i + 1]
-        if depth and c == b"\\":
-            i += 2
-            continue
-        if c == b"(":
-            depth += 1
-        elif c == b")" and depth:
-            depth -= 1
-        elif not depth and c not in (b" ", b"\t", b"\r", b"\n"):
-            return i
-        i += 1
-    return i
-
-
-def authserv_id_of(value: bytes) -> bytes:
-    """The authserv-id of an Authentication-Results value, lowercased: RFC 8601's
-    ``[CFWS] value``, where a value is an RFC 2045 token or a quoted-string. A forger
-    may write ours in either form, or behind comments; all of them must be found."""
-    i = _skip_cfws(value, 0)
-    if value[i : i + 1] == b'"':
-        out = bytearray()
-        i += 1
-        while i < len(value):
-            c = value[i : i + 1]
-            if c == b"\\":
-                out += value[i + 1 : i + 2]
-                i += 2
-                continue
-            if c == b'"':
-                break
-            if c not in (b"\r", b"\n"):
-                out += c
-            i += 1
-        return bytes(out).lower()
-    start = i
-    while i < len(value) and value[i] > 32 and value[i] != 127 and value[i] not in _TSPECIALS:
-        i += 1
-    return value[start:i].lower()
 
 
 def rename_forged(head: bytes, ours: str) -> tuple[bytes, int]:

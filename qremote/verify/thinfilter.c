@@ -9,7 +9,8 @@
  *   - spool the message (fd 0) into a memory file; the envelope on fd 1 is never read;
  *   - connect to qremote-verifyd/verifyd.sock (relative to the qmail home), make sure the
  *     process there runs as the owner of qremote-verifyd/ (SO_PEERCRED), and send one
- *     'V' frame (the size in ASCII) with the memory file attached (SCM_RIGHTS);
+ *     'V' frame (the size in ASCII, then a space and TCPREMOTEIP when set) with the
+ *     memory file attached (SCM_RIGHTS);
  *   - wait for 'A' (+ seconds: the daemon's promise), then for the answer:
  *     'Q' + a descriptor: the new message, handed to qmail-queue;
  *     'U' + text: verification went wrong, the original goes to qmail-queue unchanged;
@@ -197,11 +198,23 @@ static int genuine(int sock)
     return cred.uid == st.st_uid;
 }
 
+/* tcpserver's TCPREMOTEIP, when it looks like an address (the daemon checks it again):
+ * the client's address for ARC's smtp.remote-ip. NULL otherwise. */
+static const char *remote_ip(void)
+{
+    const char *ip = getenv("TCPREMOTEIP");
+    if (!ip || !*ip || strlen(ip) > 45 || strspn(ip, "0123456789abcdefABCDEF:.") != strlen(ip))
+        return NULL;
+    return ip;
+}
+
 /* Send the request with the message attached. 0 on success. */
 static int send_request(int sock, int msg, off_t size)
 {
-    char req[HEADER + 24];
-    int digits = snprintf(req + HEADER, sizeof req - HEADER, "%lld", (long long)size);
+    char req[HEADER + 24 + 47];
+    const char *ip = remote_ip();
+    int digits = snprintf(req + HEADER, sizeof req - HEADER, ip ? "%lld %s" : "%lld",
+                          (long long)size, ip);
     req[0] = 'V';
     req[1] = req[2] = req[3] = 0;
     req[4] = (char)digits;

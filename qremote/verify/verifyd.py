@@ -335,9 +335,13 @@ class Verifyd:
         if why is not None:
             await self._refuse(conn, pid, why)
             return
-        await self._verify(conn, pid, fds[0], int(payload))
+        request = wire.read_verify(payload)
+        assert request is not None  # _bad_request said so
+        await self._verify(conn, pid, fds[0], *request)
 
-    async def _verify(self, conn: socket.socket, pid: int, fd: int, size: int) -> None:
+    async def _verify(
+        self, conn: socket.socket, pid: int, fd: int, size: int, remote_ip: str | None
+    ) -> None:
         since = time.monotonic()
         answer: tuple[bytes, int | None, str, list[Result]] | None = None
         settings: Settings | None = None
@@ -354,7 +358,7 @@ class Verifyd:
             self.verifying += 1
             try:
                 answer = await asyncio.get_running_loop().run_in_executor(
-                    self.pool, self._work, settings, fd, size, since
+                    self.pool, self._work, settings, fd, size, since, remote_ip
                 )
             finally:
                 self.verifying -= 1
@@ -371,12 +375,12 @@ class Verifyd:
                 os.close(out)
 
     def _work(
-        self, settings: Settings, fd: int, size: int, since: float
+        self, settings: Settings, fd: int, size: int, since: float, remote_ip: str | None
     ) -> tuple[bytes, int | None, str, list[Result]]:
         """In a worker thread: (answer kind, new message fd or None, log text, results)."""
         try:
             lookup = TxtLookup(settings.servers, settings.budget, self.cache, since)
-            out, verdict, found = build(settings, fd, size, lookup)
+            out, verdict, found = build(settings, fd, size, lookup, remote_ip)
         except BaseException as e:  # noqa: BLE001 - never lose a message: pass it on unchanged
             return wire.UNCHANGED, None, _skipped(e), []
         if verdict is None:
@@ -436,13 +440,14 @@ def _bad_request(kind: bytes, payload: bytes, fds: list[int]) -> str | None:
         return "unknown request"
     if len(fds) != 1:
         return "no message passed"
-    if not payload.isdigit():
+    request = wire.read_verify(payload)
+    if request is None:
         return "no message size"
     try:
         st = os.fstat(fds[0])
     except OSError as e:
         return f"message: {e.strerror}"
-    if not stat.S_ISREG(st.st_mode) or st.st_size != int(payload):
+    if not stat.S_ISREG(st.st_mode) or st.st_size != request[0]:
         return "the message is not a file of the size named"
     return None
 

@@ -1,10 +1,11 @@
 """The bytes between the thin ``qremote-dkimverify`` and the verifying daemon, sans I/O.
 
 Frames as ``qremote/framing.py`` makes them. The client spools the incoming message into
-a memory file and sends one ``V`` frame (payload: the message's size in ASCII digits)
-with that file attached (SCM_RIGHTS): the message is never copied through the socket,
-and the client keeps its own descriptor, so whatever happens to the daemon it still has
-the whole message. The daemon answers:
+a memory file and sends one ``V`` frame (payload: the message's size in ASCII digits,
+then a space and the client's address when tcpserver gave one in ``TCPREMOTEIP``) with
+that file attached (SCM_RIGHTS): the message is never copied through the socket, and the
+client keeps its own descriptor, so whatever happens to the daemon it still has the
+whole message. The daemon answers:
 
 - ``A`` + seconds: taken; the answer comes within that many seconds (the message's time
   budget, dkimverifytimeout, and a margin);
@@ -19,6 +20,8 @@ The daemon never runs qmail-queue: only the client does, once, whatever the daem
 so a daemon that dies, hangs or answers nonsense can cost time, never a message, and never
 queue one twice. ``S`` asks for the daemon's state (``T`` + text, for ``qremote check``).
 """
+
+import ipaddress
 
 from qremote.framing import FrameReader, frame
 
@@ -42,6 +45,31 @@ KINDS = frozenset([VERIFY, STATUS, ACCEPTED, QUEUE, UNCHANGED, REJECT, DEFER, RE
 MARGIN = 5
 """Seconds the daemon adds to dkimverifytimeout in its promise: the work after the last
 look-up, and a busy machine."""
+
+
+def client_address(text: str | bytes | None) -> str | None:
+    """The SMTP client's address as tcpserver's ``TCPREMOTEIP`` says it, for ARC's
+    ``smtp.remote-ip``; None when absent or not an address (never a reason to refuse)."""
+    if not text or len(text) > 45:
+        return None
+    try:
+        raw = text.decode("ascii") if isinstance(text, bytes) else text
+        return str(ipaddress.ip_address(raw))
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def verify_payload(size: int, remote_ip: str | None) -> bytes:
+    """A ``V`` frame's payload (the compiled filter writes the same bytes)."""
+    return b"%d" % size + (b" " + remote_ip.encode() if remote_ip else b"")
+
+
+def read_verify(payload: bytes) -> tuple[int, str | None] | None:
+    """(size, client address or None) of a ``V`` payload; None when it names no size."""
+    size, _, address = payload.partition(b" ")
+    if not size.isdigit() or len(size) > 20:
+        return None
+    return int(size), client_address(address)
 
 
 def reader() -> FrameReader:

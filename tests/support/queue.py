@@ -49,6 +49,8 @@ class StandInQueue:
         self.runs_path = os.path.join(folder, "queue-runs")
         self.command = [sys.executable, "-m", "qremote.verify.filter"]
         """The filter to run: this checkout's, or an installed one's console script."""
+        self.environ: dict[str, str] = {}
+        """More environment for the filter (tcpserver's TCPREMOTEIP, say)."""
         with open(self.code, "w") as f:
             f.write(str(exit_code))
         with open(self.program, "w") as f:
@@ -88,7 +90,12 @@ class StandInQueue:
                 stdin=stdin,
                 stdout=fd1,
                 stderr=subprocess.PIPE,
-                env={**os.environ, "QMAILHOME": home, "QMAILQUEUE_ORIG": self.program},
+                env={
+                    **os.environ,
+                    "QMAILHOME": home,
+                    "QMAILQUEUE_ORIG": self.program,
+                    **self.environ,
+                },
             )
 
     def result(self, proc: subprocess.Popen) -> Queued:

@@ -18,7 +18,9 @@ import dns.rdatatype
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def dkimpy(message: bytes, dns_ip: str, dns_port: int) -> list[bool]:
+def _txt_lookup(dns_ip: str, dns_port: int):
+    """dkimpy's ``dnsfunc``: TXT records from the loopback server."""
+
     def dnsfunc(name, timeout=5):
         qname = name.decode() if isinstance(name, bytes) else name
         query = dns.message.make_query(qname, dns.rdatatype.TXT)
@@ -28,6 +30,11 @@ def dkimpy(message: bytes, dns_ip: str, dns_port: int) -> list[bool]:
                 return b"".join(rdata.strings)
         return None
 
+    return dnsfunc
+
+
+def dkimpy(message: bytes, dns_ip: str, dns_port: int) -> list[bool]:
+    dnsfunc = _txt_lookup(dns_ip, dns_port)
     wire = message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     count = sum(
         1
@@ -59,6 +66,29 @@ def mail_dkim(message: bytes, dns_ip: str, dns_port: int) -> list[tuple[str, str
         kind, domain, selector, detail = line.split(" ", 3)
         out.append((kind, domain, selector, detail))
     return out
+
+
+def dkimpy_arc(message: bytes, dns_ip: str, dns_port: int) -> tuple[str, str]:
+    """(the chain's result: pass, fail or none; dkimpy's reason) from ``dkim.arc_verify``."""
+
+    dnsfunc = _txt_lookup(dns_ip, dns_port)
+    wire = message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    cv, _, reason = dkim.arc_verify(wire, dnsfunc=dnsfunc)
+    said = {dkim.CV_Pass: "pass", dkim.CV_None: "none"}.get(cv, "fail")
+    return said, reason if isinstance(reason, str) else str(reason)
+
+
+def mail_dkim_arc(message: bytes, dns_ip: str, dns_port: int) -> tuple[str, str]:
+    """(the chain's result, Mail::DKIM's detail) from Mail::DKIM::ARC::Verifier."""
+    proc = subprocess.run(
+        ["perl", os.path.join(HERE, "verify_arc.pl"), dns_ip, str(dns_port)],
+        input=message,
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    result, _, detail = proc.stdout.decode().strip().partition(" ")
+    return result, detail
 
 
 def mail_dkim_version() -> str:
