@@ -151,3 +151,24 @@ ARC_RESULTS_BYTES = 8192
 forwarded message is sealed. The inbound filter writes a few hundred bytes (comments cut
 at 200 characters, a bounded number of results); a longer field of our authserv-id did
 not come from it, and the message is sent unsealed (with a note) rather than carry it."""
+
+SHAPING_FILE_BYTES = 1 << 20
+"""control/shaping.toml read at most: KumoMTA's community file is about 30 KB; a file
+past a megabyte is not a rules file, and no shaping applies (check says why)."""
+
+SHAPING_RULES = 200
+"""Automation rules applied from control/shaping.toml: every failed delivery is matched
+against its path's rules, so their number bounds that work; the community file has a few
+dozen."""
+
+SHAPING_REGEX_CHARS = 1000
+"""Length of one automation regex: Python's re has no time bound, so a pattern is kept
+to what a reply phrase needs, and it runs only over a failed delivery's report (at most
+a few KB: qmail's own bounds on what the server says)."""
+
+SHAPING_THRESHOLD_MAX = 1000
+"""Matches an automation trigger may count (``Threshold = "N/period"``): each is a time
+kept in the path's state file until the rule acts."""
+
+SHAPING_STATE_BYTES = 64 * 1024
+"""A path's state.json read at most; larger, it is damaged, and reads as nothing set."""

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from qremote.smtp.addresses import Fault
 
+REMOTE_SAID = b"Remote host said: "
+"""What precedes the server's own words in a report (qmail's)."""
 USAGE = b"DI (qmail-remote) was invoked improperly. (#5.3.5)\n"
 NOCONN = b"ZSorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n"
 READ_ERROR = b"ZUnable to read message. (#4.3.0)\n"
@@ -62,7 +64,7 @@ def remote_said(text: bytes) -> bytes:
     """qmail's outsmtptext(): the server's own words, NULs shown as '?'."""
     if not text:
         return b""
-    return b"Remote host said: " + text.replace(b"\0", b"?")
+    return REMOTE_SAID + text.replace(b"\0", b"?")
 
 
 def quit_report(letter: str, prefix: str, partner: str, append: str, text: bytes) -> bytes:
@@ -288,6 +290,10 @@ def note_shared_unreachable(url: str, error: str) -> str:
     return f"Shared state {url} unreachable ({error}); local MX-group caps used."
 
 
+def note_shaping_local(url: str, error: str) -> str:
+    return f"Shared state {url} unreachable ({error}); this host's own shaping used."
+
+
 def note_caps_off(why: str, root: str) -> str:
     return f"MX-group caps off: {why} in {root}."
 
@@ -315,6 +321,56 @@ def unsignable(reason: str) -> bytes:
         b"DThis message cannot be signed (" + text.encode("utf-8", "replace") + b"), and "
         b"control/unsignable says not to send it unsigned. (#5.6.0)\n"
     )
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """A provider's words inside our report: one line, printable, bounded."""
+    return "".join(c if 32 <= ord(c) < 127 else " " for c in text).strip()[:limit]
+
+
+def rate_limited(group: str, source: str, rate: str, free_in: float) -> bytes:
+    """control/shaping.toml: the path's rate does not allow a message within
+    control/shapingwait; nothing was connected to."""
+    seconds = max(1, int(free_in + 0.999))
+    return (
+        f"ZRate limit of {rate} for the {group} group from {source} reached "
+        f"(control/shaping.toml); the next message may go in {seconds} s, and qmail will "
+        "retry. (#4.4.5)\n"
+    ).encode("utf-8", "replace")
+
+
+def shaping_suspended(group: str, source: str, until: float, said: str) -> bytes:
+    """An automation rule suspended the path: answered at once, without connecting."""
+    import time  # start-up: only a suspended delivery formats a date
+
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(until))
+    return (
+        f"ZDeliveries to the {group} group from {source} are suspended until {when} "
+        f"(control/shaping.toml), because it said: {one_line(said)}; qmail will retry. "
+        "(#4.4.5)\n"
+    ).encode("utf-8", "replace")
+
+
+def note_suspended(group: str, source: str, seconds: int) -> str:
+    return (
+        f"Shaping: the {group} group from {source} is suspended for {seconds} s: its reply "
+        "matched an automation rule of control/shaping.toml."
+    )
+
+
+def note_rate_lowered(group: str, source: str, rate: str, seconds: int) -> str:
+    return (
+        f"Shaping: the {group} group from {source} is held to {rate} for {seconds} s, then "
+        "back in steps: its reply matched an automation rule of control/shaping.toml."
+    )
+
+
+def note_shaping_unread(error: str) -> str:
+    return f"{one_line(error, 300)}; no shaping applied."
+
+
+def note_shaping_off(why: str) -> str:
+    return f"Shaping unusable ({why}); delivered unshaped."
 
 
 def group_full(group: str, limit: int, waited: int) -> bytes:

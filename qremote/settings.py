@@ -25,6 +25,7 @@ from qremote.relay.smtpauth import AuthTable
 from qremote.routing import source
 from qremote.routing.addresses import parse_nameserver
 from qremote.routing.ipme import local_addresses
+from qremote.shaping import config as shaping_config
 from qremote.signing import dkim
 from qremote.signing.sign import CANONS, DK_CANONS, SignConfig
 from qremote.smtp.pool import Limits
@@ -244,6 +245,10 @@ CONTROL_FILES: tuple[ControlFile, ...] = (
     _file("mxgroups", "lines", [], (REMOTE,), "concurrency caps per MX group", "groups", _groups),
     _file("mxgroupwait", "integer", 60, (REMOTE,), "seconds to wait for a group slot",
           "group_wait", _integer("mxgroupwait")),  # fmt: skip
+    _file("shaping.toml", "file", None, (REMOTE,), "message rates and automation (KumoMTA's)",
+          "shaping", lambda c: shaping_config.load(c.path)),  # fmt: skip
+    _file("shapingwait", "integer", 5, (REMOTE,), "seconds a delivery may wait for its rate",
+          "shaping_wait", _integer("shapingwait")),  # fmt: skip
     _file("sharedstate", "line", None, (REMOTE,), "redis:// URL for fleet-wide caps",
           "shared_state", lambda c: (c.line("sharedstate") or "").strip() or None),  # fmt: skip
     _file("sharedlease", "integer", 60, (REMOTE,), "seconds a fleet slot outlives its host",
@@ -313,6 +318,9 @@ class Settings:
     outgoing_ip: str | None
     groups: group_rules.Rules
     group_wait: int
+    shaping: shaping_config.Loaded
+    """control/shaping.toml: rates and automation per path (none when unreadable)."""
+    shaping_wait: int
     shared_state: str | None
     shared_lease: int
     reuse: Limits

@@ -107,6 +107,8 @@ GARBAGE = {
     "domainkeyscanonicalization": "sloppy\n",
     "unsignable": "maybe\n",
     "arcsign": "not a domain!\n",
+    "shaping.toml": "[default\nmax_message_rate = 10/min\n",
+    "shapingwait": "a while\n",
     "dkimverifytimeout": "x\n",
     "dkimverifypolicy": "example.com:drop\n",
     "dkimlength": "sometimes\n",

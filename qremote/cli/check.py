@@ -42,6 +42,7 @@ from qremote.settings import (
     parse_file,
     signing_config,
 )
+from qremote.shaping import config as shaping_config
 from qremote.signing.keys import KeyProblem, KeyStore
 from qremote.signing.tags import parse_tags
 from qremote.tls.policy import decide, read_policy_files
@@ -364,6 +365,15 @@ def _keys(control: ControlDir, user: str = "qmailr") -> Iterator[str]:
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9-]{1,63}$")
 
 
+def _shaping(control: ControlDir) -> Iterator[str]:
+    """control/shaping.toml: a file that cannot be read (no shaping applies), and every
+    key, value or action in it that qremote does not apply."""
+    loaded = shaping_config.load(control.path)
+    if loaded.error is not None:
+        yield f"{loaded.error}: no shaping applies until it is fixed"
+    yield from loaded.problems
+
+
 def _arcsign(control: ControlDir) -> Iterator[str]:
     """control/arcsign: each line a domain (or ``*``) whose key can seal: an RSA key,
     the only algorithm both independent ARC verifiers take."""
@@ -638,6 +648,7 @@ def problems(home: str, user: str = "qmailr") -> list[str]:
     found.extend(_guard(lambda: _dane(control)))
     found.extend(_guard(lambda: _keys(control, user)))
     found.extend(_guard(lambda: _arcsign(control)))
+    found.extend(_guard(lambda: _shaping(control)))
     found.extend(_guard(lambda: _rotation_job(control)))
     found.extend(_guard(lambda: _backends(control)))
     found.extend(_install(home))

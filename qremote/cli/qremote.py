@@ -132,6 +132,29 @@ def _tlsrpt(args: argparse.Namespace) -> str:
     return ""
 
 
+def _shaping(args: argparse.Namespace) -> str:
+    # start-up: each command loads only what it uses
+    import asyncio
+
+    from qremote.cli.status import resume_shaping, shaping_lines
+
+    if args.shaping_command is None:
+        return "\n".join(shaping_lines(qmail_home()))
+    if args.shaping_command == "defaults":
+        # start-up: only this subcommand reads the file
+        from qremote.shaping.config import defaults_text
+
+        return defaults_text().rstrip("\n")
+    try:
+        lifted = asyncio.run(resume_shaping(qmail_home(), args.group))
+    except Exception as e:  # noqa: BLE001 - Redis trouble: say it, one line
+        why = f"{e.__class__.__name__}: {e}"
+        raise CommandFailed(f"the shared state did not answer: {why}") from None
+    if not lifted:
+        raise CommandFailed(f"nothing is suspended or slowed for {args.group}")
+    return f"{args.group}: resumed on {lifted} path{'s' if lifted > 1 else ''}"
+
+
 def _keys(args: argparse.Namespace) -> str:
     import os
 
@@ -475,6 +498,12 @@ def parser() -> argparse.ArgumentParser:
     rot = keys_sub.add_parser("rotate", help="the cron job: one rotation step per domain")
     rot.add_argument("--now", type=int, help="seconds since the epoch to act as (tests)")
     keys.set_defaults(func=_keys)
+    shp = sub.add_parser("shaping", help="traffic shaping: what is suspended or slowed; resume")
+    shp_sub = shp.add_subparsers(dest="shaping_command")
+    res = shp_sub.add_parser("resume", help="lift a group's suspension and lowered rate now")
+    res.add_argument("group", help="the group's name as qremote status shows it")
+    shp_sub.add_parser("defaults", help="print qremote's rules for Gmail, Yahoo, Outlook, Apple")
+    shp.set_defaults(func=_shaping)
     rpt = sub.add_parser("tlsrpt", help="SMTP TLS reports (RFC 8460): send")
     rpt_sub = rpt.add_subparsers(dest="tlsrpt_command")
     send = rpt_sub.add_parser("send", help="the daily job: report every complete UTC day")

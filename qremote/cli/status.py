@@ -1,5 +1,6 @@
 """``qremote status``: MX-group slots and waiters (local and shared), tcpto entries in
-qmail-tcpto's own words, and qremoted's in-flight deliveries and cached connections."""
+qmail-tcpto's own words, MTA-STS policies, shaping's suspensions and lowered rates, and
+qremoted's in-flight deliveries and cached connections."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from qremote.control import ControlDir
 from qremote.daemon import client
 from qremote.groups.filelocks import FileBackend
 from qremote.mtasts.store import PolicyStore
+from qremote.report import one_line
+from qremote.shaping import rates
+from qremote.shaping.shared import SharedStore
+from qremote.shaping.state import PathState, Store
 from qremote.tcpto import table
 from qremote.tlsrpt.record import day_of, folder
 
@@ -104,6 +109,78 @@ def sts_lines(home: str, now: float | None = None) -> list[str]:
     return lines
 
 
+def shaping_lines(home: str, now: float | None = None) -> list[str]:
+    """Active suspensions and lowered rates (control/shaping.toml's automation), with the
+    words that set them off, when they started and when they end: this host's, and the
+    fleet's when control/sharedstate names Redis."""
+    now = time.time() if now is None else now
+    lines = ["Shaping, local (qremote/shaping/):"]
+    lines += _path_lines(list(Store(home).all()), now)
+    url = (ControlDir(os.path.join(home, "control")).line("sharedstate") or "").strip()
+    if url:
+        lines.append(f"Shaping, shared ({url}):")
+        lines += asyncio.run(_shared_shaping(url, now))
+    return lines
+
+
+def _path_lines(states: list[PathState], now: float) -> list[str]:
+    lines = []
+    for state in states:
+        s, low = state.suspended, state.lowered
+        if s is not None and now < s.until:
+            lines.append(
+                f"  {state.group} from {state.source}: suspended since {_utc(s.since)} until "
+                f"{_utc(s.until)}; it said: {one_line(s.text)}"
+            )
+        last_step = rates.RECOVERY_STEP * rates.RECOVERY_STEPS_UNLIMITED
+        if low is not None and now < low.until + last_step:
+            stepped = rates.current(None, low, now) if now >= low.until else None
+            step = f", now {stepped.text}" if stepped is not None else ""
+            lines.append(
+                f"  {state.group} from {state.source}: held to {low.rate.text} since "
+                f"{_utc(low.since)} until {_utc(low.until)}, then back in steps{step}; "
+                f"it said: {one_line(low.text)}"
+            )
+    return lines or ["  (no path is suspended or slowed)"]
+
+
+async def _shared_shaping(url: str, now: float) -> list[str]:
+    try:
+        # start-up: redis-py only when control/sharedstate names Redis
+        from qremote.groups.shared import SharedBackend
+
+        backend = SharedBackend(url)
+    except Exception as e:  # noqa: BLE001 - status must answer even without redis-py
+        return [f"  unusable: redis-py cannot be loaded ({e.__class__.__name__}: {e})"]
+    try:
+        return _path_lines(await SharedStore(backend.client).all(), now)
+    except Exception as e:  # noqa: BLE001 - status must answer even when Redis does not
+        return [f"  unreachable: {e.__class__.__name__}: {e}"]
+    finally:
+        await backend.close()
+
+
+async def resume_shaping(home: str, group: str) -> int:
+    """``qremote shaping resume GROUP``: this host's paths of the group, and the fleet's
+    when control/sharedstate names Redis (which must then answer)."""
+    lifted = Store(home).resume(group)
+    url = (ControlDir(os.path.join(home, "control")).line("sharedstate") or "").strip()
+    if url:
+        # start-up: redis-py only when control/sharedstate names Redis
+        from qremote.groups.shared import SharedBackend
+
+        backend = SharedBackend(url)
+        try:
+            lifted += await SharedStore(backend.client).resume(group)
+        finally:
+            await backend.close()
+    return lifted
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+
+
 def text(home: str) -> str:
     control = ControlDir(os.path.join(home, "control"))
     local = FileBackend(os.path.join(home, "qremote"))
@@ -116,6 +193,7 @@ def text(home: str) -> str:
     lines.append("tcpto (queue/lock/tcpto, queue/lock/tcpto6):")
     lines.extend(f"  {e}" for e in entries or ["(no address is being avoided)"])
     lines.extend(sts_lines(home))
+    lines.extend(shaping_lines(home))
     lines.append("qremoted (qremote/qremoted.sock):")
     said = client.status(home)
     if said is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from qremote import report
 from qremote.control import ControlError
+from qremote.delivery import shape
 from qremote.delivery.connections import Connections
 from qremote.delivery.context import Caller, Delivery, Probe
 from qremote.delivery.outcome import Notes, Outcome
@@ -20,6 +21,7 @@ from qremote.groups import rules as group_rules
 from qremote.metrics.trace import Trace
 from qremote.routing import source
 from qremote.settings import HeaderMode, Settings
+from qremote.shaping import config as shaping
 from qremote.smtp.body import Body, header_block, is_eight_bit
 from qremote.smtp.conversation import Envelope
 from qremote.smtp.session import BeforeDot
@@ -88,11 +90,19 @@ async def _send(
     found = await find_route(settings, resources, host, signed)
     if isinstance(found, Outcome):
         return found
-    group = group_rules.group_for(
-        found.grouped_by, [t.name for t in found.targets], settings.groups
-    )
+    names = [t.name for t in found.targets]
+    mx_group = group_rules.group_for(found.grouped_by, names, settings.groups)
+    path = shaping.path_for(settings.shaping.shaping, found.grouped_by, names, mx_group.name)
+    named = not mx_group.name.startswith(group_rules.UNNAMED)
+    group = shaping.group(path, mx_group, named, settings.groups.default_limit)
     trace.group = group.name
     notes = signed.notes.copy()
+    origin = str(found.origin.ip or "default")
+    if settings.shaping.error is not None:
+        notes.add(report.note_shaping_unread(settings.shaping.error))
+    refused = await shape.admit(settings, resources, path, origin, notes, trace)
+    if refused is not None:
+        return refused
     place = await claim(settings, resources, found, group, notes, trace)
     if isinstance(place, Outcome):
         return place
@@ -104,6 +114,7 @@ async def _send(
     )
     async with caps.Hold(place.slot) as hold:
         outcome = await Connections(delivery, hold, place.kept).run()
+    await shape.observe(settings, resources, path, origin, outcome)
     if tcpto.notes:
         outcome.message = Notes(tcpto.notes).after(outcome.message)
     return outcome

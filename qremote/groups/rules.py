@@ -18,6 +18,9 @@ from dataclasses import dataclass
 
 DEFAULT_LIMIT = 20
 
+UNNAMED = "mx:"
+"""The prefix of a group no named rule made: ``mx:`` and its MX host names."""
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -85,4 +88,4 @@ def group_for(domain: str, mx_names: list[str], rules: Rules) -> Group:
     for rule in rules.named:
         if any(_matches(p, domain, names) for p in rule.patterns):
             return Group(rule.name, rule.limit)
-    return Group("mx:" + ",".join(names or [domain]), rules.default_limit)
+    return Group(UNNAMED + ",".join(names or [domain]), rules.default_limit)

@@ -83,6 +83,8 @@ SERIES: tuple[Series, ...] = (
     Series("slot_waits", "counter", ("group",), "Deliveries that waited for an MX-group slot."),
     Series("slot_full", "counter", ("group",),
            "Deliveries deferred because their MX group stayed full (mxgroupwait)."),
+    Series("shaping_deferrals", "counter", ("group", "reason"),
+           "Deliveries deferred at once by shaping (control/shaping.toml): rate, suspended."),
     Series("tcpto_skips", "counter", ("group",),
            "Addresses skipped because qmail's tcpto holds them down."),
     Series("dns_lookups", "counter", ("type", "result"),
@@ -108,10 +110,8 @@ SHAPING_SERIES: tuple[Series, ...] = (
            "Messages per second allowed now for a path (reserved for traffic shaping)."),
     Series("shaping_suspended", "gauge", ("group",),
            "1 while a path is suspended (reserved for traffic shaping)."),
-    Series("shaping_deferrals", "counter", ("group", "reason"),
-           "Deliveries deferred by shaping: rate, suspended (reserved for traffic shaping)."),
 )
-"""Names kept for traffic shaping, so its series fit beside these; not served yet."""
+"""Names kept for traffic shaping's gauges, so they fit beside these; not served yet."""
 
 _LETTERS = {"r": "accepted", "s": "deferred", "h": "refused"}
 _KINDS = {s.name: s for s in (*SERIES, *VERIFY_SERIES)}
@@ -185,6 +185,8 @@ class Counts:
             self.add("slot_full", (group,))
         if trace.tcpto_skips:
             self.add("tcpto_skips", (group,), trace.tcpto_skips)
+        if trace.shaped:
+            self.add("shaping_deferrals", (group, trace.shaped))
 
     # -- between processes ---------------------------------------------------------------
 

@@ -66,6 +66,8 @@ class Trace:
     """How it got its MX-group place: ``kept`` (with a kept connection), ``free``,
     ``waited``, ``full`` (gave up), ``off`` (caps unusable, no slot)."""
     slot_seconds: float = 0.0
+    shaped: str = ""
+    """Deferred at once by shaping: ``rate`` or ``suspended`` (else empty)."""
     tcpto_skips: int = 0
     """Addresses skipped because qmail's tcpto said they were down."""
 

@@ -1,0 +1,173 @@
+"""Step 4a of a delivery: traffic shaping (control/shaping.toml), between the route and
+the MX-group slot.
+
+Before the slot: a suspended path answers ``Z`` at once, without connecting, quoting the
+provider's words and when the suspension lifts; a path with a message rate reserves its
+turn (GCRA) and waits for it when it comes within ``control/shapingwait`` seconds, else
+answers ``Z`` at once saying which limit and when it frees. A delivery that waits holds
+one of qmail-send's concurrencyremote slots, so the wait is short; qmail's own retry
+schedule does the rest.
+
+After the connections: the words of a failed delivery are matched against the path's
+automation rules, which may suspend the path or lower its rate for a while, with a note
+in the report.
+
+Where it is kept: with ``control/sharedstate``, in Redis for the whole fleet
+(:mod:`qremote.shaping.shared`); else, or when Redis does not answer (a note says so),
+in this host's files (:mod:`qremote.shaping.state`). Shaping's storage failing never
+stops mail: the delivery goes on unshaped, and the report says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from qremote import report
+from qremote.delivery.outcome import Notes, Outcome, with_notes
+from qremote.delivery.resources import Resources
+from qremote.metrics.trace import Trace
+from qremote.settings import Settings
+from qremote.shaping import rates
+from qremote.shaping.automation import react
+from qremote.shaping.config import Path, Rate
+from qremote.shaping.shared import SharedStore
+from qremote.shaping.state import PathState, Store, Suspension
+
+
+class _Where:
+    """The store a delivery shapes with: the fleet's, else (or once it failed) the
+    host's; what went wrong goes into the notes."""
+
+    def __init__(self, settings: Settings, resources: Resources, notes: list[str]) -> None:
+        client = getattr(resources.shared, "client", None)
+        self.shared = SharedStore(client) if client is not None else None
+        self.url = settings.shared_state or ""
+        self.local = Store(settings.home)
+        self.notes = notes
+
+    def _failed(self, e: Exception) -> None:
+        self.shared = None
+        self.notes.append(report.note_shaping_local(self.url, e.__class__.__name__))
+
+    async def read(self, group: str, source: str) -> PathState:
+        if self.shared is not None:
+            try:
+                return await self.shared.read(group, source)
+            except Exception as e:  # noqa: BLE001 - any Redis trouble: this host's files
+                self._failed(e)
+        return self.local.read(group, source)
+
+    async def reserve(
+        self, group: str, source: str, rate: Rate, max_wait: float
+    ) -> rates.Admitted | rates.Refused:
+        if self.shared is not None:
+            try:
+                return await self.shared.reserve(group, source, rate, max_wait)
+            except Exception as e:  # noqa: BLE001 - any Redis trouble: this host's files
+                self._failed(e)
+        return self.local.reserve(group, source, rate, time.time(), max_wait)
+
+    async def update(
+        self, group: str, source: str, change: Callable[[PathState], PathState]
+    ) -> None:
+        if self.shared is not None:
+            try:
+                await self.shared.update(group, source, change)
+                return
+            except Exception as e:  # noqa: BLE001 - any Redis trouble: this host's files
+                self._failed(e)
+        self.local.update(group, source, change)
+
+
+async def admit(
+    settings: Settings,
+    resources: Resources,
+    path: Path,
+    source: str,
+    notes: Notes,
+    trace: Trace,
+) -> Outcome | None:
+    """None: go on (perhaps after waiting); else the ``Z`` that ends the delivery (and
+    ``trace.shaped`` says why: ``suspended`` or ``rate``)."""
+    config = path.config
+    if config.max_message_rate is None and not config.automation:
+        return None
+    where = _Where(settings, resources, notes.lines)
+    now = time.time()
+    try:
+        state = await where.read(path.group, source) if config.automation else None
+        if state is not None and state.suspended is not None and now < state.suspended.until:
+            s = state.suspended
+            trace.shaped = "suspended"
+            return Outcome.final(report.shaping_suspended(path.group, source, s.until, s.text))
+        lowered = state.lowered if state is not None else None
+        rate = rates.current(config.max_message_rate, lowered, now)
+        if rate is None:
+            return None
+        decision = await where.reserve(path.group, source, rate, float(settings.shaping_wait))
+    except OSError as e:
+        notes.add(report.note_shaping_off(f"{e.strerror or e}"))
+        return None
+    if isinstance(decision, rates.Refused):
+        trace.shaped = "rate"
+        return Outcome.final(report.rate_limited(path.group, source, rate.text, decision.free_in))
+    if decision.wait > 0:
+        await asyncio.sleep(decision.wait)
+    return None
+
+
+def failures(outcome: Outcome) -> list[str]:
+    """The server's words in each report that is not a success (from ``Remote host
+    said:`` on, where the report has them), for the rules to match and to quote."""
+    texts = [r[1:] for r in outcome.recipients if r[:1] in (b"h", b"s")]
+    if outcome.message[:1] in (b"Z", b"D"):
+        texts.append(outcome.message[1:])
+    out = []
+    for text in texts:
+        _, said, words = text.partition(report.REMOTE_SAID)
+        out.append((words if said else text).decode("utf-8", "replace"))
+    return out
+
+
+async def observe(
+    settings: Settings, resources: Resources, path: Path, source: str, outcome: Outcome
+) -> None:
+    """Match a failed delivery's words against the path's automation rules; what they
+    set off is stored for every process (and host) and said in the report."""
+    rules = path.config.automation
+    texts = failures(outcome) if rules else []
+    if not texts:
+        return
+    now = time.time()
+    said: list[str] = []
+
+    def change(state: PathState) -> PathState:
+        for text in texts:
+            effect, state.matches = react(rules, text, now, state.matches)
+            if effect is None:
+                continue
+            if effect.suspend_for:
+                state.suspended = Suspension(now, now + effect.suspend_for, effect.text)
+                said.append(report.note_suspended(path.group, source, effect.suspend_for))
+            if effect.rate is not None:
+                state.lowered = rates.Lowered(effect.rate, now, now + effect.rate_for, effect.text)
+                said.append(
+                    report.note_rate_lowered(path.group, source, effect.rate.text, effect.rate_for)
+                )
+        if state.suspended is not None and now >= state.suspended.until:
+            state.suspended = None
+        if state.lowered is not None and rates.recovered(
+            path.config.max_message_rate, state.lowered, now
+        ):
+            state.lowered = None
+        return state
+
+    notes: list[str] = []
+    try:
+        await _Where(settings, resources, notes).update(path.group, source, change)
+    except OSError as e:
+        notes.append(report.note_shaping_off(f"{e.strerror or e}"))
+    if said or notes:
+        outcome.message = with_notes(outcome.message, [*notes, *dict.fromkeys(said)])

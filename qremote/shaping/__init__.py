@@ -1,0 +1,1 @@
+"""Traffic shaping: message rates and automation per destination group and source."""
