@@ -339,6 +339,24 @@ def rate_limited(group: str, source: str, rate: str, free_in: float) -> bytes:
     ).encode("utf-8", "replace")
 
 
+def source_limited(address: str, rate: str, free_in: float) -> bytes:
+    """control/shaping.toml: a source address's own rate (or its warm-up allowance) does
+    not allow a message within control/shapingwait, nor does any further address."""
+    seconds = max(1, int(free_in + 0.999))
+    return (
+        f"ZRate limit of {rate} for source address {address} reached "
+        f"(control/shaping.toml); the next message may go in {seconds} s, and qmail will "
+        "retry. (#4.4.5)\n"
+    ).encode("utf-8", "replace")
+
+
+def note_overflow(bound: str, used: str, group: str) -> str:
+    return (
+        f"Shaping: {bound} is at a limit for the {group} group; sent from {used}, the next "
+        "address control/domainbindings gives."
+    )
+
+
 def shaping_suspended(group: str, source: str, until: float, said: str) -> bytes:
     """An automation rule suspended the path: answered at once, without connecting."""
     import time  # start-up: only a suspended delivery formats a date

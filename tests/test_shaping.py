@@ -467,3 +467,93 @@ def test_a_store_whose_folder_was_removed_makes_it_again(tmp_path):
     assert isinstance(store.reserve("g", "default", rate, 1002.0, 5), rates.Admitted)
     shutil.rmtree(store.root)
     store.update("g", "default", lambda s: s)  # nothing set: no file, and no error
+
+
+# --- source addresses: their own rates, warm-up, overflow -----------------------------------
+
+
+def test_a_warm_up_allowance_grows_day_by_day_until_full():
+    import datetime
+    import tomllib
+
+    text = """
+[source."192.0.2.10"]
+warmup = {start = 2026-12-01, first = 1000, factor = 2, full = 20000}
+[source."192.0.2.11"]
+max_message_rate = "100/h"
+warmup = {start = "2026-12-01", first = 1000, full = 20000}
+[source."not-an-address"]
+max_message_rate = "1/s"
+[source."192.0.2.12"]
+warmup = {start = "tomorrow", first = 1}
+"""
+    shaping, problems = parse(tomllib.loads(text))
+    assert problems == [
+        '[source."not-an-address"]: not an IP address; not applied',
+        "[source.\"192.0.2.12\"]: warmup: start 'tomorrow' is not a date like 2026-12-01;"
+        " not applied",
+    ]
+    day = datetime.datetime(2026, 12, 1, 12, tzinfo=datetime.UTC).timestamp()
+    warm = shaping.sources["192.0.2.10"]
+    assert [warm.rate(day + n * 86400) for n in range(3)] == [
+        Rate(1000, 86400, "1000/day (warm-up)"),
+        Rate(2000, 86400, "2000/day (warm-up)"),
+        Rate(4000, 86400, "4000/day (warm-up)"),
+    ]
+    assert warm.rate(day + 5 * 86400) is None  # 32000 >= 20000: warmed up
+    assert warm.rate(day - 86400) == Rate(1000, 86400, "1000/day (warm-up)")  # not yet begun
+    both = shaping.sources["192.0.2.11"]
+    assert both.rate(day).text == "1000/day (warm-up)"  # the slower of the two
+    assert both.rate(day + 2 * 86400).text == "100/h"
+
+
+def test_a_binding_may_name_further_addresses_of_one_family():
+    from qremote.control import ControlError
+    from qremote.routing import source
+
+    table = source.parse_bindings([
+        "example.org:192.0.2.10,192.0.2.11:mail.example.org",
+        "example.net:[2001:db8::10],[2001:db8::11]",
+    ])  # fmt: skip
+    assert (table["example.org"].ip, table["example.org"].more) == ("192.0.2.10", ("192.0.2.11",))
+    assert table["example.org"].helo == "mail.example.org"
+    assert table["example.net"].more == ("2001:db8::11",)
+    origin = source.source_for(b"a@example.org", table, None, "me.example")
+    assert origin.overflow == ("192.0.2.11",)
+    with pytest.raises(ControlError, match="not all IPv4 or all IPv6"):
+        source.parse_bindings(["example.org:192.0.2.10,[2001:db8::1]"])
+
+
+def test_a_source_at_its_limit_overflows_to_the_next_bound_address(home, zone):
+    home.write("domainbindings", "example.org:127.0.0.1,127.0.0.2\n")
+    home.write("shaping.toml", '[source."127.0.0.1"]\nmax_message_rate = "1/h"\n'
+               '[source."127.0.0.2"]\nmax_message_rate = "1/h"\n')  # fmt: skip
+    with ScriptedServer() as mx:
+        zone.mx("free.example", (10, "mx.free.example"))
+        zone.a("mx.free.example", mx.ip)
+        runs = [send(home, "free.example") for _ in range(3)]
+    assert [r.qmail[:1] for r in runs[:2]] == [b"K", b"K"]
+    assert [c.peer[0] for c in mx.connections] == ["127.0.0.1", "127.0.0.2"]
+    assert (
+        "Shaping: 127.0.0.1 is at a limit for the mx:mx.free.example group; sent from "
+        "127.0.0.2, the next address control/domainbindings gives."
+    ) in runs[1].output.decode()
+    assert runs[2].qmail.startswith(
+        b"ZRate limit of 1/h for source address 127.0.0.2 reached (control/shaping.toml)"
+    )
+    assert len(mx.connections) == 2
+
+
+def test_a_new_address_warms_up(home, zone):
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    home.write("domainbindings", "example.org:127.0.0.1\n")
+    home.write("shaping.toml", f'[source."127.0.0.1"]\n'
+               f"warmup = {{start = {today}, first = 1, full = 1000}}\n")  # fmt: skip
+    with ScriptedServer() as mx:
+        zone.mx("free.example", (10, "mx.free.example"))
+        zone.a("mx.free.example", mx.ip)
+        first, second = send(home, "free.example"), send(home, "free.example")
+    assert first.qmail.startswith(b"K")
+    assert second.qmail.startswith(
+        b"ZRate limit of 1/day (warm-up) for source address 127.0.0.1 reached"
+    )

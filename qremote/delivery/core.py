@@ -97,12 +97,12 @@ async def _send(
     group = shaping.group(path, mx_group, named, settings.groups.default_limit)
     trace.group = group.name
     notes = signed.notes.copy()
-    origin = str(found.origin.ip or "default")
     if settings.shaping.error is not None:
         notes.add(report.note_shaping_unread(settings.shaping.error))
-    refused = await shape.admit(settings, resources, path, origin, notes, trace)
-    if refused is not None:
-        return refused
+    shaped = await shape.admit_route(settings, resources, found, path, notes, trace)
+    if isinstance(shaped, Outcome):
+        return shaped
+    found, origin = shaped
     place = await claim(settings, resources, found, group, notes, trace)
     if isinstance(place, Outcome):
         return place

@@ -23,10 +23,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from qremote import report
 from qremote.delivery.outcome import Notes, Outcome, with_notes
 from qremote.delivery.resources import Resources
+from qremote.delivery.route import Route
 from qremote.metrics.trace import Trace
 from qremote.settings import Settings
 from qremote.shaping import rates
@@ -81,6 +83,10 @@ class _Where:
         self.local.update(group, source, change)
 
 
+EVERY_GROUP = "*"
+"""The group of a source address's own path (its rate and warm-up over every group)."""
+
+
 async def admit(
     settings: Settings,
     resources: Resources,
@@ -89,13 +95,16 @@ async def admit(
     notes: Notes,
     trace: Trace,
 ) -> Outcome | None:
-    """None: go on (perhaps after waiting); else the ``Z`` that ends the delivery (and
-    ``trace.shaped`` says why: ``suspended`` or ``rate``)."""
+    """None: go on (perhaps after waiting); else the ``Z`` that ends the delivery from
+    this source (and ``trace.shaped`` says why: ``suspended``, ``rate`` or ``source``)."""
     config = path.config
-    if config.max_message_rate is None and not config.automation:
+    own = settings.shaping.shaping.sources.get(source)
+    if config.max_message_rate is None and not config.automation and own is None:
         return None
     where = _Where(settings, resources, notes.lines)
     now = time.time()
+    max_wait = float(settings.shaping_wait)
+    wait = 0.0
     try:
         state = await where.read(path.group, source) if config.automation else None
         if state is not None and state.suspended is not None and now < state.suspended.until:
@@ -104,18 +113,54 @@ async def admit(
             return Outcome.final(report.shaping_suspended(path.group, source, s.until, s.text))
         lowered = state.lowered if state is not None else None
         rate = rates.current(config.max_message_rate, lowered, now)
-        if rate is None:
-            return None
-        decision = await where.reserve(path.group, source, rate, float(settings.shaping_wait))
+        if rate is not None:
+            decision = await where.reserve(path.group, source, rate, max_wait)
+            if isinstance(decision, rates.Refused):
+                trace.shaped = "rate"
+                text = report.rate_limited(path.group, source, rate.text, decision.free_in)
+                return Outcome.final(text)
+            wait = decision.wait
+        own_rate = own.rate(now) if own is not None else None
+        if own_rate is not None:
+            decision = await where.reserve(EVERY_GROUP, source, own_rate, max_wait)
+            if isinstance(decision, rates.Refused):
+                trace.shaped = "source"
+                text = report.source_limited(source, own_rate.text, decision.free_in)
+                return Outcome.final(text)
+            wait = max(wait, decision.wait)
     except OSError as e:
         notes.add(report.note_shaping_off(f"{e.strerror or e}"))
         return None
-    if isinstance(decision, rates.Refused):
-        trace.shaped = "rate"
-        return Outcome.final(report.rate_limited(path.group, source, rate.text, decision.free_in))
-    if decision.wait > 0:
-        await asyncio.sleep(decision.wait)
+    if wait > 0:
+        await asyncio.sleep(wait)
     return None
+
+
+async def admit_route(
+    settings: Settings,
+    resources: Resources,
+    found: Route,
+    path: Path,
+    notes: Notes,
+    trace: Trace,
+) -> tuple[Route, str] | Outcome:
+    """The route from the first of the sender's addresses shaping admits (its turn
+    waited for), with that address as the path's source; the last refusal when none
+    does. Overflow to a further address of control/domainbindings is said in a note."""
+    bound = found.origin
+    candidates = [bound.ip, *bound.overflow]
+    refused: Outcome | None = None
+    for ip in candidates:
+        source = str(ip or "default")
+        refused = await admit(settings, resources, path, source, notes, trace)
+        if refused is None:
+            trace.shaped = ""  # an earlier address's refusal is not this delivery's
+            if ip != bound.ip:
+                notes.add(report.note_overflow(str(bound.ip), source, path.group))
+                found = replace(found, origin=replace(bound, ip=ip))
+            return found, source
+    assert refused is not None
+    return refused
 
 
 def failures(outcome: Outcome) -> list[str]:

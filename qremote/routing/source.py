@@ -3,6 +3,8 @@
 ``control/domainbindings`` (the pyropus patch): ``senderdomain:local-ip[:helo]``, looked
 up like smtproutes (the full domain, then each ``.suffix``, then the ``:ip`` default line),
 later lines winning. An IPv6 address is written in brackets: ``example.com:[2001:db8::25]``.
+Several addresses, comma-separated (``example.com:192.0.2.10,192.0.2.11``), bind the
+domain to the first; traffic shaping overflows to the next when one is at its limit.
 On a domain or suffix match the EHLO name becomes the sender's domain unless a helo is
 given; the default line keeps control/helohost (or its own helo). Bounces (empty sender)
 use the default line. ``control/outgoingip`` is the address when no line matches.
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 
 from qremote.control import ControlError
 from qremote.intl import idn
-from qremote.routing.routes import split_host, suffixes
+from qremote.routing.routes import suffixes
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class Binding:
     helo: str | None
     where: str
     """``control/domainbindings line N`` or ``control/outgoingip``, for messages."""
+    more: tuple[str, ...] = ()
+    """Further addresses, in order, that shaping may overflow to."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,8 @@ class Source:
     """Local address to bind, or None for the operating system's choice."""
     helo: str
     where: str = ""
+    overflow: tuple[str, ...] = ()
+    """Addresses to send from instead, in order, when ``ip`` is at a shaping limit."""
 
     def serves(self, remote_ip: str) -> bool:
         """Whether this source can reach that address (same address family)."""
@@ -62,13 +68,37 @@ def parse_bindings(lines: list[str]) -> dict[str, Binding]:
         if not sep:
             raise ControlError(f"{where}: no ':' in {line!r}")
         try:
-            ip_text, helo = split_host(rest)
+            addresses, helo = _split_addresses(rest)
         except ValueError as e:
             raise ControlError(f"{where}: {e}") from None
         if helo and not (helo.isascii() and helo.isprintable()):
             raise ControlError(f"{where}: {helo!r} is not a host name (not printable ASCII)")
-        table[key.strip().lower()] = Binding(_parse_ip(ip_text.strip(), where), helo or None, where)
+        ips = [_parse_ip(a.strip(), where) for a in addresses]
+        if len({":" in ip for ip in ips}) > 1:
+            raise ControlError(f"{where}: its addresses are not all IPv4 or all IPv6")
+        table[key.strip().lower()] = Binding(ips[0], helo or None, where, tuple(ips[1:]))
     return table
+
+
+def _split_addresses(rest: str) -> tuple[list[str], str]:
+    """``ip[,ip...][:helo]`` (each IPv6 address bracketed) to (addresses, helo)."""
+    addresses: list[str] = []
+    while True:
+        if rest.startswith("["):
+            end = rest.find("]")
+            if end < 0:
+                raise ValueError("unclosed '['")
+            addresses.append(rest[1:end])
+            rest = rest[end + 1 :]
+            if rest and rest[0] not in ",:":
+                raise ValueError("something other than ':' or ',' after ']'")
+        else:
+            cut = min((i for i in (rest.find(","), rest.find(":")) if i >= 0), default=len(rest))
+            addresses.append(rest[:cut])
+            rest = rest[cut:]
+        if not rest.startswith(","):
+            return addresses, rest[1:]
+        rest = rest[1:]
 
 
 def sender_domain(sender: bytes) -> str | None:
@@ -99,24 +129,23 @@ def source_for(
             name = domain
         else:
             name = helo
-        return Source(binding.ip, name, binding.where)
+        return Source(binding.ip, name, binding.where, binding.more)
     if outgoing_ip:
         return Source(outgoing_ip, helo, "control/outgoingip")
     return Source(None, helo)
 
 
 def check_local(source: Source) -> None:
-    """Raise ControlError unless the address can be bound on this host."""
-    if source.ip is None:
-        return
-    family = socket.AF_INET6 if ":" in source.ip else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as s:
-            s.bind((source.ip, 0))
-    except OSError as e:
-        raise ControlError(
-            f"{source.where}: {source.ip} is not an address of this host ({e.strerror})"
-        ) from None
+    """Raise ControlError unless every address (overflow ones too) can be bound here."""
+    for ip in (source.ip, *source.overflow) if source.ip is not None else ():
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.bind((ip, 0))
+        except OSError as e:
+            raise ControlError(
+                f"{source.where}: {ip} is not an address of this host ({e.strerror})"
+            ) from None
 
 
 def parse_outgoing_ip(value: str | None) -> str | None:

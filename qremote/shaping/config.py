@@ -7,7 +7,10 @@ An administrator can start from KumoMTA's published community file. The tables:
 - ``["example.com"]``: one destination domain (its keys override the rest);
 - ``[provider."google"]`` with ``match = [{MXSuffix = ".google.com"}, ...]``: every
   destination whose MX hosts the provider serves, whatever its domain; the provider's
-  name is then the destination's group (its MX group and its shaping path alike).
+  name is then the destination's group (its MX group and its shaping path alike);
+- ``[source."192.0.2.10"]`` (qremote's own): one source address's ``max_message_rate``
+  over every destination, and its ``warmup = {start = 2026-12-01, first = 1000,
+  factor = 2, full = 200000}``.
 
 Keys qremote applies: ``max_message_rate`` (``"N/s"``, ``"N/min"``, ``"N/h"``,
 ``"N/day"``), ``connection_limit`` (the MX-group cap: one notion with
@@ -20,6 +23,8 @@ not applied: never silently ignored, never a reason to stop mail.
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -53,10 +58,6 @@ KNOWN_UNAPPLIED = frozenset({
     "skip_hosts", "ehlo_domain", "suspended", "source_selection_rate",
 })  # fmt: skip
 """KumoMTA keys that are real but not (yet) qremote's: named as not applied."""
-
-
-class ShapingError(ValueError):
-    """The file cannot be read as TOML, or a table is not a table."""
 
 
 @dataclass(frozen=True)
@@ -139,15 +140,50 @@ class Provider:
         return any(n.endswith(self.suffixes) or n in self.hosts for n in mx_names)
 
 
+DAY = 86400
+
+
+@dataclass(frozen=True)
+class Warmup:
+    """A new address's daily allowance, growing day by day: ``first`` messages on its
+    ``start`` day (UTC), ``factor`` times more each day after, until ``full``, from
+    which day on it has no warm-up limit. The day's allowance is spread evenly over the
+    day (a rate of N/day), as providers like a new address to send."""
+
+    start_day: int
+    """Days since 1970-01-01 (UTC) of the first day."""
+    first: int
+    factor: float
+    full: int
+
+    def cap(self, now: float) -> int | None:
+        """Messages allowed on the UTC day of ``now``; None once warmed up."""
+        day = max(0, int(now // DAY) - self.start_day)
+        allowed = self.first * self.factor ** min(day, 400)
+        return None if allowed >= self.full else int(allowed)
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    max_message_rate: Rate | None = None
+    warmup: Warmup | None = None
+
+    def rate(self, now: float) -> Rate | None:
+        """The slower of the address's rate and its warm-up allowance for today."""
+        cap = self.warmup.cap(now) if self.warmup is not None else None
+        daily = Rate(cap, DAY, f"{cap}/day (warm-up)") if cap else None
+        rates = [r for r in (self.max_message_rate, daily) if r is not None]
+        return min(rates, key=lambda r: r.count / r.period) if rates else None
+
+
 @dataclass(frozen=True)
 class Shaping:
     default: PathConfig = PathConfig()
     domains: dict[str, PathConfig] = field(default_factory=dict)
     providers: tuple[Provider, ...] = ()
 
-    @property
-    def empty(self) -> bool:
-        return not (self.providers or self.domains) and self.default == PathConfig()
+    sources: dict[str, SourceConfig] = field(default_factory=dict)
+    """``[source."192.0.2.10"]``: a source address's own rate and warm-up, by address."""
 
 
 @dataclass(frozen=True)
@@ -203,8 +239,18 @@ def parse(data: dict[str, Any]) -> tuple[Shaping, list[str]]:
     default = PathConfig()
     domains: dict[str, PathConfig] = {}
     providers: list[Provider] = []
+    sources: dict[str, SourceConfig] = {}
     rules = [0]
     for name, table in data.items():
+        if name == "source":
+            if not isinstance(table, dict):
+                problems.append("source: not a table of source addresses")
+                continue
+            for address, stable in table.items():
+                parsed = _source(str(address), stable, problems)
+                if parsed is not None:
+                    sources[parsed[0]] = parsed[1]
+            continue
         if name == "provider":
             if not isinstance(table, dict):
                 problems.append("provider: not a table of providers")
@@ -231,7 +277,61 @@ def parse(data: dict[str, Any]) -> tuple[Shaping, list[str]]:
             default = config
         else:
             domains[str(name).lower().rstrip(".")] = config
-    return Shaping(default, domains, tuple(providers)), problems
+    return Shaping(default, domains, tuple(providers), sources), problems
+
+
+def _source(
+    address: str, table: object, problems: list[str]
+) -> tuple[str, SourceConfig] | None:
+    where = f'[source."{address}"]'
+    try:
+        ip = str(ipaddress.ip_address(address.strip("[]")))
+    except ValueError:
+        problems.append(f"{where}: not an IP address; not applied")
+        return None
+    if not isinstance(table, dict):
+        problems.append(f"{where}: not a table")
+        return None
+    config = SourceConfig()
+    for key, value in table.items():
+        try:
+            if key == "max_message_rate":
+                config = replace(config, max_message_rate=parse_rate(value))
+            elif key == "warmup":
+                config = replace(config, warmup=_warmup(value))
+            else:
+                problems.append(f"{where}: {key} is not a source key qremote knows")
+        except ValueError as e:
+            problems.append(f"{where}: {key}: {e}; not applied")
+    return ip, config
+
+
+def _warmup(value: object) -> Warmup:
+    """``{start = 2026-12-01, first = 1000, factor = 2, full = 200000}``."""
+    if not isinstance(value, dict):
+        raise ValueError("not a table like {start = 2026-12-01, first = 1000, full = 200000}")
+    unknown = set(value) - {"start", "first", "factor", "full"}
+    if unknown:
+        raise ValueError(f"{sorted(unknown)[0]} is not a warm-up key (start, first, factor, full)")
+    start = value.get("start")
+    if isinstance(start, str):
+        text = start
+        try:
+            start = datetime.date.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"start {text[:20]!r} is not a date like 2026-12-01") from None
+    if not isinstance(start, datetime.date) or isinstance(start, datetime.datetime):
+        raise ValueError("start is not a date like 2026-12-01")
+    first, full = value.get("first"), value.get("full")
+    factor = value.get("factor", 2)
+    if not isinstance(first, int) or isinstance(first, bool) or first < 1:
+        raise ValueError("first is not a whole number of messages above 0")
+    if not isinstance(full, int) or isinstance(full, bool) or full <= first:
+        raise ValueError("full is not a whole number of messages above first")
+    if not isinstance(factor, (int, float)) or isinstance(factor, bool) or not 1 < factor <= 10:
+        raise ValueError("factor is not a number above 1 (at most 10)")
+    day = (start - datetime.date(1970, 1, 1)).days
+    return Warmup(day, first, float(factor), full)
 
 
 def _match(
