@@ -339,6 +339,17 @@ def rate_limited(group: str, source: str, rate: str, free_in: float) -> bytes:
     ).encode("utf-8", "replace")
 
 
+def connection_rate_limited(group: str, source: str, rate: str, free_in: float) -> bytes:
+    """control/shaping.toml: the path's max_connection_rate does not allow a new
+    connection within control/shapingwait; nothing was sent."""
+    seconds = max(1, int(free_in + 0.999))
+    return (
+        f"ZConnection rate limit of {rate} for the {group} group from {source} reached "
+        f"(control/shaping.toml); the next connection may open in {seconds} s, and qmail "
+        "will retry. (#4.4.5)\n"
+    ).encode("utf-8", "replace")
+
+
 def source_limited(address: str, rate: str, free_in: float) -> bytes:
     """control/shaping.toml: a source address's own rate (or its warm-up allowance) does
     not allow a message within control/shapingwait, nor does any further address."""

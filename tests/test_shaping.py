@@ -112,7 +112,7 @@ def test_keys_and_actions_qremote_does_not_apply_are_named_never_silently_droppe
 
     text = """
 ["default"]
-max_connection_rate = "10/s"
+enable_tls = "Required"
 max_mesage_rate = "10/s"
 max_message_rate = "fast"
 
@@ -131,7 +131,7 @@ duration = "1h"
 """
     shaping, problems = parse(tomllib.loads(text))
     assert problems == [
-        '["default"]: max_connection_rate is not applied by qremote (yet)',
+        '["default"]: enable_tls is not applied by qremote (yet)',
         '["default"]: max_mesage_rate is not a shaping key qremote knows',
         "[\"default\"]: max_message_rate: 'fast' is not a rate like 10/min (s, min, h, day);"
         " not applied",
@@ -557,3 +557,46 @@ def test_a_new_address_warms_up(home, zone):
     assert second.qmail.startswith(
         b"ZRate limit of 1/day (warm-up) for source address 127.0.0.1 reached"
     )
+
+
+# --- connections: their rate and how many messages each carries -------------------------
+
+
+def test_a_connection_rate_counts_new_connections_only(home, zone):
+    """Alone, each delivery opens a connection, so the second waits past shapingwait and
+    is deferred; qremoted's kept connection carries the next messages, opening none."""
+    from tests.support.daemon import Qremoted
+
+    text = '["slow.example"]\nmax_connection_rate = "1/h"\n'
+    home.write("shapingwait", "1\n")
+    with ScriptedServer() as mx:
+        setup(home, zone, mx, "slow.example", "mx.slow.example", text)
+        first = home.deliver_standalone("slow.example", "a@example.org", ["b@slow.example"], MSG)
+        second = home.deliver_standalone("slow.example", "a@example.org", ["b@slow.example"], MSG)
+        assert first.qmail.startswith(b"K")
+        assert second.qmail == (
+            b"ZConnection rate limit of 1/h for the mx:mx.slow.example group from default"
+            b" reached (control/shaping.toml); the next connection may open in 3600 s, and"
+            b" qmail will retry. (#4.4.5)\n"
+        )
+        assert len(mx.connections) == 1
+        setup(home, zone, mx, "kept.example", "mx.kept.example",
+              '["kept.example"]\nmax_connection_rate = "1/h"\n')  # fmt: skip
+        with Qremoted(home):
+            runs = [send(home, "kept.example") for _ in range(3)]
+    assert [r.qmail[:1] for r in runs] == [b"K", b"K", b"K"]
+    assert len(mx.connections) == 2  # one for the three through qremoted
+
+
+@pytest.mark.parametrize(("limit", "connections"), [(None, 1), (2, 2), (1, 3)])
+def test_a_connection_carries_at_most_max_deliveries_per_connection(home, zone, limit, connections):
+    from tests.support.daemon import Qremoted
+
+    text = '["slow.example"]\nmax_message_rate = "1000/s"\n'
+    if limit is not None:
+        text += f"max_deliveries_per_connection = {limit}\n"
+    with ScriptedServer() as mx, Qremoted(home):
+        setup(home, zone, mx, "slow.example", "mx.slow.example", text)
+        runs = [send(home, "slow.example") for _ in range(3)]
+    assert [r.qmail[:1] for r in runs] == [b"K", b"K", b"K"]
+    assert len(mx.connections) == connections

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from qremote import report
 from qremote.control import ControlError
+from qremote.delivery import shape
 from qremote.delivery.attempt import (
     SUCCESS,
     Answer,
@@ -169,6 +170,9 @@ class Connections:
                     ctx.trace.closing(closing.CLOSED_UNUSED)
                     await kept.session.quit()  # the TLS files changed since it was opened
                 kept = None
+                refused = await self._turn()
+                if refused is not None:
+                    return Outcome.final(refused)
                 tls = _tls(command.tls, plan, ctx, target)
                 session = await self._open(target, tls, watch)
                 if session is None:
@@ -186,6 +190,16 @@ class Connections:
             secured = ride.session.conv.tls
             trace.tls = kind_of(plan.policy, secured, ride.tls is plan.setup)
             trace.tls_version = ride.session.tls_version if secured else ""
+
+    async def _turn(self) -> bytes | None:
+        """The path's connection rate (control/shaping.toml): None when a new connection
+        may open (its turn waited for), else the ``Z`` that ends the delivery."""
+        ctx = self.delivery
+        if ctx.shaped is None:
+            return None
+        return await shape.connection_turn(
+            ctx.settings, ctx.resources, ctx.shaped, ctx.notes, ctx.trace
+        )
 
     async def _open(self, target: Target, tls: TlsSetup | None, watch: Watch) -> Session | None:
         """A new connection and conversation to ``target``; None when it cannot be reached."""
@@ -238,9 +252,13 @@ class Connections:
     async def _keep_or_quit(
         self, key: pool.Key, session: Session, born: float, carried: int
     ) -> None:
-        """Hand the connection and its MX-group slot to the pool, or end it."""
+        """Hand the connection and its MX-group slot to the pool, or end it (also when
+        it carried as many messages as its path allows)."""
         pool_ = self.delivery.resources.pool
-        if pool_ is not None and self.hold.slot is not None:
+        shaped = self.delivery.shaped
+        limit = shaped.per_connection if shaped is not None else None
+        allowed = limit is None or carried < limit
+        if pool_ is not None and self.hold.slot is not None and allowed:
             kept = pool.Kept(key, session, self.hold.slot, self.delivery.group, born, carried)
             if pool_.checkin(kept):
                 self.hold.hand_on()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from qremote.delivery.outcome import Notes
 from qremote.delivery.resources import Resources
 from qremote.delivery.route import Route
+from qremote.delivery.shape import Shaped
 from qremote.metrics.trace import Trace
 from qremote.routing.mx import Target
 from qremote.settings import Settings
@@ -59,6 +60,8 @@ class Delivery:
     caller: Caller
     trace: Trace
     """What the delivery did, for qremoted's record and counts."""
+    shaped: Shaped | None = None
+    """Its shaping path and source (control/shaping.toml): the connections' limits."""
 
     def watch(self, policy: Policy, target: Target) -> Watch:
         """Where this connection's TLS outcome goes (TLS report, status counts)."""

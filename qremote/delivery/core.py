@@ -110,8 +110,9 @@ async def _send(
     body = Body(*signed.parts)
     envelope = _envelope(settings, signed, body)
     delivery = Delivery(
-        settings, found, envelope, body, group.name, notes, tcpto, resources, caller, trace
-    )
+        settings, found, envelope, body, group.name, notes, tcpto, resources, caller, trace,
+        shape.Shaped(path, origin),
+    )  # fmt: skip
     async with caps.Hold(place.slot) as hold:
         outcome = await Connections(delivery, hold, place.kept).run()
     await shape.observe(settings, resources, path, origin, outcome)

@@ -8,6 +8,10 @@ answers ``Z`` at once saying which limit and when it frees. A delivery that wait
 one of qmail-send's concurrencyremote slots, so the wait is short; qmail's own retry
 schedule does the rest.
 
+Between: a path with a connection rate reserves a turn, the same way, for each new
+connection (a kept connection's next message opens none), and a connection is not kept
+past the path's ``max_deliveries_per_connection``.
+
 After the connections: the words of a failed delivery are matched against the path's
 automation rules, which may suspend the path or lower its rate for a while, with a note
 in the report.
@@ -23,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from qremote import report
 from qremote.delivery.outcome import Notes, Outcome, with_notes
@@ -85,6 +89,22 @@ class _Where:
 
 EVERY_GROUP = "*"
 """The group of a source address's own path (its rate and warm-up over every group)."""
+
+CONNECTIONS = "{group} connections"
+"""Where a path's connection turns are kept, apart from its message turns."""
+
+
+@dataclass(frozen=True)
+class Shaped:
+    """What shaping asks of one delivery's connections: its path and source address."""
+
+    path: Path
+    source: str
+
+    @property
+    def per_connection(self) -> int | None:
+        """Messages a connection of this path may carry (None: no limit of its own)."""
+        return self.path.config.max_deliveries_per_connection
 
 
 async def admit(
@@ -161,6 +181,30 @@ async def admit_route(
             return found, source
     assert refused is not None
     return refused
+
+
+async def connection_turn(
+    settings: Settings, resources: Resources, shaped: Shaped, notes: Notes, trace: Trace
+) -> bytes | None:
+    """None: open the connection (after waiting for its turn); else the ``Z`` text, and
+    nothing is connected to."""
+    rate = shaped.path.config.max_connection_rate
+    if rate is None:
+        return None
+    group = CONNECTIONS.format(group=shaped.path.group)
+    where = _Where(settings, resources, notes.lines)
+    try:
+        decision = await where.reserve(group, shaped.source, rate, float(settings.shaping_wait))
+    except OSError as e:
+        notes.add(report.note_shaping_off(f"{e.strerror or e}"))
+        return None
+    if isinstance(decision, rates.Refused):
+        trace.shaped = "connection"
+        group, source = shaped.path.group, shaped.source
+        return report.connection_rate_limited(group, source, rate.text, decision.free_in)
+    if decision.wait > 0:
+        await asyncio.sleep(decision.wait)
+    return None
 
 
 def failures(outcome: Outcome) -> list[str]:

@@ -84,7 +84,7 @@ SERIES: tuple[Series, ...] = (
     Series("slot_full", "counter", ("group",),
            "Deliveries deferred because their MX group stayed full (mxgroupwait)."),
     Series("shaping_deferrals", "counter", ("group", "reason"),
-           "Deliveries deferred at once by shaping.toml: rate, suspended, source."),
+           "Deliveries deferred at once by shaping.toml: rate, suspended, source, connection."),
     Series("tcpto_skips", "counter", ("group",),
            "Addresses skipped because qmail's tcpto holds them down."),
     Series("dns_lookups", "counter", ("type", "result"),

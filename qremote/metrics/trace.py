@@ -67,8 +67,8 @@ class Trace:
     ``waited``, ``full`` (gave up), ``off`` (caps unusable, no slot)."""
     slot_seconds: float = 0.0
     shaped: str = ""
-    """Deferred at once by shaping: ``rate``, ``suspended`` or ``source`` (its
-    address's own rate or warm-up), else empty."""
+    """Deferred at once by shaping: ``rate``, ``suspended``, ``source`` (its address's
+    own rate or warm-up) or ``connection`` (the path's connection rate), else empty."""
     tcpto_skips: int = 0
     """Addresses skipped because qmail's tcpto said they were down."""
 

@@ -13,10 +13,12 @@ An administrator can start from KumoMTA's published community file. The tables:
   factor = 2, full = 200000}``.
 
 Keys qremote applies: ``max_message_rate`` (``"N/s"``, ``"N/min"``, ``"N/h"``,
-``"N/day"``), ``connection_limit`` (the MX-group cap: one notion with
-control/mxgroups), and ``[[... .automation]]`` entries with ``regex`` (one or a list),
-``action`` (``"Suspend"``, ``{SetConfig = {name = "max_message_rate", value = ...}}``, or
-a list), ``duration`` and an optional ``trigger = {Threshold = "N/period"}``. Every other
+``"N/day"``), ``max_connection_rate`` (new connections, same form),
+``max_deliveries_per_connection`` (messages one kept connection may carry),
+``connection_limit`` (the MX-group cap: one notion with control/mxgroups), and
+``[[... .automation]]`` entries with ``regex`` (one or a list), ``action``
+(``"Suspend"``, ``{SetConfig = {name = "max_message_rate", value = ...}}``, or a list),
+``duration`` and an optional ``trigger = {Threshold = "N/period"}``. Every other
 key or action is named by :func:`parse` as a problem (``qremote check`` says it) and is
 not applied: never silently ignored, never a reason to stop mail.
 """
@@ -45,11 +47,14 @@ PERIODS = {
     "d": 86400, "day": 86400, "days": 86400,
 }  # fmt: skip
 
-APPLIED = frozenset({"max_message_rate", "connection_limit", "automation"})
+APPLIED = frozenset({
+    "max_message_rate", "max_connection_rate", "max_deliveries_per_connection",
+    "connection_limit", "automation",
+})  # fmt: skip
 """The path keys qremote applies (``match`` and ``automation`` have their own rules)."""
 
 KNOWN_UNAPPLIED = frozenset({
-    "max_connection_rate", "max_deliveries_per_connection", "enable_tls",
+    "enable_tls",
     "consecutive_connection_failures_before_delay", "idle_timeout", "connect_timeout",
     "mx_rollup", "max_ready", "smtp_port", "tls_prefer_openssl", "data_timeout",
     "data_dot_timeout", "ehlo_timeout", "banner_timeout", "rset_timeout",
@@ -125,6 +130,11 @@ class PathConfig:
     max_message_rate: Rate | None = None
     connection_limit: int | None = None
     automation: tuple[Rule, ...] = ()
+    max_connection_rate: Rate | None = None
+    """New connections (a kept connection's next message is not one)."""
+    max_deliveries_per_connection: int | None = None
+    """Messages one connection carries before it is closed (with control/reusemessages,
+    the smaller applies)."""
 
 
 @dataclass(frozen=True)
@@ -230,6 +240,8 @@ def _merge(base: PathConfig, over: PathConfig) -> PathConfig:
         over.max_message_rate or base.max_message_rate,
         over.connection_limit or base.connection_limit,
         base.automation + over.automation,
+        over.max_connection_rate or base.max_connection_rate,
+        over.max_deliveries_per_connection or base.max_deliveries_per_connection,
     )
 
 
@@ -359,10 +371,12 @@ def _path(table: dict[str, Any], where: str, problems: list[str], rules: list[in
         try:
             if key == "max_message_rate":
                 config = replace(config, max_message_rate=parse_rate(value))
+            elif key == "max_connection_rate":
+                config = replace(config, max_connection_rate=parse_rate(value))
             elif key == "connection_limit":
-                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                    raise ValueError(f"{str(value)[:40]!r} is not a whole number above 0")
-                config = replace(config, connection_limit=value)
+                config = replace(config, connection_limit=_count(value))
+            elif key == "max_deliveries_per_connection":
+                config = replace(config, max_deliveries_per_connection=_count(value))
             elif key == "automation":
                 entries = value if isinstance(value, list) else [value]
                 made = []
@@ -385,6 +399,12 @@ def _path(table: dict[str, Any], where: str, problems: list[str], rules: list[in
         except ValueError as e:
             problems.append(f"{where}: {key}: {e}; not applied")
     return config
+
+
+def _count(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{str(value)[:40]!r} is not a whole number above 0")
+    return value
 
 
 def _rule(entry: object, where: str, problems: list[str]) -> Rule | None:
