@@ -328,37 +328,34 @@ def one_line(text: str, limit: int = 200) -> str:
     return "".join(c if 32 <= ord(c) < 127 else " " for c in text).strip()[:limit]
 
 
-def rate_limited(group: str, source: str, rate: str, free_in: float) -> bytes:
-    """control/shaping.toml: the path's rate does not allow a message within
-    control/shapingwait; nothing was connected to."""
+def _limit_reached(limit: str, then: str, free_in: float) -> bytes:
+    """A shaping rate whose next turn is further than control/shapingwait: ``Z`` at
+    once, saying which limit and when it frees."""
     seconds = max(1, int(free_in + 0.999))
     return (
-        f"ZRate limit of {rate} for the {group} group from {source} reached "
-        f"(control/shaping.toml); the next message may go in {seconds} s, and qmail will "
-        "retry. (#4.4.5)\n"
+        f"Z{limit} reached (control/shaping.toml); the next {then} in {seconds} s, and "
+        "qmail will retry. (#4.4.5)\n"
     ).encode("utf-8", "replace")
+
+
+def rate_limited(group: str, source: str, rate: str, free_in: float) -> bytes:
+    """The path's rate does not allow a message soon; nothing was connected to."""
+    limit = f"Rate limit of {rate} for the {group} group from {source}"
+    return _limit_reached(limit, "message may go", free_in)
 
 
 def connection_rate_limited(group: str, source: str, rate: str, free_in: float) -> bytes:
-    """control/shaping.toml: the path's max_connection_rate does not allow a new
-    connection within control/shapingwait; nothing was sent."""
-    seconds = max(1, int(free_in + 0.999))
-    return (
-        f"ZConnection rate limit of {rate} for the {group} group from {source} reached "
-        f"(control/shaping.toml); the next connection may open in {seconds} s, and qmail "
-        "will retry. (#4.4.5)\n"
-    ).encode("utf-8", "replace")
+    """The path's max_connection_rate does not allow a new connection soon; nothing was
+    sent."""
+    limit = f"Connection rate limit of {rate} for the {group} group from {source}"
+    return _limit_reached(limit, "connection may open", free_in)
 
 
 def source_limited(address: str, rate: str, free_in: float) -> bytes:
-    """control/shaping.toml: a source address's own rate (or its warm-up allowance) does
-    not allow a message within control/shapingwait, nor does any further address."""
-    seconds = max(1, int(free_in + 0.999))
-    return (
-        f"ZRate limit of {rate} for source address {address} reached "
-        f"(control/shaping.toml); the next message may go in {seconds} s, and qmail will "
-        "retry. (#4.4.5)\n"
-    ).encode("utf-8", "replace")
+    """A source address's own rate (or its warm-up allowance) does not allow a message
+    soon, nor does any further address."""
+    limit = f"Rate limit of {rate} for source address {address}"
+    return _limit_reached(limit, "message may go", free_in)
 
 
 def note_overflow(bound: str, used: str, group: str) -> str:

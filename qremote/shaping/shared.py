@@ -15,7 +15,6 @@ and says so, as the MX-group caps do.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -152,13 +151,8 @@ class SharedStore:
             data = await self.client.get(key)
             if not data or len(data) > SHAPING_STATE_BYTES:
                 continue
-            try:
-                raw = json.loads(data)
-                group, source = str(raw["group"]), str(raw["source"])
-            except (ValueError, KeyError, TypeError):
-                continue
-            state = PathState.from_json(data.encode(), group, source)
-            if not state.empty:
+            state = PathState.stored(data.encode())
+            if state is not None:
                 out.append(state)
         return sorted(out, key=lambda s: (s.group, s.source))
 

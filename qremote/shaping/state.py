@@ -85,6 +85,18 @@ class PathState:
             return cls(group, source)
         return state
 
+    @classmethod
+    def stored(cls, data: bytes) -> PathState | None:
+        """A stored state that names its own path (``qremote status`` lists them);
+        None for one that does not, or has nothing set."""
+        try:
+            raw = json.loads(data)
+            group, source = str(raw["group"]), str(raw["source"])
+        except (ValueError, KeyError, TypeError):
+            return None
+        state = cls.from_json(data, group, source)
+        return None if state.empty else state
+
     @property
     def empty(self) -> bool:
         return self.suspended is None and self.lowered is None and not self.matches
@@ -180,13 +192,8 @@ class Store:
                     data = f.read(SHAPING_STATE_BYTES + 1)
             except OSError:
                 continue
-            try:
-                raw = json.loads(data)
-                group, source = str(raw["group"]), str(raw["source"])
-            except (ValueError, KeyError, TypeError):
-                continue
-            state = PathState.from_json(data, group, source)
-            if not state.empty:
+            state = PathState.stored(data)
+            if state is not None:
                 yield state
 
     def resume(self, group: str) -> int:
