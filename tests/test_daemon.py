@@ -988,3 +988,21 @@ def test_a_worker_killed_mid_delivery_loses_nothing(home, zone):
                     assert one_to(home, d).qmail.startswith(b"K")
     subjects = {m.content.split(b"Subject: ")[1].split(b"\r\n")[0] for m in server.received}
     assert subjects == {d.encode() for d in domains}
+
+
+def test_a_worker_closes_its_idle_connection_for_a_sibling_waiting_for_its_slot(home, zone):
+    """The group's one slot is held by whichever connection was kept last, in whichever
+    worker served it; a delivery to the other server of the group gets the slot within
+    mxgroupwait whichever worker it lands on (the holder closes its idle connection)."""
+    one, two = two_servers_in_one_group(home, zone, limit=1)
+    home.write("mxgroupwait", "20\n")  # shorter than reuseidle: waiting it out would be Z
+    runs = []
+    with one, two, Qremoted(home, "--workers", "2") as daemon:
+        for turn in range(40):
+            runs.append(to(home, ("d1.example", "d2.example")[turn % 2]))
+            log = logged(daemon, "delivery pid", len(runs))
+            if turn >= 3 and "worker 0: delivery pid" in log and "worker 1: delivery pid" in log:
+                break
+    assert "worker 0: delivery pid" in log and "worker 1: delivery pid" in log
+    assert [r.qmail[:1] for r in runs] == [b"K"] * len(runs)
+    assert len(one.received) + len(two.received) == len(runs)

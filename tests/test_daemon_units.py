@@ -4,6 +4,7 @@ open and reset for the next message, the pool's limits, who may connect."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import socket
 
 import pytest
@@ -198,3 +199,73 @@ def test_a_connection_is_kept_while_under_its_message_and_age_limits():
     assert not keepable(limits, messages=3, age=1)
     assert not keepable(limits, messages=1, age=60)
     assert not keepable(Limits(idle=0, messages=100, age=300), messages=1, age=0)
+
+
+# -- workers asking each other for a slot -------------------------------------------------
+
+
+def _workers_keeping(idle: dict[int, list[str]]) -> tuple[list, list, list]:
+    """Siblings as the forked workers have them, each keeping idle connections of the
+    groups listed for it; who was asked for what, and who closed what, in order."""
+    from qremote.daemon.siblings import Siblings
+
+    master = Siblings(len(idle))
+    asked: list[tuple[int, str]] = []
+    closed: list[tuple[int, str]] = []
+    workers = []
+    for index, groups in idle.items():
+
+        def free_one(group: str, index: int = index, groups: list[str] = groups) -> bool:
+            asked.append((index, group))
+            if group not in groups:
+                return False
+            groups.remove(group)
+            closed.append((index, group))
+            return True
+
+        worker = copy.copy(master)  # a forked copy of the master's channels
+        worker.listen(index, free_one)
+        workers.append(worker)
+    return workers, asked, closed
+
+
+async def _settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+
+
+def test_a_request_goes_round_the_siblings_until_one_closes_an_idle_connection():
+    async def scene() -> list[tuple[int, str]]:
+        workers, asked, closed = _workers_keeping({0: ["g"], 1: [], 2: ["h"], 3: ["g"], 4: ["g"]})
+        assert workers[1].want("g")  # worker 2 keeps none of g: worker 3 closes one
+        await _settle()
+        assert asked == [(2, "g"), (3, "g")]
+        return closed
+
+    assert asyncio.run(scene()) == [(3, "g")]  # one connection for one waiter, not three
+
+
+def test_a_request_nobody_can_serve_stops_after_every_sibling_was_asked_once():
+    async def scene() -> list[tuple[int, str]]:
+        workers, asked, closed = _workers_keeping({0: ["g"], 1: ["h"], 2: []})
+        assert workers[0].want("x")
+        await _settle()
+        assert asked == [(1, "x"), (2, "x")]  # and not again, nor the asking worker itself
+        assert workers[2].want("g")  # asks 0 first (wrapping round), which keeps one
+        await _settle()
+        return closed
+
+    assert asyncio.run(scene()) == [(0, "g")]
+
+
+def test_a_request_to_a_sibling_too_busy_to_read_is_dropped_not_waited_for():
+    from qremote.daemon.siblings import Siblings
+
+    siblings = Siblings(2)
+    siblings.index = 0
+    sent = [siblings.want("g" * 1000) for _ in range(10_000)]  # nobody reads worker 1's channel
+    assert sent[0] and not sent[-1]  # the channel filled up; want() never blocked
+    assert not siblings.want("x" * 70_000)  # a name longer than NAME_MAX is not sent
+    alone = Siblings(1)
+    alone.index = 0
+    assert not alone.want("g")  # a single worker has nobody to ask

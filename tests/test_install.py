@@ -15,6 +15,7 @@ import tempfile
 import pytest
 
 from qremote.cli.install import MARKER
+from qremote.daemon.workers import default_count
 from tests.support import rspawn
 
 FAKE_C_CLIENT = b"#!/bin/sh\n# stands in for qmail's C qmail-remote\nexit 0\n"
@@ -185,12 +186,21 @@ def test_install_with_service_writes_a_supervise_directory_that_runs_qremoted(qm
     assert ready.startswith("qremoted ") and f"serving {qmail}/qremote/qremoted.sock" in ready
     assert proc.returncode == 0
     assert err == b""  # run says exec 2>&1: everything goes to the log
-    # (The descriptors line after "serving" may have been read along with it.)
+    # (The descriptors line after "serving" may have been read along with it.) The run
+    # script starts the default: one worker per core, a single process on one core.
+    cores = default_count()
+    stopped = (
+        r"qremoted \d+ stopped after 0 deliveries\n"
+        if cores == 1
+        else rf"{cores} workers: [\d, ]+\nstopping: {cores} workers finish their deliveries\n"
+        rf"(worker \d+: qremoted worker \d+ stopped after 0 deliveries\n){{{cores}}}"
+        r"qremoted \d+ stopped\n"
+    )
     assert re.fullmatch(
         r"(descriptors: \d+ \(hard limit \d+.*\): \d+ clients at once, \d+ delivering\n)?"
-        r"qremoted \d+ stopped after 0 deliveries\n",
+        + stopped,
         out.decode(),
-    )
+    ), out.decode()
 
 
 def test_the_shipped_run_scripts_are_the_ones_install_writes_for_the_usual_paths():

@@ -411,10 +411,9 @@ def parser() -> argparse.ArgumentParser:
     daemon.add_argument(
         "--workers",
         type=_workers,
-        default=1,
-        help="processes serving deliveries (default 1: a single process; 0: one per core)."
-        " Workers help with thousands in flight; at qmail's usual concurrency one process"
-        " keeps connection reuse and MX-group slots in one place (README)",
+        default=0,
+        help="processes serving deliveries (default 0: one per core; 1: a single process,"
+        " which keeps all kept connections in one place and costs the least memory)",
     )
     daemon.add_argument(
         "--deliveries",

@@ -8,6 +8,7 @@ changes (name, inode, size, mtime) or on SIGHUP, keeping the old pools until the
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import dns.resolver
@@ -57,6 +58,7 @@ class Generation:
         tally: Tally,
         sts: PolicyStore,
         counts: Counts,
+        ask_siblings: Callable[[str], object] | None = None,
     ) -> None:
         self.settings = settings
         resolver = make_resolver(
@@ -64,7 +66,9 @@ class Generation:
         )
         resolver.cache = dns.resolver.LRUCache(100_000)  # honours each answer's TTL
         pool = ConnectionPool(settings.reuse, lambda why: counts.add("connections_closed", (why,)))
-        self.resources = Resources(sts, shared, pool, tally, cached_resolver=resolver)
+        self.resources = Resources(
+            sts, shared, pool, tally, cached_resolver=resolver, ask_siblings=ask_siblings
+        )
 
 
 class SettingsCache:
@@ -86,6 +90,8 @@ class SettingsCache:
         """DANE outcomes per MX group, kept across generations."""
         self.sts = PolicyStore(home)
         """MTA-STS policies in memory (and on disk), with one fetch per domain in flight."""
+        self.ask_siblings: Callable[[str], object] | None = None
+        """A worker's way to its siblings' idle connections (set before it serves)."""
 
     def get(self) -> Generation:
         """The current generation, reloaded first if control/ changed.
@@ -99,7 +105,9 @@ class SettingsCache:
             settings = load_settings(self.home)
             old = self.current
             shared = self._shared_for(settings)
-            self.current = Generation(settings, shared, self.tally, self.sts, self.counts)
+            self.current = Generation(
+                settings, shared, self.tally, self.sts, self.counts, self.ask_siblings
+            )
             self._signature = signature
             # Deliveries in flight may still return connections to the old pool.
             self.retired = [pool for pool in self.retired if len(pool)]

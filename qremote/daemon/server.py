@@ -47,6 +47,7 @@ from qremote.daemon.descriptors import Room, raise_limit
 from qremote.daemon.formatting import abandoned_line, delivery_line, one_line, status_text
 from qremote.daemon.generations import SettingsCache
 from qremote.daemon.listener import allowed, peer_credentials, read_queue_file, read_request
+from qremote.daemon.siblings import Siblings
 from qremote.daemon.wire import RELATIVE_PATH, SOCKET_NAME
 from qremote.delivery import Outcome, deliver
 from qremote.fdutil import write_all
@@ -153,6 +154,8 @@ class Daemon:
         self.started = time.monotonic()
         self.work: asyncio.Semaphore | None = None
         self.admitted = asyncio.Event()
+        self.siblings: Siblings | None = None
+        """With workers: the channels to the others (made by the master before it forks)."""
 
     # -- logging -------------------------------------------------------------------------
 
@@ -270,6 +273,9 @@ class Daemon:
         signal.pthread_sigmask(
             signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
         )
+        if self.worker is not None and self.siblings is not None:
+            self.siblings.listen(self.worker, self._free_for_sibling)
+            self.cache.ask_siblings = self.siblings.want
         accepting = loop.create_task(self._accept(listener))
         chores = loop.create_task(self._chores(stop)) if self.worker is not None else None
         serving = None
@@ -312,6 +318,11 @@ class Daemon:
             if self.metrics_socket is not None:
                 scrape.write(self.home, worker, self.numbers())
             await asyncio.sleep(STATUS_EVERY)
+
+    def _free_for_sibling(self, group: str) -> bool:
+        """A sibling's delivery waits for a slot of ``group``: close one idle connection
+        of the group, if this worker keeps one (its slot is freed once it is closed)."""
+        return any(pool.evict_one(group) for pool in self._pools())
 
     def _status_path(self, worker: int | None) -> str:
         return os.path.join(self.home, "qremote", "workers", f"{worker}.status")

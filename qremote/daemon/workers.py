@@ -1,23 +1,23 @@
-"""qremoted on every core: a master and worker processes (``--workers N``, 0 for one per
-core; the default is a single process, see below).
+"""qremoted on every core: a master and worker processes (``--workers N``; the default 0
+is one per core, 1 a single process).
 
 The master does what must be done once: the descriptor limit, the locks (the alive lock
-that clients look at), the listening socket. Each worker is a whole qremoted serving that
-one socket: the kernel hands each new client to one of the workers waiting in accept, so
-deliveries spread over them. What must be shared already is, through files every qremote
-process on the host uses: MX-group slots (``groups/``), tcpto, remembered MTA-STS
-policies, keys and control files (each worker notices changes itself, and SIGHUP is
-passed on). What each keeps for itself: its DNS cache, its TLS sessions and its kept
-SMTP connections, so with N workers a kept connection is found again by the next
-delivery to the same MX only when that lands on the same worker (about one in N at
-first; each worker then keeps its own).
+that clients look at), the listening socket, the channels between the workers. Each
+worker is a whole qremoted serving that one socket: the kernel hands each new client to
+one of the workers waiting in accept, so deliveries spread over them. What must be shared
+already is, through files every qremote process on the host uses: MX-group slots
+(``groups/``), tcpto, remembered MTA-STS policies, keys and control files (each worker
+notices changes itself, and SIGHUP is passed on). What each keeps for itself: its DNS
+cache, its TLS sessions and its kept SMTP connections, so with N workers a kept connection
+is found again by the next delivery to the same MX only when that lands on the same
+worker (about one in N at first; each worker then keeps its own).
 
-Why one process is the default: an idle kept connection holds its MX-group slot, and only
-the worker that kept it can close it to free the slot. At qmail-send's usual concurrency
-(20, with the default cap of 20 per MX group) a second worker then waits for slots that
-idle connections of the first hold: measured with bench/realdrain.py on a 2-core machine,
-0.42x the C client's throughput with two workers against 0.75x with one. With thousands in
-flight and caps raised, workers win (bench/scale.py: a fifth to a third less wall time).
+An idle kept connection holds its MX-group slot, and only the worker that kept it can
+close it; a delivery that finds its group full with no idle connection of its own there
+asks its siblings to close one of theirs (:mod:`qremote.daemon.siblings`). Without that a
+second worker waited for slots the first one's idle connections held: bench/realdrain.py
+on a 2-core machine gave 0.42x the C client's throughput with two workers against 0.75x
+with one process; with it, 0.73x against 0.75x (the same within the runs' spread).
 
 A worker that dies is started again at once. Its clients lose nothing: one that had not
 said ``Y`` (the commit) finds the daemon still running (the master holds the alive lock)
@@ -34,6 +34,7 @@ import signal
 
 from qremote.daemon import scrape
 from qremote.daemon.server import Daemon
+from qremote.daemon.siblings import Siblings
 
 SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
 
@@ -52,6 +53,7 @@ def run(daemon: Daemon) -> None:
     lock, listener = daemon.start()
     os.makedirs(os.path.join(daemon.home, "qremote", "workers"), mode=0o700, exist_ok=True)
     scrape.forget(daemon.home)
+    daemon.siblings = Siblings(daemon.workers)
     children: dict[int, int] = {}
 
     def spawn(index: int) -> None:

@@ -9,6 +9,7 @@ delivery runs under is decided here, where resources are made, never in its midd
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,9 @@ class Resources:
     """Authenticated-TLS outcomes per MX group (``qremote status``)."""
     cached_resolver: AsyncResolver | None = None
     """A dnspython resolver; qremoted's has a cache that honours TTLs."""
+    ask_siblings: Callable[[str], object] | None = None
+    """A qremoted worker's: asks the other workers to close an idle connection of a full
+    MX group (see :mod:`qremote.daemon.siblings`); None in a single process."""
     owned: bool = field(default=False)
     """Made for one delivery: :meth:`close` ends them (qremoted closes its own)."""
 

@@ -3,7 +3,8 @@ connection of the group that brings its own.
 
 Idle kept connections hold slots too: when the group is full, the longest-idle one is
 closed to free one, but not while a slot is free (the connection may yet carry a
-message). Which backend gave the slot decides whether the fleet's tcpto is asked too.
+message); a qremoted worker without one asks its siblings to close one of theirs.
+Which backend gave the slot decides whether the fleet's tcpto is asked too.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ async def _take(settings: Settings, resources: Resources, group: Group) -> tuple
     taken = await caps.take(home, resources.shared, group, 0.0)
     if not taken.full:
         return taken, False
-    if pool is not None:
-        pool.evict_one(group.name)
+    evicted = pool is not None and pool.evict_one(group.name)
+    if not evicted and resources.ask_siblings is not None:
+        resources.ask_siblings(group.name)  # their idle connections may hold the slots
     return await caps.take(home, resources.shared, group, wait), True

@@ -20,6 +20,10 @@ class Qremoted:
         self.home = home
         self.log_path = os.path.join(home.path, "qremoted.log")
         self.args = list(args)
+        if not any(a.startswith("--workers") for a in args):
+            # One process unless the test asks for workers: what a test counts (kept
+            # connections, reuse, slots) is then in one place whatever the machine's cores.
+            self.args = ["--workers", "1", *self.args]
         self.nofile = nofile
         """(soft, hard) descriptor limits to start it with, as a service manager would."""
         self.proc: subprocess.Popen | None = None
