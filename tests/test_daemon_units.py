@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
 import socket
+import time
 
 import pytest
 
@@ -269,3 +271,46 @@ def test_a_request_to_a_sibling_too_busy_to_read_is_dropped_not_waited_for():
     alone = Siblings(1)
     alone.index = 0
     assert not alone.want("g")  # a single worker has nobody to ask
+
+
+# -- control files seen again -----------------------------------------------------------
+
+
+def test_a_control_file_replaced_is_seen_at_once_one_edited_in_place_within_recheck(
+    tmp_path, monkeypatch
+):
+    from qremote.daemon import generations
+    from tests.support import qmailhome
+
+    home = qmailhome.make(str(tmp_path / "qmail"), "127.0.0.1")
+    home.write("helohost", "one.example.org\n")
+    helohost = os.path.join(home.control, "helohost")
+    cache = generations.SettingsCache(home.path)
+
+    def in_place(text: str) -> None:
+        with open(helohost, "w") as f:  # the same inode: the folder does not change
+            f.write(text)
+
+    async def scene() -> list[str]:
+        seen = [cache.get().settings.helo]
+        os.rename(home.write("helohost.new", "two.example.org\n"), helohost)  # as editors do
+        seen.append(cache.get().settings.helo)
+        in_place("three.example.org\n")
+        seen.append(cache.get().settings.helo)  # the folder changed just now: not trusted
+        long_ago = time.time() - 3600
+        os.utime(home.control, (long_ago, long_ago))
+        cache.get()
+        in_place("four.example.org\n")
+        seen.append(cache.get().settings.helo)  # the folder is unchanged: not looked at yet
+        monkeypatch.setattr(generations, "RECHECK", 0.0)  # as a second later
+        seen.append(cache.get().settings.helo)
+        await cache.close()
+        return seen
+
+    assert asyncio.run(scene()) == [
+        "one.example.org",
+        "two.example.org",
+        "three.example.org",
+        "three.example.org",
+        "four.example.org",
+    ]

@@ -3,11 +3,18 @@
 A :class:`Generation` is the settings and what is built from them (the caching resolver,
 the connection pool); :class:`SettingsCache` replaces it when any file in ``control/``
 changes (name, inode, size, mtime) or on SIGHUP, keeping the old pools until they close.
+
+Looking at every file costs a stat each (177 µs a delivery for 40 files, measured on a
+loaded 2-core machine), so a delivery looks only at the folder itself: a file added,
+removed or replaced by rename (as editors do) changes the folder, and is seen by the next
+delivery; a file edited in place changes only itself, and is seen within :data:`RECHECK`
+seconds, when every file is looked at again.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -26,6 +33,24 @@ from qremote.tls.tally import Tally
 
 if TYPE_CHECKING:
     from qremote.groups.caps import SharedState
+
+
+RECHECK = 1.0
+"""Seconds between looks at every file in control/ while the folder itself is unchanged."""
+
+
+RACY_NS = 100_000_000
+"""A folder changed less than this long (0.1 s) ago may change again without its stamp
+changing (file system clocks tick coarsely): not trusted until it is older."""
+
+
+def folder_stamp(control: str) -> tuple[int, int] | None:
+    """What changes when a file is added to, removed from or renamed into ``control/``."""
+    try:
+        st = os.stat(control)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def control_signature(control: str) -> tuple:
@@ -81,6 +106,9 @@ class SettingsCache:
         self.control = os.path.join(home, "control")
         self.current: Generation | None = None
         self._signature: tuple | None = None
+        self._folder: tuple[int, int] | None = None
+        """The folder's own stamp when every file was last looked at, and when."""
+        self._looked = 0.0
         self._shared: dict[tuple[str, int], SharedState | None] = {}
         """Redis backends by (url, lease), kept for the process: in-flight deliveries may
         still hold leases renewed through an older one."""
@@ -100,6 +128,14 @@ class SettingsCache:
         text) and is read again on the next delivery. On a reload the old pool's idle
         connections are closed: they were opened under the old settings.
         """
+        now, folder = time.monotonic(), folder_stamp(self.control)
+        if (
+            self.current is not None
+            and self._signature is not None
+            and folder == self._folder
+            and now - self._looked < RECHECK
+        ):
+            return self.current
         signature = control_signature(self.control)
         if self.current is None or signature != self._signature:
             settings = load_settings(self.home)
@@ -114,6 +150,12 @@ class SettingsCache:
             if old is not None and old.resources.pool is not None:
                 self.retired.append(old.resources.pool)
                 self._closing.start(old.resources.pool.close())
+        # Only once read without error: a broken file is read again by the next delivery.
+        self._folder, self._looked = folder, now
+        if folder is not None and time.time_ns() - folder[1] < RACY_NS:
+            # Changed just now: a change within the file system's clock tick would leave
+            # the same stamp, so the next delivery looks at every file again.
+            self._looked = now - RECHECK
         return self.current
 
     def forget(self) -> None:
