@@ -47,20 +47,20 @@ class Siblings:
         (a delivery here waits for one of its slots); False when the request could not be
         sent (a hint, never a promise: the waiter waits as it would without it)."""
         assert self.index is not None
-        if len(self.channels) < 2 or len(group.encode("utf-8", "replace")) > NAME_MAX:
+        name = group.encode("utf-8", "replace")
+        if len(self.channels) < 2 or len(name) > NAME_MAX:
             return False
-        return self._pass(self.index, 0, group)
+        return self._pass(self.index, 0, name)
 
-    def _pass(self, origin: int, asked: int, group: str) -> bool:
+    def _pass(self, origin: int, asked: int, name: bytes) -> bool:
         """Send the request to the next worker after this one that is not ``origin``."""
         assert self.index is not None
         count = len(self.channels)
         number = (self.index + 1) % count
         if number == origin:
             number = (number + 1) % count
-        data = f"{origin} {asked} {group}".encode("utf-8", "replace")
         try:
-            self.channels[number][1].send(data)
+            self.channels[number][1].send(b"%d %d %s" % (origin, asked, name))
         except OSError:
             return False
         return True
@@ -77,22 +77,23 @@ class Siblings:
             while True:
                 try:
                     data = inbox.recv(NAME_MAX + 32)
-                except (BlockingIOError, InterruptedError):
+                except OSError:  # nothing more to read just now (or a broken channel)
                     return
-                except OSError:
-                    return
-                origin, asked, group = _parsed(data)
-                if origin is None or origin == index or free_one(group):
+                origin, asked, name = _parsed(data)
+                if origin is None or origin == index:
+                    continue
+                if free_one(name.decode("utf-8", "replace")):
                     continue
                 if asked + 1 < len(self.channels) - 1:
-                    self._pass(origin, asked + 1, group)
+                    self._pass(origin, asked + 1, name)
 
         asyncio.get_running_loop().add_reader(inbox.fileno(), read)
 
 
-def _parsed(data: bytes) -> tuple[int | None, int, str]:
-    """(asking worker, siblings asked before this one, group); None for a broken request."""
-    head, asked, group = data.split(b" ", 2) if data.count(b" ") >= 2 else (b"", b"", b"")
-    if not (head.isdigit() and asked.isdigit()):
-        return None, 0, ""
-    return int(head), int(asked), group.decode("utf-8", "replace")
+def _parsed(data: bytes) -> tuple[int | None, int, bytes]:
+    """(asking worker, siblings asked before this one, group name); None for a broken
+    request."""
+    parts = data.split(b" ", 2)
+    if len(parts) != 3 or not (parts[0].isdigit() and parts[1].isdigit()):
+        return None, 0, b""
+    return int(parts[0]), int(parts[1]), parts[2]
