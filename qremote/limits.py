@@ -166,6 +166,13 @@ SHAPING_REGEX_CHARS = 1000
 to what a reply phrase needs, and it runs only over a failed delivery's report (at most
 a few KB: qmail's own bounds on what the server says)."""
 
+SHAPING_MATCH_CHARS = 2048
+"""What of a failed delivery's words the automation rules are matched against: the
+first 2 KB. Python's re has no time bound, and a server's reply may be 64 KB
+(REPLY_MAX_BYTES): a pattern whose cost grows with the square of the text (``.*a.*b``,
+``\\s*x`` tried at every place) costs a thousand times less over 2 KB than over 64 KB.
+The phrase a provider writes sits in its reply's first lines."""
+
 SHAPING_THRESHOLD_MAX = 1000
 """Matches an automation trigger may count (``Threshold = "N/period"``): each is a time
 kept in the path's state file until the rule acts."""

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from qremote.groups.rules import Group
+from qremote.limits import SHAPING_MATCH_CHARS
 from qremote.shaping import config, rates
 from qremote.shaping.automation import react
 from qremote.shaping.config import Rate, parse, parse_duration, parse_rate, path_for
@@ -182,6 +183,18 @@ def test_a_threshold_counts_matches_within_its_period_before_acting():
     effect, seen = react(rule_set, OUTLOOK, 4100.0, seen)
     assert effect is not None and effect.suspend_for == 600 and seen == {}
     assert react(rule_set, "550 5.1.1 no such user", 4200.0, {})[0] is None
+
+
+def test_rules_read_only_the_first_2_kb_of_a_reply():
+    """A hostile server's 64 KB reply costs a rule no more than its first 2 KB."""
+    [outlook] = [p for p in rules().providers if p.name == "outlook"]
+    rule_set = outlook.config.automation
+    padding = "451-4.7.500 " + "x" * 60 + "\r\n"
+    early = padding * 10 + OUTLOOK
+    late = padding * (SHAPING_MATCH_CHARS // len(padding) + 1) + OUTLOOK
+    assert len(early) < SHAPING_MATCH_CHARS < len(late) - len(OUTLOOK)
+    assert rule_set[0].matches(early)
+    assert not rule_set[0].matches(late)
 
 
 # --- deliveries --------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from typing import Any
 from qremote.groups.rules import Group
 from qremote.limits import (
     SHAPING_FILE_BYTES,
+    SHAPING_MATCH_CHARS,
     SHAPING_REGEX_CHARS,
     SHAPING_RULES,
     SHAPING_THRESHOLD_MAX,
@@ -120,7 +121,9 @@ class Rule:
     """(matches, within seconds) before it acts; None: the first match acts."""
 
     def matches(self, text: str) -> bool:
-        return any(p.search(text) for p in self.patterns)
+        """Whether a pattern is found in the first SHAPING_MATCH_CHARS of ``text``."""
+        head = text[:SHAPING_MATCH_CHARS]
+        return any(p.search(head) for p in self.patterns)
 
 
 @dataclass(frozen=True)
