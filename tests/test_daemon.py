@@ -664,7 +664,10 @@ try:
 except OSError as e:
     print("connect:", e.strerror)
     sys.exit()
-s.sendall(b"S\0\0\0\0")
+try:
+    s.sendall(b"S\0\0\0\0")
+except BrokenPipeError:
+    pass  # a refusal may come before the request is read: it is still there to read
 print("answer:", s.recv(100))
 """
 

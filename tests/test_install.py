@@ -197,7 +197,8 @@ def test_install_with_service_writes_a_supervise_directory_that_runs_qremoted(qm
         r"qremoted \d+ stopped\n"
     )
     assert re.fullmatch(
-        r"(descriptors: \d+ \(hard limit \d+.*\): \d+ clients at once, \d+ delivering\n)?"
+        r"(descriptors: \d+ \(hard limit \d+.*\): \d+ clients at once, \d+ delivering"
+        r"(, in each of \d+ workers)?\n)?"
         + stopped,
         out.decode(),
     ), out.decode()
