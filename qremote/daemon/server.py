@@ -388,7 +388,8 @@ class Daemon:
             await self._send(conn, wire.frame(wire.REFUSED, b"not allowed"))
             return
         try:
-            kind, payload = await asyncio.wait_for(read_request(conn, fds), REQUEST_TIMEOUT)
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                kind, payload = await read_request(conn, fds)
         except (TimeoutError, wire.WireError, OSError, ConnectionError) as e:
             self.log(f"dropped pid {pid}: {e.__class__.__name__}: {e}")
             return
@@ -499,29 +500,31 @@ class Daemon:
     ) -> Outcome:
         """Await ``work``, saying ``W`` to the client every ``heartbeat`` seconds meanwhile.
 
-        A heartbeat never waits for the client: what the socket does not take at once is
-        left in ``job.owed`` for the report to carry ahead of it, so the stream never
-        holds half a frame. Cancelled, it cancels ``work`` and waits for it, so an SMTP
-        session is aborted rather than left open.
+        The beat is a timer callback, not a task of its own: a delivery costs the loop
+        nothing more until a beat is due. A heartbeat never waits for the client: what the
+        socket does not take at once is left in ``job.owed`` for the report to carry ahead
+        of it, so the stream never holds half a frame. Cancelled, the cancellation reaches
+        ``work`` itself, so an SMTP session is aborted rather than left open.
         """
-        task = asyncio.ensure_future(work)
+        loop = asyncio.get_running_loop()
+        timer: asyncio.TimerHandle
+
+        def beat() -> None:
+            nonlocal timer
+            timer = loop.call_later(self.heartbeat, beat)
+            if job.committing:
+                return  # the commit exchange owns the socket just now
+            data = job.owed or wire.frame(wire.WORKING)
+            try:
+                job.owed = data[conn.send(data) :]
+            except OSError:
+                pass  # nothing went out: still owed, or a beat skipped
+
+        timer = loop.call_later(self.heartbeat, beat)
         try:
-            while True:
-                done, _ = await asyncio.wait({task}, timeout=self.heartbeat)
-                if done:
-                    return task.result()
-                if job.committing:
-                    continue  # the commit exchange owns the socket just now
-                data = job.owed or wire.frame(wire.WORKING)
-                try:
-                    job.owed = data[conn.send(data) :]
-                except OSError:
-                    pass  # nothing went out: still owed, or a beat skipped
+            return await work
         finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            timer.cancel()
 
     async def _outcome(
         self,

@@ -34,6 +34,11 @@ from qremote.settings import DaneMode, Settings
 if TYPE_CHECKING:  # dnspython is imported only when a name must be looked up
     from dns.asyncresolver import Resolver as AsyncResolver
 
+_SHUFFLE = random.Random()
+"""Orders MX hosts of equal preference (as qmail's dns_mxip does, at random): one
+generator for the process, seeded once; seeding one per delivery cost more than the
+shuffle, and nothing about the order needs to be unpredictable."""
+
 
 @dataclass(frozen=True)
 class Route:
@@ -123,7 +128,7 @@ async def _way(
     if route is not None:
         return _Way(await resolve.relay_targets(resolver, route.relay), port, relay)
     dane = not signed.lenient and settings.dane is not DaneMode.OFF and on_loopback(resolver)
-    mx = resolve.mx_targets(resolver, host, random.Random(), dane)
+    mx = resolve.mx_targets(resolver, host, _SHUFFLE, dane)
     if not with_sts:
         return _Way(await mx, port, None)
     # The policy lookup runs alongside the MX lookup; it never fails the delivery itself.

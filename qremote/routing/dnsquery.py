@@ -16,6 +16,9 @@ import dns.exception
 import dns.flags
 import dns.name
 import dns.nameserver
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
 import dns.resolver
 
 from qremote.limits import DNS_TOTAL, DNS_TRY
@@ -72,16 +75,61 @@ def _secure(response: object) -> bool:
     return bool(flags & dns.flags.AD)
 
 
+NAMES_KEPT = 10_000
+"""Names kept parsed for the cache's keys (cleared when full): qremoted asks the same
+few names for every delivery, and parsing one costs more than the cache lookup."""
+
+_names: dict[str, dns.name.Name] = {}
+
+
+def _qname(name: str) -> dns.name.Name:
+    qname = _names.get(name)
+    if qname is None:
+        if len(_names) >= NAMES_KEPT:
+            _names.clear()
+        qname = _names[name] = dns.name.from_text(name)
+    return qname
+
+
+def _from_cache(
+    cache: dns.resolver.Cache | dns.resolver.LRUCache, name: str, rdtype: str
+) -> dns.resolver.Answer | None:
+    """What the resolver's cache holds for the name, as ``resolve`` would find it there:
+    an answer (``rrset`` None: no data), NXDOMAIN raised, or None (ask the servers).
+
+    qremoted asks the same few names for every delivery: going to the cache first skips
+    dnspython's resolution set-up and the exception it raises for no data, most of the
+    cost of a cached lookup."""
+    qname = _qname(name)
+    found = cache.get((qname, dns.rdatatype.RdataType.make(rdtype), dns.rdataclass.IN))
+    if found is not None:
+        return found
+    nx = cache.get((qname, dns.rdatatype.ANY, dns.rdataclass.IN))
+    if nx is not None and nx.response.rcode() == dns.rcode.NXDOMAIN:
+        raise _CachedNxdomain
+    return None
+
+
+class _CachedNxdomain(Exception):
+    """The cache holds NXDOMAIN for the name (dnspython's own exception costs more to
+    make than the lookup)."""
+
+
 async def query(resolver: dns.asyncresolver.Resolver, name: str, rdtype: str) -> Answer:
     """Records of one type; [] for no data; DnsHard / DnsSoft for failures. The result
     says whether the resolver set AD, and the name the records belong to (after CNAMEs)."""
     result = Answer()
     try:
-        answer = await resolver.resolve(name, rdtype, search=False)
+        cache = resolver.cache
+        answer = None
+        if isinstance(cache, (dns.resolver.Cache, dns.resolver.LRUCache)):
+            answer = _from_cache(cache, name, rdtype)
+        if answer is None:
+            answer = await resolver.resolve(name, rdtype, search=False)
     except (dns.name.NameTooLong, dns.name.LabelTooLong, dns.name.EmptyLabel):
         LOOKUPS[rdtype, "nxdomain"] += 1
         raise DnsHard(name) from None  # no such name can exist: bounce, as for NXDOMAIN
-    except dns.resolver.NXDOMAIN:
+    except (dns.resolver.NXDOMAIN, _CachedNxdomain):
         LOOKUPS[rdtype, "nxdomain"] += 1
         raise DnsHard(name) from None
     except dns.resolver.NoAnswer as e:
@@ -91,6 +139,10 @@ async def query(resolver: dns.asyncresolver.Resolver, name: str, rdtype: str) ->
     except dns.exception.DNSException as e:
         LOOKUPS[rdtype, "failure"] += 1
         raise DnsSoft(f"{name}/{rdtype}: {e.__class__.__name__}") from None
+    if answer.rrset is None:  # no data, as the cache holds it
+        LOOKUPS[rdtype, "nodata"] += 1
+        result.secure = _secure(answer.response)
+        return result
     LOOKUPS[rdtype, "answer"] += 1
     result.extend(answer)
     result.secure = _secure(answer.response)

@@ -157,7 +157,8 @@ class Session:
     async def _write(self, data: bytes) -> None:
         try:
             self.writer.write(data)
-            await asyncio.wait_for(self.writer.drain(), self.timeout)
+            async with asyncio.timeout(self.timeout):  # no task per write, as wait_for makes
+                await self.writer.drain()
         except (TimeoutError, OSError, ConnectionError) as e:
             raise Dropped(str(e)) from None
 
@@ -184,7 +185,8 @@ class Session:
             if remaining <= 0:
                 raise Dropped("timed out")
             try:
-                data = await asyncio.wait_for(self.reader.read(READ_CHUNK), remaining)
+                async with asyncio.timeout(remaining):
+                    data = await self.reader.read(READ_CHUNK)
             except (TimeoutError, OSError, ConnectionError) as e:
                 raise Dropped(str(e)) from None
             if not data:
