@@ -9,10 +9,11 @@ import random
 import dns.flags
 import dns.message
 import dns.query
+import dns.resolver
 import pytest
 
 from qremote.routing import dnsquery, resolve
-from qremote.routing.dnserrors import DnsSoft
+from qremote.routing.dnserrors import DnsHard, DnsSoft
 from tests.support.blackhole import Blackhole
 from tests.support.expect import UNSIGNED
 from tests.support.keys import txt_strings
@@ -269,6 +270,36 @@ def test_dns_time_out_is_temporary(dns_server, zone):
     with pytest.raises(DnsSoft):
         asyncio.run(resolve.mx_targets(resolver, "example.net", random.Random()))
     assert ("example.net", "MX") in zone.queries
+
+
+def test_a_cached_answer_reads_as_the_servers_did_without_asking_again(dns_server, zone):
+    """qremoted's resolver keeps answers for their TTL; what a lookup returns from the
+    cache (records, no data, NXDOMAIN) is what the server's answer gave."""
+    zone.negative_ttl = 300
+    zone.mx("mail.test", (10, "mx1.mail.test"))
+    zone.a("mx1.mail.test", "127.0.0.9")
+    resolver = dnsquery.make_resolver([(dns_server.ip, dns_server.port)])
+    resolver.cache = dns.resolver.LRUCache(100)
+
+    async def twice(name: str, rdtype: str) -> list:
+        said = []
+        for _ in range(2):
+            try:
+                found = await dnsquery.query(resolver, name, rdtype)
+                said.append(([r.to_text() for r in found], found.canonical))
+            except DnsHard as e:
+                said.append(f"hard {e}")
+        return said
+
+    assert asyncio.run(twice("mail.test", "MX")) == [(["10 mx1.mail.test."], "mail.test")] * 2
+    assert asyncio.run(twice("mx1.mail.test", "AAAA")) == [([], "")] * 2  # no data
+    assert asyncio.run(twice("nowhere.mail.test", "A")) == ["hard nowhere.mail.test"] * 2
+    assert sorted(zone.queries) == [
+        ("mail.test", "MX"), ("mx1.mail.test", "AAAA"), ("nowhere.mail.test", "A")
+    ]  # each asked once: the second came from the cache
+    before = dict(dnsquery.LOOKUPS)
+    asyncio.run(twice("mx1.mail.test", "AAAA"))
+    assert dnsquery.LOOKUPS["AAAA", "nodata"] - before.get(("AAAA", "nodata"), 0) == 2
 
 
 def test_long_txt_records_come_back_whole(dns_server, zone):

@@ -33,6 +33,9 @@ class Zone:
         self.held: dict[str, threading.Event] = {}
         """Names whose answers wait until their event is set (a slow DNS server)."""
         self.asked = threading.Condition(self.lock)
+        self.negative_ttl: int | None = None
+        """Seconds a resolver may keep a no-data or NXDOMAIN answer (a SOA in the
+        authority section, RFC 2308); None: none is sent, so no resolver keeps one."""
 
     @staticmethod
     def _key(name: str) -> str:
@@ -86,6 +89,10 @@ class Zone:
             elif values:
                 rrset = dns.rrset.from_text_list(question.name, 300, "IN", rdtype, values)
                 response.answer.append(rrset)
+            if not values and self.negative_ttl is not None:
+                soa = f"ns.test. admin.test. 1 3600 600 86400 {self.negative_ttl}"
+                ttl = self.negative_ttl
+                response.authority.append(dns.rrset.from_text("test.", ttl, "IN", "SOA", soa))
         full = response.to_wire(max_size=65535)
         limit = max(query.payload, 512) if query.edns >= 0 else 512
         if udp and len(full) > limit:
