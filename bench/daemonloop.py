@@ -1,10 +1,11 @@
 """bench/daemonloop: qremoted's CPU per delivery on asyncio's event loop and on uvloop's.
 
-The same qremoted, started once with ``QREMOTE_EVENT_LOOP=asyncio`` and once on its
-default (uvloop's loop), takes the same deliveries (5 clients at a time, a small message
+The same qremoted code, started once with asyncio's loop and once after
+``uvloop.install()``, takes the same deliveries (5 clients at a time, a small message
 signed with DKIM + DomainKeys, over kept connections to a loopback aiosmtpd server); the
 figure is the daemon's own CPU (utime + stime) per delivery, medians of R rounds that
-alternate the two.
+alternate the two. uvloop is not a dependency of qremote: install it to run this
+(``pip install uvloop``).
 
     python bench/daemonloop.py [-n 300] [-r 3]
 """
@@ -23,13 +24,16 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from qremote import eventloop  # noqa: E402
 from qremote.daemon import client  # noqa: E402
 from tests.support import qmailhome, rspawn  # noqa: E402
 from tests.support.keys import write_key  # noqa: E402
 from tests.support.smtpserver import ScriptedServer  # noqa: E402
 
 MESSAGE = b"From: a@example.org\nTo: b@x\nSubject: loop\n\n" + b"hello\n" * 30
+START = {
+    "asyncio": "import sys\n",
+    "uvloop": "import sys, uvloop\nuvloop.install()\n",
+}
 
 
 def cpu(pid: int) -> float:
@@ -43,9 +47,10 @@ def one(loop: str, mx_ip: str, n: int) -> float:
     with tempfile.TemporaryDirectory() as top:
         home = qmailhome.make(os.path.join(top, "qmail"), "127.0.0.1:9")
         write_key(home.control, "example.org", "bench")
+        code = START[loop] + "from qremote.cli.qremote import main\nsys.exit(main(['daemon']))"
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "qremote.cli.qremote", "daemon", "--workers", "1"],
-            env={**os.environ, "QMAILHOME": home.path, eventloop.CHOICE: loop},
+            [sys.executable, "-c", code],
+            env={**os.environ, "QMAILHOME": home.path},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -76,8 +81,10 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=300)
     ap.add_argument("-r", type=int, default=3)
     args = ap.parse_args()
-    if eventloop.factory() is None:
-        sys.exit("bench/daemonloop: uvloop is not installed (scripts/setup installs it)")
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        sys.exit("bench/daemonloop: uvloop is not installed (pip install uvloop)")
     results: dict[str, list[float]] = {"asyncio": [], "uvloop": []}
     with ScriptedServer() as mx:
         for _ in range(args.r):

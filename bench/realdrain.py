@@ -48,8 +48,6 @@ MESSAGE = (
 CLK = os.sysconf("SC_CLK_TCK")
 WORKERS: int | None = None
 """qremoted's --workers (None: its default, one per core)."""
-LOOP: dict[str, str] = {}
-"""qremoted's environment beside PATH: QREMOTE_EVENT_LOOP when ``--event-loop`` names one."""
 
 
 def sink(conn, tls_dir: str | None) -> None:
@@ -193,7 +191,7 @@ def contender(
                 f.write(text)
         daemon = subprocess.Popen(
             ["supervise", service],
-            env={"PATH": "/usr/bin:/bin", **LOOP},
+            env={"PATH": "/usr/bin:/bin"},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -220,14 +218,9 @@ def main() -> None:
     ap.add_argument("-r", type=int, default=3, help="runs per contender")
     ap.add_argument("--only", help="comma-separated contenders")
     ap.add_argument("--workers", type=int, help="qremoted's --workers (default: one per core)")
-    ap.add_argument(
-        "--event-loop", choices=["uvloop", "asyncio"], help="qremoted's loop (default: uvloop)"
-    )
     args = ap.parse_args()
     global WORKERS
     WORKERS = args.workers
-    if args.event_loop:
-        LOOP["QREMOTE_EVENT_LOOP"] = args.event_loop
     reason = realqmail.missing_reason()
     if reason:
         sys.exit(f"bench/realdrain: {reason}")

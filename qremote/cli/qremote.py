@@ -240,8 +240,9 @@ def _workers(text: str) -> int:
 
 def _daemon(args: argparse.Namespace) -> str:
     """qremoted in the foreground, until SIGTERM."""
+    import asyncio
+
     # start-up: each command loads only what it uses
-    from qremote import eventloop
     from qremote.daemon.server import Daemon, StartError
 
     try:
@@ -264,7 +265,7 @@ def _daemon(args: argparse.Namespace) -> str:
         if count > 1:
             workers.run(daemon)
         else:
-            eventloop.run(daemon.run())
+            asyncio.run(daemon.run())
     except StartError as e:
         raise CommandFailed(str(e)) from None
     return ""

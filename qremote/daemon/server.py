@@ -39,7 +39,7 @@ import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
-from qremote import eventloop, report
+from qremote import report
 from qremote.atomic import replace_unsynced
 from qremote.control import ControlError
 from qremote.daemon import scrape, wire
@@ -227,8 +227,7 @@ class Daemon:
             self.log(f"metrics at {self.metrics.url}")
         if self.uid == 0:
             self.log("running as root: run it as qmailr, or the files it creates are root's")
-        where = f"{self.home}/qremote/{SOCKET_NAME}"
-        self.log(f"qremoted {os.getpid()} serving {where} (event loop: {eventloop.name()})")
+        self.log(f"qremoted {os.getpid()} serving {self.home}/qremote/{SOCKET_NAME}")
         raised = self.room.raised_from
         self.log(
             f"descriptors: {self.room.soft} (hard limit {self.room.hard}"

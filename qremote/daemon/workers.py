@@ -28,10 +28,10 @@ worker, each finishes its deliveries within the grace, and the master leaves las
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 
-from qremote import eventloop
 from qremote.daemon import scrape
 from qremote.daemon.server import Daemon
 from qremote.daemon.siblings import Siblings
@@ -94,7 +94,7 @@ def _worker(daemon: Daemon, index: int, listener) -> None:
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         daemon.worker = index  # the signals stay blocked until its loop handles them
-        eventloop.run(daemon.serve(listener))
+        asyncio.run(daemon.serve(listener))
         daemon.log(f"qremoted worker {os.getpid()} stopped after {daemon.done} deliveries")
     except BaseException as e:  # noqa: BLE001 - say why, then go: the master starts another
         daemon.log(f"worker failed: {e.__class__.__name__}: {e}")

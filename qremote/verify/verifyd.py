@@ -36,7 +36,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from qremote import eventloop
 from qremote.fdutil import write_all
 from qremote.framing import WireError
 from qremote.metrics import http
@@ -259,7 +258,6 @@ class Verifyd:
         self.log(
             f"verifyd {os.getpid()} (uid {self.uid}) serving {self.home}/{wire.SOCKET_PATH}: "
             f"{self.workers} threads, {self.memory >> 20} MB of messages at once"
-            f" (event loop: {eventloop.name()})"
         )
         if ready is not None:
             ready.set()
@@ -484,7 +482,7 @@ def main(
     try:
         warm_up(metrics is not None)  # before become(): the new user may not read them
         become(home, user)
-        eventloop.run(Verifyd(home, workers, memory, metrics=metrics).run())
+        asyncio.run(Verifyd(home, workers, memory, metrics=metrics).run())
     except StartError as e:
         return f"verifyd: {e}"
     return ""
