@@ -4,7 +4,10 @@ standalone (in-process) path, in the same run.
 N deliveries at concurrency C (as qmail-send with concurrencyremote C would start them:
 stdin a file, empty environment, cwd the qmail home) of a small signed message to an
 aiosmtpd server on loopback (in a process of its own), found through MX lookup on a
-loopback DNS server. For each
+loopback DNS server. Each delivery sends a message of its own (numbered Subject), so no
+signature is made twice; ``--one-message`` sends one message to every recipient instead,
+as qmail-send delivers a mailing list's message (qremoted then answers repeats from the
+signatures it keeps: qremote/signing/signatures.py). For each
 path it prints messages/s and the median CPU (user+sys) of one qmail-remote process, and
 for the daemon path also the daemon's CPU per delivery; then the bare interpreter's start
 (``python -c pass`` and ``python -IS -c pass``) for scale, and the ratios the issue asks for:
@@ -15,6 +18,7 @@ for the daemon path also the daemon's CPU per delivery; then the bare interprete
 from __future__ import annotations
 
 import argparse
+import itertools
 import multiprocessing
 import os
 import statistics
@@ -33,7 +37,10 @@ from tests.support.dnsserver import DnsServer  # noqa: E402
 from tests.support.keys import dkim_record, txt_strings, write_key  # noqa: E402
 from tests.support.smtpserver import ScriptedServer, fresh_ip  # noqa: E402
 
-MESSAGE = b"From: a@example.org\nTo: b@mx.test\nSubject: bench\n\n" + b"hello\n" * 50
+MESSAGE = b"From: a@example.org\nTo: b@mx.test\nSubject: bench %d\n\n" + b"hello\n" * 50
+ONE_MESSAGE = False
+"""Every delivery the same message (``--one-message``) rather than each its own."""
+_numbers = itertools.count()
 
 
 def one(argv: list[str], stdin_data: bytes, cwd: str) -> tuple[float, bytes]:
@@ -63,7 +70,8 @@ def drain(argv: list[str], home: str, n: int, concurrency: int) -> tuple[float, 
             with lock:
                 if next(left, None) is None:
                     return
-            cpu, out = one(argv, MESSAGE, home)
+                number = 0 if ONE_MESSAGE else next(_numbers) + 1
+            cpu, out = one(argv, MESSAGE % number, home)
             with lock:
                 cpus.append(cpu)
                 if not out.startswith(b"r\0K"):
@@ -115,7 +123,14 @@ def main() -> None:
         action="store_true",
         help="qremoted with /metrics and JSON records, scraped every second meanwhile",
     )
+    ap.add_argument(
+        "--one-message",
+        action="store_true",
+        help="one message to every recipient (a list's) instead of one message per delivery",
+    )
     args = ap.parse_args()
+    global ONE_MESSAGE
+    ONE_MESSAGE = args.one_message
     with tempfile.TemporaryDirectory() as top:
         home = qmailhome.make(os.path.join(top, "qmail"), "127.0.0.1:9")
         key = write_key(home.control, "example.org", "bench")
@@ -127,7 +142,7 @@ def main() -> None:
         home.write("nameservers", here.recv() + "\n")
         argv = [home.program, "mx.test", "a@example.org", "b@mx.test"]
         standalone = [home.program + "-standalone", *argv[1:]]
-        home.deliver_standalone("mx.test", "a@example.org", ["b@mx.test"], MESSAGE)
+        home.deliver_standalone("mx.test", "a@example.org", ["b@mx.test"], MESSAGE % -1)
         bare = [one([sys.executable, "-c", "pass"], b"", top)[0] for _ in range(30)]
         bare_is = [one([sys.executable, "-IS", "-c", "pass"], b"", top)[0] for _ in range(30)]
         s_rate, s_cpu = drain(standalone, home.path, args.n, args.c)
@@ -152,7 +167,8 @@ def main() -> None:
     ms = 1000
     b, bi = statistics.median(bare), statistics.median(bare_is)
     print(
-        f"{args.n} deliveries at concurrency {args.c}, {received} received"
+        f"{args.n} deliveries at concurrency {args.c}, {received} received, "
+        + ("one message to every recipient" if args.one_message else "each its own message")
         + (", qremoted with /metrics scraped every second and JSON records" if args.metrics else "")
     )
     s_med, d_med = statistics.median(s_cpu) * ms, statistics.median(d_cpu) * ms

@@ -14,13 +14,18 @@ every success. Contenders, in one run, each repeated R times:
 - ``compiled+daemon+tls``: the same with STARTTLS at the sink (the C client in notqmail
   has no TLS, so there is no C figure beside it).
 
+Each message has its own number, so no signature is made twice; ``--recipients K`` queues
+N/K messages of K recipients each instead (a mailing list's message is one queue file
+that qmail-send delivers once per recipient: qremoted answers a repeat from the
+signatures it keeps, qremote/signing/signatures.py).
+
 qremote's contenders sign every message with DKIM (RSA-2048) and DomainKeys. For each it
 prints messages/s (median), the ratio to the C client, and CPU per delivery split into the
 client processes (qmail-rspawn's reaped children), qremoted, qmail-send with
 qmail-rspawn, and the sink (the same for every contender: it bounds them all alike).
 Run as root (qmail's users, setuid programs):
 
-    python bench/realdrain.py [-n 1000] [-c 20] [-r 3]
+    python bench/realdrain.py [-n 1000] [-c 20] [-r 3] [--recipients 1]
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ MESSAGE = (
 CLK = os.sysconf("SC_CLK_TCK")
 WORKERS: int | None = None
 """qremoted's --workers (None: its default, one per core)."""
+RECIPIENTS = 1
+"""Recipients of each queued message (``--recipients``): deliveries per queue file."""
 
 
 def sink(conn, tls_dir: str | None) -> None:
@@ -112,11 +119,15 @@ def qremote(installed: str, home: str, *args: str) -> None:
 
 
 def one_run(home: str, n: int, conn, daemon_pid: int | None, sink_pid: int) -> dict:
-    """Queue n messages, start qmail-send, time the drain; CPU figures per delivery."""
+    """Queue n deliveries (n / RECIPIENTS messages, at least one), start qmail-send, time
+    the drain; CPU figures per delivery."""
     inject = os.path.join(home, "bin", "qmail-inject")
-    for i in range(n):
+    each = min(RECIPIENTS, n)
+    n -= n % each
+    recipients = [f"bob{k}@example.net" for k in range(each)]
+    for i in range(n // each):
         subprocess.run(
-            [inject, "-f", "alice@example.com", "bob@example.net"],
+            [inject, "-f", "alice@example.com", *recipients],
             input=MESSAGE.format(n=i).encode(),
             check=True,
             env={"PATH": "/usr/bin:/bin"},
@@ -218,9 +229,13 @@ def main() -> None:
     ap.add_argument("-r", type=int, default=3, help="runs per contender")
     ap.add_argument("--only", help="comma-separated contenders")
     ap.add_argument("--workers", type=int, help="qremoted's --workers (default: one per core)")
+    ap.add_argument(
+        "--recipients", type=int, default=1, help="recipients per message (a list's: many)"
+    )
     args = ap.parse_args()
-    global WORKERS
+    global WORKERS, RECIPIENTS
     WORKERS = args.workers
+    RECIPIENTS = max(1, min(args.recipients, args.n))
     reason = realqmail.missing_reason()
     if reason:
         sys.exit(f"bench/realdrain: {reason}")

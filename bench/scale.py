@@ -1,7 +1,10 @@
 """bench/scale: N deliveries in flight at once, notqmail's C qmail-remote against qremote.
 
-N clients are started at once as qmail-rspawn starts them (argv, stdin the queue file,
-cwd the qmail home, empty environment) for a 1.8 KB message to a loopback SMTP sink that
+N clients are started at once as qmail-rspawn starts them (argv, stdin a queue file,
+cwd the qmail home, empty environment) for N different 1.8 KB messages (they differ in
+their Message-ID, so no signature is made twice: qremoted keeps signatures for a message
+signed again, qremote/signing/signatures.py), or with ``--one-message`` for one message to
+N recipients (a mailing list's message, as qmail-send delivers it), to a loopback SMTP sink that
 answers the final dot after ``--delay`` seconds (3 by default: a slow provider, so all N
 are in flight together). The sink is a small asyncio server in a process of its own,
 listening with a deep backlog, so that it is not what limits either contender; the
@@ -53,8 +56,10 @@ from tests.support.smtpserver import fresh_ip  # noqa: E402
 
 MESSAGE = (
     b"From: Alice <alice@example.org>\nTo: bob@example.net\nSubject: scale\n"
-    b"Message-ID: <scale@example.org>\n\n" + b"A line of a message of ordinary size here.\n" * 40
+    b"Message-ID: <scale-%05d@example.org>\n\n"
+    + b"A line of a message of ordinary size here.\n" * 40
 )
+"""Numbered: each delivery its own message unless ``--one-message``."""
 CLK = os.sysconf("SC_CLK_TCK")
 
 
@@ -159,22 +164,27 @@ class Sampler(threading.Thread):
         self.pids: list[int] = []
         self.extra = extra
         self.peak = 0
+        self.peak_extra = 0
+        """qremoted's share of the peak (its processes' sizes when the sum peaked)."""
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.wait(0.5):
-            total = sum(_rss_kb(p) for p in [*self.pids, *self.extra])
-            self.peak = max(self.peak, total)
+            extra = sum(_rss_kb(p) for p in self.extra)
+            total = extra + sum(_rss_kb(p) for p in self.pids)
+            if total > self.peak:
+                self.peak, self.peak_extra = total, extra
 
 
-def burst(program: str, home: str, ip: str, n: int, queue: str, extra: list[int]) -> dict:
-    """Start n clients at once, reap them all: wall time, CPU, memory, reports."""
+def burst(program: str, home: str, ip: str, n: int, queues: list[str], extra: list[int]) -> dict:
+    """Start n clients at once (the i-th reads ``queues[i % len(queues)]``), reap them
+    all: wall time, CPU, memory, reports."""
     procs = []
     sampler = Sampler(extra)
     sampler.start()
     started = time.monotonic()
     for i in range(n):
-        with open(queue, "rb") as stdin:
+        with open(queues[i % len(queues)], "rb") as stdin:
             procs.append(
                 subprocess.Popen(
                     [program, f"[{ip}]", "alice@example.org", f"bob{i}@example.net"],
@@ -199,26 +209,34 @@ def burst(program: str, home: str, ip: str, n: int, queue: str, extra: list[int]
     wall = time.monotonic() - started
     sampler.done.set()
     sampler.join()
-    return {"wall": wall, "cpu": cpu, "rss_kb": sampler.peak, "letters": letters}
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "rss_kb": sampler.peak,
+        "daemon_kb": sampler.peak_extra,
+        "letters": letters,
+    }
 
 
-def run_c(top_c: str, ip: str, n: int, queue: str, conn) -> dict:
-    result = burst(os.path.join(top_c, "qmail-remote"), top_c, ip, n, queue, [])
+def run_c(top_c: str, ip: str, n: int, queues: list[str], conn) -> dict:
+    result = burst(os.path.join(top_c, "qmail-remote"), top_c, ip, n, queues, [])
     conn.send("count")
     result["received"] = conn.recv()
     result["fallbacks"] = 0
     return result
 
 
-def run_qremote(home, ip: str, n: int, queue: str, conn, nofile: int, workers: int) -> dict:
+def run_qremote(
+    home, ip: str, n: int, queues: list[str], warm: str, conn, nofile: int, workers: int
+) -> dict:
     with Qremoted(home, "--workers", str(workers), nofile=(nofile, nofile)) as daemon:
-        burst(home.program, home.path, ip, 5, queue, [])  # warm: keys, contexts
+        burst(home.program, home.path, ip, 5, [warm], [])  # warm: keys, contexts
         conn.send("count")
         conn.recv()
         pids = _family(daemon.proc.pid)
         before = sum(_cpu(p) for p in pids)
         lines = daemon.log().count("delivery pid")
-        result = burst(home.program, home.path, ip, n, queue, pids)
+        result = burst(home.program, home.path, ip, n, queues, pids)
         result["cpu"] += sum(_cpu(p) for p in pids) - before
         result["fallbacks"] = n - (daemon.log().count("delivery pid") - lines)
     conn.send("count")
@@ -238,6 +256,7 @@ def show(name: str, n: int, runs: list[dict]) -> dict[str, float]:
     wall = [r["wall"] for r in runs]
     cpu = [r["cpu"] / n * 1000 for r in runs]
     mem = [r["rss_kb"] / 1024 for r in runs]
+    daemon_mem = statistics.median(r["daemon_kb"] / 1024 for r in runs)
     letters: dict[str, int] = {}
     for r in runs:
         for k, v in r["letters"].items():
@@ -247,7 +266,9 @@ def show(name: str, n: int, runs: list[dict]) -> dict[str, float]:
     fallbacks = sum(r["fallbacks"] for r in runs)
     print(
         f"  {name:8} wall {spread(wall)} s   CPU/delivery {spread(cpu)} ms   "
-        f"memory {spread(mem)} MB   reports: {said}   received {received} "
+        f"memory {spread(mem)} MB"
+        + (f" (qremoted {daemon_mem:.1f})" if daemon_mem else "")
+        + f"   reports: {said}   received {received} "
         f"(of {n} each)   fallbacks {fallbacks}"
     )
     return {
@@ -265,6 +286,11 @@ def main() -> None:
     ap.add_argument("--nofile", type=int, default=NOFILE, help="qremoted's descriptor limit")
     ap.add_argument(
         "--workers", type=int, default=default_count(), help="qremoted's workers (default: cores)"
+    )
+    ap.add_argument(
+        "--one-message",
+        action="store_true",
+        help="one message to N recipients (a list's) instead of N different messages",
     )
     args = ap.parse_args()
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -286,19 +312,27 @@ def main() -> None:
         write_key(home.control, "example.org", "scale")
         home.write("mxgroups", "*:100000\n")
         home.write("timeoutremote", "1200\n")
-        queue = os.path.join(top, "queue-file")
-        with open(queue, "wb") as f:
-            f.write(MESSAGE)
+        queues = []
+        for i in range(1 if args.one_message else max(args.n)):
+            queues.append(os.path.join(top, f"queue-{i}"))
+            with open(queues[-1], "wb") as f:
+                f.write(MESSAGE % i)
+        warm = os.path.join(top, "queue-warm")  # signed before the clock starts
+        with open(warm, "wb") as f:
+            f.write(MESSAGE % 99999)
+        kind = "one message to N recipients" if args.one_message else "N different messages"
         print(
-            f"{len(MESSAGE)}-byte message, the sink answers the dot after {args.delay:g} s; "
+            f"{kind} of {len(MESSAGE % 0)} bytes, the sink answers the dot after {args.delay:g} s; "
             f"qremoted's descriptor limit {args.nofile}, {args.workers} workers; "
             f"medians (min-max) of {args.r} runs"
         )
         for n in args.n:
             c_runs, q_runs = [], []
             for _ in range(args.r):
-                c_runs.append(run_c(home_c, ip, n, queue, here))
-                q_runs.append(run_qremote(home, ip, n, queue, here, args.nofile, args.workers))
+                c_runs.append(run_c(home_c, ip, n, queues, here))
+                q_runs.append(
+                    run_qremote(home, ip, n, queues, warm, here, args.nofile, args.workers)
+                )
             print(f"N = {n} in flight")
             c = show("C", n, c_runs)
             q = show("qremote", n, q_runs)

@@ -5,10 +5,12 @@ unparseable messages are deferred, never sent unsigned."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
 from qremote.signing import dkim as qdkim
+from qremote.signing import signatures
 from qremote.signing.keys import KeyStore
 from qremote.signing.sign import SignConfig, SigningError, sign_message
 from tests.support import keys, verifiers
@@ -237,6 +239,88 @@ def test_message_without_from_signs_as_the_envelope_sender(signer, dns_server):
     signed, message = sign(signer, b"Subject: no from\n\nbody\n", b"bounce@example.com")
     assert "d=example.com" in signed.note and "DomainKeys" not in signed.note
     assert verifiers.dkimpy(message, dns_server.ip, dns_server.port) == [True, True]
+
+
+# -- a message signed again (one delivery per recipient) ------------------------------------
+
+
+SECOND = int(time.time()) - 60
+"""When the copies below are signed: a past second (verifiers refuse a t= in the future)."""
+
+
+def _fields(signed) -> dict[bytes, bytes]:
+    """Each signature field of a signing, by name (one DKIM and one DomainKeys here)."""
+    out = {}
+    for field in signed.headers.replace(b"\n\t", b"\t").split(b"\n"):
+        if field:
+            out[field.split(b":", 1)[0]] = field
+    return out
+
+
+@pytest.fixture
+def rsa_only(tmp_path, zone):
+    control = tmp_path / "control"
+    key = keys.write_key(str(control), "example.com", "q2026", "rsa")
+    keys.publish(zone, "example.com", "q2026", key)
+    return control
+
+
+def test_a_copy_signed_again_in_the_same_second_carries_the_same_signatures(rsa_only, dns_server):
+    """qmail-send starts one delivery per recipient: a second copy signed within the same
+    second (DKIM's t=) gets the kept signatures, byte for byte, and they verify."""
+    store = KeyStore(str(rsa_only / "domainkeys"))
+    first = sign_message(PLAIN, b"alice@example.com", store, now=SECOND)
+    again = sign_message(PLAIN, b"alice@example.com", store, now=SECOND)
+    assert again.headers == first.headers
+    assert verifiers.dkimpy(again.headers + PLAIN, dns_server.ip, dns_server.port) == [True]
+    said = verifiers.mail_dkim(again.headers + PLAIN, dns_server.ip, dns_server.port)
+    kinds = {kind: detail for kind, _, _, detail in said}
+    assert kinds == {"dkim": "pass", "domainkeys": "pass"}
+
+
+def test_a_kept_signature_is_returned_without_signing_again(rsa_only):
+    """The same object comes back: no RSA operation was made for the repeat."""
+    key = KeyStore(str(rsa_only / "domainkeys")).domain_keys("example.com")[0]
+    data = b"the same canonical bytes"
+    assert signatures.sign(key, data) is signatures.sign(key, data)
+    assert signatures.sign(key, data, "sha1") is signatures.sign(key, data, "sha1")
+    assert signatures.sign(key, data) != signatures.sign(key, data, "sha1")
+
+
+def test_a_copy_signed_a_second_later_gets_a_new_dkim_signature_and_the_same_domainkey(
+    rsa_only, dns_server
+):
+    store = KeyStore(str(rsa_only / "domainkeys"))
+    first = _fields(sign_message(PLAIN, b"alice@example.com", store, now=SECOND))
+    later = sign_message(PLAIN, b"alice@example.com", store, now=SECOND + 1)
+    assert _fields(later)[b"DKIM-Signature"] != first[b"DKIM-Signature"]
+    assert _fields(later)[b"DomainKey-Signature"] == first[b"DomainKey-Signature"]
+    assert verifiers.dkimpy(later.headers + PLAIN, dns_server.ip, dns_server.port) == [True]
+
+
+def test_a_replaced_key_never_answers_with_the_old_keys_signatures(rsa_only, zone, dns_server):
+    """A rotated or rewritten key file signs anew even for the very same bytes and second."""
+    store = KeyStore(str(rsa_only / "domainkeys"))
+    old = _fields(sign_message(PLAIN, b"alice@example.com", store, now=SECOND))
+    new_key = keys.write_key(str(rsa_only), "example.com", "q2026", "rsa")
+    zone.records.pop(("q2026._domainkey.example.com", "TXT"), None)
+    keys.publish(zone, "example.com", "q2026", new_key)
+    new = sign_message(PLAIN, b"alice@example.com", store, now=SECOND)
+    assert _fields(new)[b"DKIM-Signature"] != old[b"DKIM-Signature"]
+    assert _fields(new)[b"DomainKey-Signature"] != old[b"DomainKey-Signature"]
+    assert verifiers.dkimpy(new.headers + PLAIN, dns_server.ip, dns_server.port) == [True]
+
+
+def test_kept_signatures_are_bounded_and_the_oldest_goes_first(rsa_only, monkeypatch):
+    monkeypatch.setattr(signatures, "KEPT", 2)
+    signatures.forget()
+    key = KeyStore(str(rsa_only / "domainkeys")).domain_keys("example.com")[0]
+    first = signatures.sign(key, b"one")
+    second = signatures.sign(key, b"two")
+    signatures.sign(key, b"three")
+    assert signatures.sign(key, b"two") is second
+    again = signatures.sign(key, b"one")
+    assert again == first and again is not first
 
 
 # -- through the installed qmail-remote -------------------------------------------------------

@@ -5,12 +5,8 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass
-from typing import cast
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
-
-from qremote.signing import canon
+from qremote.signing import canon, signatures
 from qremote.signing.keys import SigningKey
 from qremote.signing.message import Header, Message
 
@@ -137,11 +133,6 @@ def signed_field(
     fields are signed the same way, RFC 8617 5.1)."""
     unsigned = fold_tags(name + b":", tags)
     canonical = canon.DKIM_HEADER[header_canon](Header(name, unsigned + b"\r\n"))
-    data = covered + canonical[:-2]
-    if key.is_rsa:
-        signature = cast(rsa.RSAPrivateKey, key.key).sign(data, padding.PKCS1v15(), hashes.SHA256())
-    else:
-        signature = cast(ed25519.Ed25519PrivateKey, key.key).sign(hashlib.sha256(data).digest())
-    b64 = base64.b64encode(signature)
+    b64 = base64.b64encode(signatures.sign(key, covered + canonical[:-2]))
     last_line = len(unsigned) - unsigned.rfind(b"\n") - 1
     return unsigned + fold_value(b64, max(FOLD_AT - last_line, 8)) + b"\r\n"

@@ -8,12 +8,8 @@ order, every occurrence of a name together in message order, so we sign the same
 from __future__ import annotations
 
 import base64
-from typing import cast
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-
-from qremote.signing import canon
+from qremote.signing import canon, signatures
 from qremote.signing.dkim import DEFAULT_HEADERS, FOLD_AT, fold_tags, fold_value
 from qremote.signing.keys import SigningKey
 from qremote.signing.message import Message
@@ -35,8 +31,7 @@ def sign(message: Message, domain: str, key: SigningKey, canonicalization: str =
     present = message.by_name
     data = b"".join(canon.dk_header(h, canonicalization) for name in names for h in present[name])
     data += canon.dk_body(message.body, canonicalization, message.bare_cr)
-    rsa_key = cast(rsa.RSAPrivateKey, key.key)
-    signature = base64.b64encode(rsa_key.sign(data, padding.PKCS1v15(), hashes.SHA1()))
+    signature = base64.b64encode(signatures.sign(key, data, "sha1"))
     tags = [
         b"a=rsa-sha1",
         b"c=" + canonicalization.encode(),
