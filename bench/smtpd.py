@@ -17,7 +17,7 @@ message: tcpserver's reaped children (qmail-smtpd, the filter, qmail-queue), the
 daemon, and the difference to ``plain``'s (the filter's cost). The client and the DNS
 server run in this process and are not counted. Run as root (qmail's users, tcpserver -u):
 
-    python bench/smtpd.py [-n 300] [-c 4] [-r 3]
+    python bench/smtpd.py [-n 300] [-c 4] [-r 3] [--only thin+verifyd]
 """
 
 from __future__ import annotations
@@ -132,7 +132,9 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=300, help="messages per run")
     ap.add_argument("-c", type=int, default=4, help="SMTP connections at once")
     ap.add_argument("-r", type=int, default=3, help="runs of each contender")
+    ap.add_argument("--only", help="comma-separated contenders (plain always runs)")
     args = ap.parse_args()
+    names = [x for x in CONTENDERS if not args.only or x == "plain" or x in args.only.split(",")]
     reason = realqmail.missing_reason()
     if reason is not None:
         sys.exit(f"bench/smtpd: {reason}")
@@ -170,9 +172,9 @@ def main() -> None:
                     time.sleep(0.1)
                 daemon = said.pid
                 batch = messages(pem, args.n)
-                results: dict[str, list[dict]] = {name: [] for name in CONTENDERS}
+                results: dict[str, list[dict]] = {name: [] for name in names}
                 for _ in range(args.r):
-                    for name in CONTENDERS:
+                    for name in names:
                         pid = daemon if name == "thin+verifyd" else None
                         results[name].append(one_run(home, name, batch, args.c, pid))
                 print_table(results, args)

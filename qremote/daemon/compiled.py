@@ -18,6 +18,16 @@ import tempfile
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "thinclient.c")
 FLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-std=c11", "-D_GNU_SOURCE"]
 
+STATIC = ["-static-pie"]
+"""How a thin client is linked where the C library allows it (Debian's libc6-dev ships
+``libc.a``; elsewhere the link fails and the client is linked dynamically, as any
+program). qmail-rspawn starts one client per delivery: without the dynamic loader an
+exec costs about 150 us less CPU here (bench/scale.py, README) and each running client
+about 45 KB less memory, which at a thousand deliveries in flight is 45 MB. Position
+independent, so the address layout stays randomized. The clients use nothing a static
+C library lacks (no user or host name look-ups); a C library update reaches them when
+``qremote install`` is run again."""
+
 
 def c_string(text: str) -> str:
     """A C string literal for ``text`` (paths may hold quotes, backslashes, anything)."""
@@ -52,24 +62,29 @@ def build(
     extra: list[str] | None = None,
     source: str = SOURCE,
 ) -> str:
-    """Compile a thin client (``source``: qmail-remote's by default) into ``out``; returns
-    the compiler used. Raises BuildError."""
+    """Compile a thin client (``source``: qmail-remote's by default) into ``out``, linked
+    statically where it can be (:data:`STATIC`; never with a sanitizer in ``extra``, which
+    needs the dynamic loader); returns how: the compiler, and ``linked statically`` when
+    it was. Raises BuildError."""
     cc = compiler()
     if cc is None:
         raise BuildError("no C compiler (cc) on PATH")
+    extra = extra or []
+    links = [[]] if any(f.startswith("-fsanitize") for f in extra) else [STATIC, []]
     with tempfile.TemporaryDirectory(prefix="qremote-build-") as tmp:
         with open(os.path.join(tmp, "qremote-config.h"), "w") as f:
             f.write(f"#define QREMOTE_HOME {c_string(home)}\n")
             f.write(f"#define QREMOTE_FALLBACK {c_string(fallback)}\n")
             f.write(f"#define QREMOTE_MARKER {c_string(marker)}\n")
-        done = subprocess.run(
-            [cc, *FLAGS, *(extra or []), "-I", tmp, "-o", out, source],
-            capture_output=True,
-            text=True,
-        )
-    if done.returncode != 0:
-        raise BuildError(f"{cc} failed: {(done.stderr or done.stdout).strip()[-500:]}")
-    return cc
+        for link in links:
+            done = subprocess.run(
+                [cc, *FLAGS, *link, *extra, "-I", tmp, "-o", out, source],
+                capture_output=True,
+                text=True,
+            )
+            if done.returncode == 0:
+                return f"{cc}, linked statically" if link else cc
+    raise BuildError(f"{cc} failed: {(done.stderr or done.stdout).strip()[-500:]}")
 
 
 class BuildError(Exception):
