@@ -32,7 +32,7 @@ import dkim
 
 from qremote.limits import VERIFY_MAX_DKIM_SIGNATURES
 from qremote.signing.tags import parse_tags
-from qremote.verify import dkimrules
+from qremote.verify import dkimrules, rsacheck
 from qremote.verify.results import TIME_SPENT, Result, past_the_count
 from qremote.verify.txt import DnsTemporary, TxtLookup
 
@@ -149,7 +149,7 @@ def _signature_result(
         sig = dkim.util.parse_tag_value(field[1])
         sig[b"a"] = sig[b"a"].lower()
         include = [h.lower() for h in re.split(rb"\s*:\s*", sig[b"h"])]
-        good = checker.verify_sig(sig, include, field, lambda _name, timeout=5: clean)
+        good = rsacheck.verify(checker, sig, include, field, clean)
     except dkim.util.InvalidTagValueList:
         return Result("dkim", "permerror", dkimrules.TABLE["tags"][1], props)
     except dkim.ValidationError as e:
