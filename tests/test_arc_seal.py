@@ -13,7 +13,6 @@ import os
 import subprocess
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 
 from qremote.signing.arc import Plan, plan
 from qremote.signing.message import parse
@@ -115,20 +114,12 @@ def test_a_field_of_ours_too_long_to_have_come_from_our_filter_is_not_copied():
 # --- forwarded through qremote, verified by two independent verifiers -----------------
 
 
-def _pem(key) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-
-
 def alice_signed(zone, tmp_path) -> bytes:
     """Alice's message signed by Mail::DKIM as example.com, its key published."""
     key = keys.write_key(str(tmp_path / "author"), "example.com", "s1")
     keys.publish(zone, "example.com", "s1", key)
     keyfile = tmp_path / "alice.pem"
-    keyfile.write_bytes(_pem(key))
+    keyfile.write_bytes(keys.pem(key))
     return subprocess.run(
         ["perl", os.path.join(HERE, "support", "sign_dkim.pl"), str(keyfile), "example.com", "s1"],
         input=ALICE,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import re
 import subprocess
-import time
 
 import dkim
 import pytest
@@ -17,7 +16,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from qremote.verify import dkimcheck
-from tests.support.keys import dkim_record
+from qremote.verify.txt import Records
+from tests.support.keys import dkim_record, pem
 
 MESSAGE = (
     b"From: Alice <alice@example.com>\r\nTo: bob@example.net\r\nSubject: hello\r\n"
@@ -25,26 +25,11 @@ MESSAGE = (
 )
 
 
-class Lookup:
-    """The key records a verifier finds, as dkimcheck's TxtLookup answers."""
-
-    def __init__(self, records: dict[str, bytes]) -> None:
-        self.records = records
-        self.deadline = time.monotonic() + 60
-
-    def txt(self, name: str) -> bytes | None:
-        return self.records.get(name.lower().rstrip("."))
+class Lookup(Records):
+    """The key records both verifiers find: ours asks ``txt``, dkimpy ``dnsfunc``."""
 
     def dnsfunc(self, name, timeout=5):
         return self.txt(name.decode() if isinstance(name, bytes) else name)
-
-
-def _pem(key) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +38,7 @@ def key():
 
 
 def signed(key, message: bytes = MESSAGE, algorithm: bytes = b"rsa-sha256") -> bytes:
-    field = dkim.sign(message, b"s1", b"example.com", _pem(key), signature_algorithm=algorithm)
+    field = dkim.sign(message, b"s1", b"example.com", pem(key), signature_algorithm=algorithm)
     return field + message
 
 

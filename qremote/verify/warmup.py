@@ -30,23 +30,13 @@ from qremote.signing import domainkeys as dk_signer
 from qremote.signing.keys import SigningKey
 from qremote.signing.message import parse as parse_message
 from qremote.verify.build import Settings, build
+from qremote.verify.txt import Records
 
 MESSAGE = (
     "From: Jörg <joerg@exämple.invalid>\nTo: bob@example.invalid\nSubject: Grüße\n"
     "Date: Sun, 22 Nov 2026 12:00:00 +0000\n\nHallo.\n"
 ).encode()
 DOMAIN = "xn--exmple-cua.invalid"
-
-
-class _Records:
-    """A look-up that answers from a dictionary (the warm-up must not touch the network)."""
-
-    def __init__(self, records: dict[str, bytes]) -> None:
-        self.records = records
-        self.deadline = time.monotonic() + 60
-
-    def txt(self, name: str) -> bytes | None:
-        return self.records.get(name.lower().rstrip("."))
 
 
 def _record(key: SigningKey) -> bytes:
@@ -93,7 +83,7 @@ def warm_up(metrics: bool = False) -> None:
     )
     fields += dk_signer.sign(parsed, DOMAIN, rsa_key)
     message = fields.replace(b"\r\n", b"\n") + MESSAGE
-    records = _Records({f"{k.selector}._domainkey.{DOMAIN}": _record(k) for k in (rsa_key, ed_key)})
+    records = Records({f"{k.selector}._domainkey.{DOMAIN}": _record(k) for k in (rsa_key, ed_key)})
     settings = Settings("warm.invalid", [], 60, {}, "pass")
     fd = memory_file("qremote-warm-up", message)
     try:

@@ -25,6 +25,15 @@ def dkim_record(key) -> str:
     return f"v=DKIM1; k=ed25519; p={base64.b64encode(raw).decode()}"
 
 
+def pem(key) -> bytes:
+    """The private key as PEM (PKCS#1 for RSA), as dkimpy's ``sign`` and Mail::DKIM take it."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+
+
 def write_key(
     control: str,
     domain: str,
