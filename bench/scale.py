@@ -20,7 +20,8 @@ Contenders, alternating, each R times per N:
   unless ``--nofile`` says otherwise (1024 shows what happens at the usual default).
 
 For each it prints the wall time until every client has exited, the CPU per delivery
-(the clients' own, reaped with wait4, plus qremoted's), the memory (the peak of the
+(the clients' own, reaped with wait4, plus qremoted's, whose share is shown beside
+it), the memory (the peak of the
 clients' and qremoted's proportional set sizes summed, sampled every half second: shared
 library pages counted once), the reports (K, Z, D), how many messages
 the sink received (exactly N, or a message went twice or not at all), and for qremote how
@@ -237,7 +238,8 @@ def run_qremote(
         before = sum(_cpu(p) for p in pids)
         lines = daemon.log().count("delivery pid")
         result = burst(home.program, home.path, ip, n, queues, pids)
-        result["cpu"] += sum(_cpu(p) for p in pids) - before
+        result["daemon_cpu"] = sum(_cpu(p) for p in pids) - before
+        result["cpu"] += result["daemon_cpu"]
         result["fallbacks"] = n - (daemon.log().count("delivery pid") - lines)
     conn.send("count")
     result["received"] = conn.recv()
@@ -257,6 +259,7 @@ def show(name: str, n: int, runs: list[dict]) -> dict[str, float]:
     cpu = [r["cpu"] / n * 1000 for r in runs]
     mem = [r["rss_kb"] / 1024 for r in runs]
     daemon_mem = statistics.median(r["daemon_kb"] / 1024 for r in runs)
+    daemon_cpu = statistics.median(r.get("daemon_cpu", 0) / n * 1000 for r in runs)
     letters: dict[str, int] = {}
     for r in runs:
         for k, v in r["letters"].items():
@@ -265,7 +268,9 @@ def show(name: str, n: int, runs: list[dict]) -> dict[str, float]:
     received = [r["received"] for r in runs]
     fallbacks = sum(r["fallbacks"] for r in runs)
     print(
-        f"  {name:8} wall {spread(wall)} s   CPU/delivery {spread(cpu)} ms   "
+        f"  {name:8} wall {spread(wall)} s   CPU/delivery {spread(cpu)} ms"
+        + (f" (qremoted {daemon_cpu:.2f})" if daemon_cpu else "")
+        + "   "
         f"memory {spread(mem)} MB"
         + (f" (qremoted {daemon_mem:.1f})" if daemon_mem else "")
         + f"   reports: {said}   received {received} "

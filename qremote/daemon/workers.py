@@ -29,6 +29,7 @@ worker, each finishes its deliveries within the grace, and the master leaves las
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 
@@ -62,6 +63,9 @@ def run(daemon: Daemon) -> None:
             _worker(daemon, index, listener)  # never returns
         children[pid] = index
 
+    # What the master built (modules, settings) is shared with the workers until written:
+    # frozen, the collector never writes to it, so the workers' collections leave it shared.
+    gc.freeze()
     for index in range(daemon.workers):
         spawn(index)
     daemon.log(f"{daemon.workers} workers: {', '.join(str(p) for p in children)}")
