@@ -15,7 +15,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from qremote.verify import dkimcheck
+from qremote.verify import dkimcheck, rsacheck
+from qremote.verify.dnscache import MAX_RECORD
 from qremote.verify.txt import Records
 from tests.support.keys import dkim_record, pem
 
@@ -132,3 +133,67 @@ def test_a_key_under_1024_bits_is_refused_as_dkimpy_refuses_it():
     small = serialization.load_pem_private_key(pem, password=None)
     ours, theirs = both(signed(small), small)
     assert ours == "permerror" and theirs is False
+
+
+def test_fields_not_named_in_h_change_nothing_and_repeated_ones_are_taken_from_the_bottom(key):
+    """Only the fields h= names are canonicalized: fields it does not name (with any
+    white space) and a named field that occurs twice give dkimpy's verdict."""
+    message = signed(key)
+    unsigned = b"Received: from  x\t (y)\r\n\tby z ;  now  \r\nX-Odd:\t a  b \r\n"
+    assert both(unsigned + message, key) == ("pass", True)
+    # A second Subject above the signed one is not what was signed: h= names one
+    # Subject, taken from the bottom; a second below it is what a verifier takes.
+    above = message.replace(b"From: Alice", b"Subject: other\r\nFrom: Alice")
+    assert both(above, key) == ("pass", True)
+    below = message.replace(b"\r\n\r\nHello", b"\r\nSubject: other\r\n\r\nHello")
+    assert both(below, key) == ("fail", False)
+
+
+def test_a_record_is_read_once_and_its_key_kept_for_the_next_message(monkeypatch):
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)  # not kept yet
+    record = dkim_record(key).encode()
+    reads = []
+    real = dkim.evaluate_pk
+    monkeypatch.setattr(dkim, "evaluate_pk", lambda *a: reads.append(a) or real(*a))
+    lookup = Lookup({"s1._domainkey.example.com": record})
+    for i in range(3):
+        message = signed(key, MESSAGE.replace(b"hello", b"hello %d" % i))
+        assert [r.result for r in dkimcheck.verify(message, lookup)] == ["pass"]
+    assert len(reads) == 1
+    assert rsacheck.public_key(record) is rsacheck.public_key(record)
+    assert len(reads) == 1
+
+
+def test_a_changed_record_under_the_same_name_is_the_new_key_at_once(key):
+    """Keys are kept by the record's bytes: a rotated key is other bytes."""
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = "s1._domainkey.example.com"
+    old = Lookup({name: dkim_record(key).encode()})
+    new = Lookup({name: dkim_record(other).encode()})
+    assert [r.result for r in dkimcheck.verify(signed(key), old)] == ["pass"]
+    assert [r.result for r in dkimcheck.verify(signed(key), new)] == ["fail"]
+    assert [r.result for r in dkimcheck.verify(signed(other), new)] == ["pass"]
+
+
+def test_kept_keys_are_bounded_in_number_and_record_size(key, monkeypatch):
+    monkeypatch.setattr(rsacheck, "KEYS_KEPT", 3)
+    monkeypatch.setattr(rsacheck, "_keys", {})
+    base = dkim_record(key).encode()
+    records = [base + b" " * i for i in range(5)]
+    for record in records:
+        assert rsacheck.public_key(record) is not None
+    assert list(rsacheck._keys) == records[2:]  # the oldest went first
+    huge = base + b" " * (MAX_RECORD + 1)
+    assert rsacheck.public_key(huge) is not None  # read, used, not kept
+    assert huge not in rsacheck._keys
+
+
+def test_a_record_openssl_is_not_given_is_kept_as_such(monkeypatch):
+    """A key under 1024 bits is dkimpy's to refuse, every time."""
+    pem_768 = subprocess.run(
+        ["openssl", "genrsa", "-traditional", "768"], check=True, capture_output=True
+    ).stdout
+    small = serialization.load_pem_private_key(pem_768, password=None)
+    record = dkim_record(small).encode()
+    assert rsacheck.public_key(record) is None
+    assert record in rsacheck._keys and rsacheck._keys[record] is None

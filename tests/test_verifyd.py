@@ -373,6 +373,28 @@ def test_the_key_cache_is_bounded_in_bytes_oldest_first():
     assert cache.get("k0.example") == (False, None) and cache.get("k4.example")[0]
 
 
+def test_a_message_whose_keys_are_kept_makes_no_resolver_and_a_miss_asks_dns(monkeypatch):
+    """The resolver is made at the first query; without resolv.conf that query is a
+    temporary failure (temperror), not a crash."""
+    import dns.resolver
+
+    from qremote.verify import dnscache
+    from qremote.verify.txt import DnsTemporary, TxtLookup
+
+    cache = dnscache.KeyCache()
+    cache.put("s1._domainkey.example.com", b"v=DKIM1; p=abc", 300)
+    lookup = TxtLookup([("127.0.0.1", 9)], 5, cache)
+    assert lookup.txt("s1._domainkey.example.com") == b"v=DKIM1; p=abc"
+    assert lookup.resolver is None
+
+    def no_configuration(*_args, **_kw):
+        raise dns.resolver.NoResolverConfiguration("no nameservers")
+
+    monkeypatch.setattr(dns.resolver.Resolver, "__init__", no_configuration)
+    with pytest.raises(DnsTemporary):
+        TxtLookup([], 5, cache).txt("other._domainkey.example.com")
+
+
 def test_a_negative_answer_is_believed_for_the_soa_minimum_or_its_ttl():
     import dns.message
     import dns.rrset

@@ -18,6 +18,13 @@ same number, so it is padded, as dkimpy's arithmetic treats it.
 
 The body hash was compared before this is called (dkimcheck's ``_BodyHashes``), so the
 body is not canonicalized a second time, as ``verify_sig`` would.
+
+What a key record comes to (OpenSSL's key, or None for dkimpy to judge) depends on the
+record's bytes alone, so it is kept, by those bytes, for the next message signed with the
+same key: dkimpy's reading of a record (its ASN.1 parser in Python) cost more than
+OpenSSL's check of the signature. A changed record is other bytes, so nothing kept can
+outlive the key it was read from in DNS; at most :data:`KEYS_KEPT` are kept, none over
+:data:`~qremote.verify.dnscache.MAX_RECORD` bytes.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import threading
 
 import dkim
 from cryptography.exceptions import InvalidSignature
@@ -32,10 +40,18 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
+from qremote.verify.dnscache import MAX_RECORD
+
 MIN_BITS = 1024
 """dkimpy's own minimum (``DKIM.minkey``): a smaller key is left to it, to refuse."""
 
+KEYS_KEPT = 1000
+"""Key records whose reading is kept, per process: about 2 KB each for a 2048-bit key,
+at most 10 MB (docs/BOUNDS.md)."""
+
 _SHA256 = Prehashed(hashes.SHA256())
+_keys: dict[bytes, tuple[rsa.RSAPublicKey, int] | None] = {}
+_keys_lock = threading.Lock()  # verifyd's worker threads share the keys
 
 
 def verify(
@@ -55,7 +71,11 @@ def verify(
     if b"from" in include:
         include.append(b"from")  # as dkimpy does: a second From: breaks the signature
     digest = hashlib.sha256()
-    headers = policy.canonicalize_headers(checker.headers)
+    # Only the fields h= names are canonicalized: dkimpy canonicalizes each field on its
+    # own and selects by the name lowercased (its names never hold white space), so the
+    # fields selected, and their order, are those it would select from all of them.
+    named = set(include)
+    headers = policy.canonicalize_headers([f for f in checker.headers if f[0].lower() in named])
     dkim.hash_headers(digest, policy, headers, include, field, sig)
     try:
         key.verify(signature, digest.digest(), padding.PKCS1v15(), _SHA256)
@@ -75,14 +95,39 @@ def _prepared(
         return None
     try:
         policy = dkim.CanonicalizationPolicy.from_c_value(sig.get(b"c", b"simple/simple"))
-        numbers, bits, kind, tlsrpt = dkim.evaluate_pk(b"", record)
-        if kind != b"rsa" or tlsrpt or bits < MIN_BITS:
-            return None
-        n = numbers["modulus"]
-        key = rsa.RSAPublicNumbers(numbers["publicExponent"], n).public_key()
-    except Exception:  # noqa: BLE001 - whatever dkimpy or OpenSSL refuse, dkimpy judges
+    except Exception:  # noqa: BLE001 - a c= dkimpy refuses: dkimpy judges
         return None
+    found = public_key(record)
+    if found is None:
+        return None
+    key, n = found
     number = int.from_bytes(base64.b64decode(re.sub(rb"\s+", b"", sig[b"b"])), "big")
     if number >= n:
         return None
     return key, number.to_bytes((n.bit_length() + 7) // 8, "big"), policy
+
+
+def public_key(record: bytes) -> tuple[rsa.RSAPublicKey, int] | None:
+    """OpenSSL's key and its modulus for a record dkimpy reads as an RSA key of at least
+    MIN_BITS; None for any other (kept, by the record's bytes, as the key is)."""
+    with _keys_lock:
+        if record in _keys:
+            return _keys[record]
+    key = _read(record)
+    if len(record) <= MAX_RECORD:
+        with _keys_lock:
+            while len(_keys) >= KEYS_KEPT:
+                del _keys[next(iter(_keys))]  # the oldest first
+            _keys[record] = key
+    return key
+
+
+def _read(record: bytes) -> tuple[rsa.RSAPublicKey, int] | None:
+    try:
+        numbers, bits, kind, tlsrpt = dkim.evaluate_pk(b"", record)
+        if kind != b"rsa" or tlsrpt or bits < MIN_BITS:
+            return None
+        n = numbers["modulus"]
+        return rsa.RSAPublicNumbers(numbers["publicExponent"], n).public_key(), n
+    except Exception:  # noqa: BLE001 - whatever dkimpy or OpenSSL refuse, dkimpy judges
+        return None

@@ -45,11 +45,9 @@ class TxtLookup:
     ) -> None:
         """``since``: when the message's budget started (the daemon counts the time a
         message waited for a worker); now when not given."""
-        if servers:
-            self.resolver = dns.resolver.Resolver(configure=False)
-            self.resolver.nameservers = [dns.nameserver.Do53Nameserver(ip, p) for ip, p in servers]
-        else:
-            self.resolver = dns.resolver.Resolver()
+        self.servers = servers
+        self.resolver: dns.resolver.Resolver | None = None
+        """Made at the first query: in verifyd most messages find their keys kept."""
         self.deadline = (time.monotonic() if since is None else since) + budget
         self.shared = cache
         self.cache: dict[str, bytes | None] = {}
@@ -67,15 +65,28 @@ class TxtLookup:
             self.cache[key] = record
         return self.cache[key]
 
+    def _resolver(self) -> dns.resolver.Resolver:
+        """This message's resolver (its time-outs are the message's own)."""
+        if self.resolver is None:
+            if self.servers:
+                self.resolver = dns.resolver.Resolver(configure=False)
+                self.resolver.nameservers = [
+                    dns.nameserver.Do53Nameserver(ip, p) for ip, p in self.servers
+                ]
+            else:
+                self.resolver = dns.resolver.Resolver()
+        return self.resolver
+
     def _fetch(self, name: str) -> tuple[bytes | None, float]:
         """(record or None, seconds it may be kept)."""
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise DnsTemporary("time budget for DNS spent")
-        self.resolver.lifetime = left
-        self.resolver.timeout = min(left, 3.0)
         try:
-            answer = self.resolver.resolve(name, "TXT", search=False)
+            resolver = self._resolver()  # no resolv.conf: a DNSException, as a time-out
+            resolver.lifetime = left
+            resolver.timeout = min(left, 3.0)
+            answer = resolver.resolve(name, "TXT", search=False)
         except dns.resolver.NXDOMAIN as e:
             return None, negative_ttl(e.response(e.qnames()[0]))
         except dns.resolver.NoAnswer as e:
