@@ -10,7 +10,8 @@ _CONTROLS = {c: "?" for c in [*range(32), 127]}
 def plain(text: str, limit: int = 300) -> str:
     """A value from a sender or a peer in a log line: control characters (CR, LF, NUL,
     escapes) become ``?``, as qmail's outsafe does, so no value can forge a line."""
-    return text[:limit].translate(_CONTROLS)
+    text = text[:limit]
+    return text if text.isprintable() else text.translate(_CONTROLS)  # most are printable
 
 
 def one_line(data: bytes, limit: int = 300) -> str:

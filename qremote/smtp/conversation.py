@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum, auto
 
@@ -228,22 +229,10 @@ class Conversation:
     # -- feeding -------------------------------------------------------------------------
 
     def receive(self, reply: Reply) -> list[Action]:
-        handler = {
-            State.GREETING: self._on_greeting,
-            State.EHLO: self._on_ehlo,
-            State.HELO: self._on_helo,
-            State.STARTTLS: self._on_starttls,
-            State.AUTH: self._on_auth,
-            State.AUTH_CANCEL: self._on_auth_cancel,
-            State.MAIL: self._on_mail,
-            State.RCPT: self._on_rcpt,
-            State.DATA: self._on_data,
-            State.BODY: self._on_body,
-            State.RSET: self._on_rset,
-        }.get(self.state)
+        handler = _HANDLERS.get(self.state)
         if handler is None:
             return []
-        return handler(reply)
+        return handler(self, reply)
 
     def reset(self, envelope: Envelope) -> list[Action]:
         """Start the next message on a connection kept open after :class:`Finished`.
@@ -522,3 +511,20 @@ class Conversation:
             text = report.quit_report(letter, "", self.partner, verb, reply.text)
             return [Finished(text, open=True)]
         return self._quit(letter, "", verb, reply)
+
+
+_HANDLERS: dict[State, Callable[[Conversation, Reply], list[Action]]] = {
+    State.GREETING: Conversation._on_greeting,
+    State.EHLO: Conversation._on_ehlo,
+    State.HELO: Conversation._on_helo,
+    State.STARTTLS: Conversation._on_starttls,
+    State.AUTH: Conversation._on_auth,
+    State.AUTH_CANCEL: Conversation._on_auth_cancel,
+    State.MAIL: Conversation._on_mail,
+    State.RCPT: Conversation._on_rcpt,
+    State.DATA: Conversation._on_data,
+    State.BODY: Conversation._on_body,
+    State.RSET: Conversation._on_rset,
+}
+"""What a reply in each state is handed to (made once: every reply of every delivery
+looks here)."""

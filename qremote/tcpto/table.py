@@ -18,6 +18,7 @@ Rules (qmail's tcpto.c):
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -41,10 +42,13 @@ IPV6 = Layout(size=32, addr_len=16, count_at=16, when_at=24)
 
 
 def layout_for(ip: str) -> Layout:
-    return IPV4 if ipaddress.ip_address(ip).version == 4 else IPV6
+    return IPV4 if len(packed(ip)) == 4 else IPV6
 
 
+@functools.lru_cache(maxsize=4096)
 def packed(ip: str) -> bytes:
+    """The address in bytes; a delivery asks this several times of each address it tries,
+    so the last 4096 parsed are kept (about 0.5 MB at most)."""
     return ipaddress.ip_address(ip).packed
 
 
