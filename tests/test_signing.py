@@ -457,3 +457,25 @@ def test_a_key_store_we_cannot_enter_defers(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "lstat", lstat)
     with pytest.raises(SigningError, match="domainkeys/example.com/default: Permission denied"):
         sign(KeyStore(str(control / "domainkeys")), PLAIN)
+
+
+def test_a_replaced_or_withdrawn_key_is_not_kept_in_memory(rsa_only):
+    """One key per entry in the process: the rotated key's private object goes when the
+    new one is loaded, and rewriting the file again and again does not grow the cache."""
+    from qremote.signing import keys as keys_module
+
+    store = KeyStore(str(rsa_only / "domainkeys"))
+    old = store.domain_keys("example.com")[0]
+    for n in range(3):
+        keys.write_key(str(rsa_only), "example.com", f"r{n}", "rsa")
+        new = store.domain_keys("example.com")[0]
+        assert new.selector == f"r{n}"
+    ours = str(rsa_only)
+    kept = [k for _ident, k in keys_module._cache.values() if k.path.startswith(ours)]
+    assert all(k.key is not old.key for k in kept)
+    assert len(kept) == 1
+    for entry in (rsa_only / "domainkeys" / "example.com").iterdir():
+        if entry.name == "default":
+            entry.unlink()
+    assert store.domain_keys("example.com") == []
+    assert not [k for _i, k in keys_module._cache.values() if k.path.startswith(ours)]

@@ -46,7 +46,11 @@ class SigningKey:
         return "rsa-sha256" if self.is_rsa else "ed25519-sha256"
 
 
-_cache: dict[tuple, SigningKey] = {}
+_cache: dict[str, tuple[tuple, SigningKey]] = {}
+"""The key loaded from each entry, with what identified its file then (inode, mtime, size,
+mode, selector). One per entry: a rotated or rewritten key replaces the old one, so a
+retired private key does not stay in qremoted's memory, and rewriting a file over and
+over does not grow it."""
 
 MAX_LISTED = 10000
 """Files :func:`files_in` lists at most: far more than any site's keys."""
@@ -73,6 +77,7 @@ def load(path: str, domain: str, link: str) -> SigningKey | None:
     try:
         lst = os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
+        _cache.pop(path, None)  # a key withdrawn leaves memory too
         return None  # no such entry, or no such domain folder
     except OSError as e:
         # A key store we may not look into is a broken key, not a missing one:
@@ -90,11 +95,12 @@ def load(path: str, domain: str, link: str) -> SigningKey | None:
         except OSError as e:
             raise KeyProblem(f"{_show(os.path.realpath(path))}: {e.strerror}") from None
     ident = (path, st.st_ino, st.st_mtime_ns, st.st_size, st.st_mode, selector)
-    cached = _cache.get(ident)
-    if cached is not None:
-        return cached
+    cached = _cache.get(path)
+    if cached is not None and cached[0] == ident:
+        return cached[1]
+    _cache.pop(path, None)  # a changed file: the old key goes, whether or not the new loads
     found = _load_file(path, domain, selector, st)
-    _cache[ident] = found
+    _cache[path] = (ident, found)
     return found
 
 
